@@ -1,0 +1,57 @@
+# Everything runs from .venv; its bin/ goes first on PATH because
+# `mlflow run --env-manager local` runs the entry point with the first `python` found.
+VENV     := .venv
+PY       := $(CURDIR)/$(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+# The shared MNIST beside the project, when it is there; otherwise Keras downloads it.
+ifneq ($(wildcard ../shared/data/mnist.npz),)
+export MNIST_PATH ?= $(abspath ../shared/data/mnist.npz)
+endif
+
+MLFLOW_RUN := $(PY) -m mlflow run . --env-manager local --experiment-name digits
+QUICK_EPOCHS ?= 2
+
+.PHONY: setup test lint format train quick-train evaluate promote serve ui clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+test: setup lint
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+train: setup  ## full training with the default parameters (12 epochs)
+	$(MLFLOW_RUN) -e train
+
+quick-train: setup
+	$(MLFLOW_RUN) -e train -P epochs=$(QUICK_EPOCHS)
+
+evaluate: setup
+	$(MLFLOW_RUN) -e evaluate
+
+promote: setup  ## VERSION=n to pick one; default the latest
+	$(MLFLOW_RUN) -e promote $(if $(VERSION),-P version=$(VERSION))
+
+serve: setup
+	@$(PY) -m training.registry_status || { $(MLFLOW_RUN) -e train -P epochs=$(QUICK_EPOCHS) && $(MLFLOW_RUN) -e promote; }
+	$(PY) -m serving
+
+ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

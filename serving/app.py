@@ -1,0 +1,26 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from serving import errors, model_store, request_id, views
+from serving.config import Settings, load_settings
+
+
+def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
+    """Build the service; ``config`` overrides the file and environment settings."""
+    settings = config if isinstance(config, Settings) else load_settings(config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    errors.init_app(app)
+    request_id.init_app(app)
+    model_store.init_app(app, settings)
+    app.register_blueprint(views.bp)
+    return app

@@ -1,0 +1,47 @@
+"""Every error leaves as JSON ``{"error": {"code", "message"}}``; never a stack trace."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from pyfunc.errors import ImageError
+
+
+class ApiError(Exception):
+    """An error the service answers deliberately."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str):
+    response = jsonify(error={"code": code, "message": message})
+    response.status_code = status
+    return response
+
+
+def _http_code(exc: HTTPException) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip("_")
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(ImageError)
+    def image_error(exc: ImageError):
+        return error_response(exc.status, exc.code, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return error_response(exc.code or 500, _http_code(exc), exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        app.logger.exception("unhandled error")
+        return error_response(500, "internal_error", "internal server error")

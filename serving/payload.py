@@ -1,0 +1,71 @@
+"""Turning an HTTP request into the encoded image bytes the pyfunc decodes.
+
+Three ways in, one result: JSON ``{"image": "<base64>"}``, multipart field ``image``,
+or a raw ``image/*`` body. Image decoding itself is the pyfunc's job.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from flask import Request
+
+from serving.config import Settings
+from serving.errors import ApiError
+
+_DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+FIELD = "image"
+
+
+def image_bytes(request: Request, settings: Settings) -> bytes:
+    mimetype = request.mimetype
+    if mimetype == "application/json":
+        return _from_json(request, settings)
+    if mimetype == "multipart/form-data":
+        return _from_multipart(request)
+    if mimetype.startswith("image/"):
+        return _non_empty(request.get_data(cache=False))
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        'send application/json {"image": "<base64>"}, multipart/form-data with a file '
+        "field 'image', or a raw image/* body",
+    )
+
+
+def _from_json(request: Request, settings: Settings) -> bytes:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "malformed_json", "the request body is not valid JSON")
+    if not isinstance(body, dict) or FIELD not in body:
+        raise ApiError(400, "missing_image", "the JSON body needs a field 'image'")
+    text = body[FIELD]
+    if not isinstance(text, str):
+        raise ApiError(400, "invalid_image_field", "'image' must be a base64 string")
+    if len(text) > settings.max_base64_chars:
+        raise ApiError(
+            413, "base64_too_large", f"'image' exceeds {settings.max_base64_chars} characters"
+        )
+    text = _WHITESPACE.sub("", _DATA_URL.sub("", text, count=1))
+    if not text:
+        raise ApiError(400, "empty_image", "'image' is empty")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "invalid_base64", "'image' is not valid base64") from None
+
+
+def _from_multipart(request: Request) -> bytes:
+    upload = request.files.get(FIELD)
+    if upload is None:
+        raise ApiError(400, "missing_image", "the multipart form needs a file field 'image'")
+    return _non_empty(upload.read())
+
+
+def _non_empty(data: bytes) -> bytes:
+    if not data:
+        raise ApiError(400, "empty_image", "the image is empty")
+    return data

@@ -1,0 +1,71 @@
+"""Resolving ``MODEL_URI`` against the MLflow registry and loading that version."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from pyfunc.model import DigitModel
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/]+)|@(?P<alias>[^/]+))/?$")
+
+
+class NoModel(LookupError):
+    """The registry has no version behind the configured URI (yet)."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    ref: ModelRef
+    model: DigitModel
+
+
+def resolve(client: MlflowClient, model_uri: str) -> ModelRef:
+    """The concrete version a stage/alias/latest URI points at right now."""
+    match = _MODELS_URI.match(model_uri)
+    if not match:
+        raise ValueError(
+            f"MODEL_URI must look like models:/NAME/STAGE or models:/NAME@ALIAS, got {model_uri!r}"
+        )
+    name, ref, alias = match["name"], match["ref"], match["alias"]
+    try:
+        if alias:
+            return ModelRef(name, str(client.get_model_version_by_alias(name, alias).version))
+        if ref.isdigit():
+            return ModelRef(name, str(client.get_model_version(name, ref).version))
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise NoModel(f"{model_uri}: {exc.message}") from None
+        raise
+    if ref.lower() != "latest":
+        versions = [v for v in versions if (v.current_stage or "").lower() == ref.lower()]
+    if not versions:
+        raise NoModel(f"no version of {name!r} is in {ref}")
+    return ModelRef(name, str(max(int(v.version) for v in versions)))
+
+
+def load(ref: ModelRef) -> LoadedModel:
+    """Load a registered version and hand back its Python model (no pandas on the hot path)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        pyfunc_model = mlflow.pyfunc.load_model(ref.uri)
+    python_model = pyfunc_model.unwrap_python_model()
+    if not isinstance(python_model, DigitModel):
+        raise TypeError(f"{ref.uri} is not a digit model (got {type(python_model).__name__})")
+    return LoadedModel(ref, python_model)

@@ -1,0 +1,29 @@
+"""A request id for every response: the client's ``X-Request-ID`` if sane, else a new one."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from flask import Flask, g, request
+
+HEADER = "X-Request-ID"
+_SANE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def current() -> str:
+    return g.request_id
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def assign() -> None:
+        given = request.headers.get(HEADER, "")
+        g.request_id = given if _SANE.match(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def echo(response):
+        request_id = g.get("request_id")
+        if request_id:
+            response.headers[HEADER] = request_id
+        return response

@@ -1,0 +1,84 @@
+"""Shared fixtures: MNIST, a real MLflow registry trained by `mlflow run`, the app, live servers."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from support import PROJECT_ROOT, Registry, run_checked, start_server
+
+from training.data import Mnist, load_mnist
+
+
+@pytest.fixture(scope="session")
+def mnist_path() -> Path:
+    path = Path(os.environ.get("MNIST_PATH") or PROJECT_ROOT.parent / "shared/data/mnist.npz")
+    if not path.is_file():
+        pytest.fail(f"MNIST not found at {path}: set MNIST_PATH (see README)")
+    return path.resolve()
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_path: Path) -> Mnist:
+    return load_mnist(mnist_path)
+
+
+@pytest.fixture(scope="session")
+def seed_png(mnist: Mnist) -> bytes:
+    """The seed's example: MNIST test image #9 (a 9) as a 28×28 PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(mnist.x_test[9]).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Registry:
+    """A fresh sqlite registry with one small model trained by the real `mlflow run`,
+    promoted to Production by the real promote entry point."""
+    reg = Registry.create(tmp_path_factory.mktemp("registry"))
+    run_checked(
+        reg.mlflow_run("train", limit=8000, epochs=1, data_path=mnist_path, seed=1),
+        env=reg.env,
+        timeout=600,
+    )
+    run_checked(reg.mlflow_run("promote"), env=reg.env, timeout=300)
+    return reg
+
+
+@pytest.fixture(scope="session")
+def empty_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return Registry.create(tmp_path_factory.mktemp("empty-registry"))
+
+
+@pytest.fixture(scope="session")
+def live_server(registry: Registry, tmp_path_factory: pytest.TempPathFactory):
+    """`python -m serving` (gunicorn, 2 workers) on a free port, following the registry."""
+    with start_server(
+        registry.env,
+        {"MAX_BODY_BYTES": str(1024 * 1024), "MAX_BASE64_CHARS": str(512 * 1024)},
+        log_dir=tmp_path_factory.mktemp("server-logs"),
+    ) as url:
+        yield url
+
+
+@pytest.fixture
+def app(registry: Registry):
+    from serving import create_app
+
+    app = create_app({"mlflow_tracking_uri": registry.tracking_uri, "workers": 1})
+    app.config.update(TESTING=True)
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

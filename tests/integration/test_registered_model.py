@@ -1,0 +1,107 @@
+"""The same registered model outside our service: notebook, `mlflow models serve`, evaluate."""
+
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import requests
+from PIL import Image
+from support import PROJECT_ROOT, free_port, run_checked, stop, wait_for
+
+
+def _png(digit: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(digit).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_notebook_load_model_accepts_arrays_bytes_and_base64(registry, mnist):
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    for uri in ("models:/digits/Production", "models:/digits@production"):
+        model = mlflow.pyfunc.load_model(uri)
+        x, y = mnist.x_test[:200], mnist.y_test[:200]
+        from_arrays = model.predict({"image": x})
+        assert list(from_arrays.columns) == ["digit", "confidence", "probabilities"]
+        assert np.mean(from_arrays["digit"].to_numpy() == y) > 0.85
+        pngs = [_png(d) for d in x[:20]]
+        from_bytes = model.predict(pd.DataFrame({"image": pngs}))
+        from_b64 = model.predict(
+            pd.DataFrame({"image": [base64.b64encode(p).decode() for p in pngs]})
+        )
+        assert list(from_bytes["digit"]) == list(from_arrays["digit"][:20])
+        assert list(from_b64["digit"]) == list(from_arrays["digit"][:20])
+
+
+def test_mlflow_models_serve_answers_with_the_same_model(registry, seed_png, tmp_path):
+    port = free_port()
+    log_path = tmp_path / "models-serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                "models:/digits/Production",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                "1",
+            ],
+            env=registry.env,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        try:
+            wait_for(f"http://127.0.0.1:{port}/ping", 200, 180, proc)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log_path.read_text()[-5000:]}") from None
+        payload = {
+            "dataframe_split": {
+                "columns": ["image"],
+                "data": [[base64.b64encode(seed_png).decode()]],
+            }
+        }
+        response = requests.post(f"http://127.0.0.1:{port}/invocations", json=payload, timeout=60)
+        assert response.status_code == 200, response.text
+        (prediction,) = response.json()["predictions"]
+        assert prediction["digit"] == 9
+        assert len(prediction["probabilities"]) == 10
+    finally:
+        stop(proc)
+
+
+def test_evaluate_entry_point_logs_accuracy(registry, mnist_path):
+    out = run_checked(
+        registry.mlflow_run("evaluate", data_path=mnist_path), env=registry.env, timeout=600
+    )
+    assert "test_accuracy" in out
+    client = mlflow.MlflowClient(tracking_uri=registry.tracking_uri)
+    experiment = client.get_experiment_by_name("digits")
+    runs = client.search_runs(
+        [experiment.experiment_id], "params.model_uri = 'models:/digits/Production'"
+    )
+    assert runs and runs[0].data.metrics["test_accuracy"] > 0.85
+
+
+def test_promote_sets_stage_and_alias(registry):
+    client = mlflow.MlflowClient(tracking_uri=registry.tracking_uri)
+    version = client.get_model_version("digits", "1")
+    assert version.current_stage == "Production"
+    assert "production" in version.aliases

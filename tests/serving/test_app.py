@@ -1,0 +1,83 @@
+"""The Flask app in-process (test client) against a real registry."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from cases import BAD_REQUESTS, BadRequest
+
+
+def test_seed_image_is_a_nine(client, seed_png: bytes):
+    response = client.post("/recognize", json={"image": base64.b64encode(seed_png).decode()})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["digit"] == 9
+    assert len(body["probabilities"]) == 10
+    assert abs(sum(body["probabilities"]) - 1) < 1e-4
+    assert body["confidence"] == max(body["probabilities"])
+    assert body["model"] == {"name": "digits", "version": "1"}
+    assert body["request_id"] == response.headers["X-Request-ID"]
+
+
+def test_request_id_is_taken_from_the_client(client, seed_png: bytes):
+    response = client.post(
+        "/recognize", data=seed_png, content_type="image/png", headers={"X-Request-ID": "abc-123"}
+    )
+    assert response.get_json()["request_id"] == "abc-123"
+
+
+def test_multipart_and_raw_answer_like_json(client, seed_png: bytes):
+    import io
+
+    as_json = client.post("/recognize", json={"image": base64.b64encode(seed_png).decode()})
+    raw = client.post("/recognize", data=seed_png, content_type="image/png")
+    multipart = client.post(
+        "/recognize",
+        data={"image": (io.BytesIO(seed_png), "nine.png")},
+        content_type="multipart/form-data",
+    )
+    for response in (raw, multipart):
+        assert response.status_code == 200
+        assert response.get_json()["probabilities"] == as_json.get_json()["probabilities"]
+
+
+def test_data_url_and_wrapped_base64_are_accepted(client, seed_png: bytes):
+    b64 = base64.encodebytes(seed_png).decode()  # wrapped at 76 chars, like `base64` CLI
+    for text in (b64, "data:image/png;base64," + b64):
+        assert client.post("/recognize", json={"image": text}).get_json()["digit"] == 9
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=lambda c: c.id)
+def test_bad_requests_get_json_errors(client, case: BadRequest):
+    response = client.open(
+        case.path,
+        method=case.method,
+        data=case.body,
+        content_type=case.content_type,
+        headers=case.headers,
+    )
+    assert response.status_code == case.status
+    assert response.is_json
+    assert response.get_json()["error"]["code"] == case.code
+    assert response.get_json()["error"]["message"]
+
+
+def test_health_and_ready(client):
+    assert client.get("/health").get_json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.get_json()["model"] == {"name": "digits", "version": "1"}
+
+
+def test_no_production_model_means_503_but_alive(empty_registry):
+    from serving import create_app
+
+    client = create_app({"mlflow_tracking_uri": empty_registry.tracking_uri}).test_client()
+    assert client.get("/health").status_code == 200
+    ready = client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.get_json()["error"]["code"] == "model_unavailable"
+    response = client.post("/recognize", json={"image": "aGVsbG8="})
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "model_unavailable"

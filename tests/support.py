@@ -1,0 +1,142 @@
+"""Helpers for tests that drive real processes: `mlflow run`, `python -m serving`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """The test process's environment with this interpreter's bin first on PATH, since
+    `mlflow run --env-manager local` runs the first `python` it finds."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.pop("DIGITS_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Registry:
+    """A throw-away sqlite tracking store + registry with its own artifact directory."""
+
+    root: Path
+    tracking_uri: str
+    env: dict[str, str]
+
+    @classmethod
+    def create(cls, root: Path) -> Registry:
+        from mlflow import MlflowClient
+
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        MlflowClient(tracking_uri=uri).create_experiment(
+            "digits", artifact_location=(root / "mlruns").as_uri()
+        )
+        return cls(root, uri, base_env(MLFLOW_TRACKING_URI=uri))
+
+    def mlflow_run(self, entry: str, **params: object) -> list[str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "run",
+            str(PROJECT_ROOT),
+            "-e",
+            entry,
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "digits",
+        ]
+        for key, value in params.items():
+            argv += ["-P", f"{key}={value}"]
+        return argv
+
+
+def run_checked(argv: list[str], env: dict[str, str], timeout: float) -> str:
+    proc = subprocess.run(
+        argv,
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(argv)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+            f"\n--- stderr\n{proc.stderr[-6000:]}"
+        )
+    return proc.stdout + proc.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, status: int, deadline_s: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode} before {url} answered")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code == status:
+                return
+        time.sleep(0.25)
+    raise AssertionError(f"{url} did not answer {status} within {deadline_s} s")
+
+
+@contextlib.contextmanager
+def start_server(
+    env: dict[str, str], extra_env: dict[str, str], log_dir: Path, wait_ready: bool = True
+) -> Iterator[str]:
+    """Run `python -m serving` on a free port; yields its base URL, logs to log_dir."""
+    port = free_port()
+    server_env = {**env, "HOST": "127.0.0.1", "PORT": str(port), **extra_env}
+    log_path = log_dir / f"server-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving"],
+            env=server_env,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_for(f"{url}/ready" if wait_ready else f"{url}/health", 200, 180, proc)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- server log\n{log_path.read_text()[-6000:]}") from None
+        yield url
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

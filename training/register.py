@@ -1,0 +1,75 @@
+"""Logging the trained network as the ``pyfunc`` model and registering a version."""
+
+from __future__ import annotations
+
+import base64
+import io
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import AnyType, Array, ColSpec, Schema
+from PIL import Image
+
+import pyfunc
+from pyfunc.model import IMAGE_COLUMN, KERAS_ARTIFACT, DigitModel
+
+MODEL_ARTIFACT_PATH = "model"
+
+SIGNATURE = ModelSignature(
+    # AnyType: the column holds encoded bytes, base64 strings or decoded arrays.
+    inputs=Schema([ColSpec(AnyType(), IMAGE_COLUMN)]),
+    outputs=Schema(
+        [
+            ColSpec("long", "digit"),
+            ColSpec("double", "confidence"),
+            ColSpec(Array("double"), "probabilities"),
+        ]
+    ),
+)
+
+
+def _installed(*candidates: str) -> str | None:
+    for name in candidates:
+        try:
+            return f"{name}=={metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def pip_requirements() -> list[str]:
+    """What the pyfunc needs at load time, pinned to what trained it."""
+    wanted = [
+        ("mlflow", "mlflow-skinny"),
+        ("tensorflow-cpu", "tensorflow"),
+        ("keras",),
+        ("numpy",),
+        ("pillow",),
+        ("pandas",),
+    ]
+    return [req for names in wanted if (req := _installed(*names))]
+
+
+def input_example(digit: np.ndarray) -> pd.DataFrame:
+    """One base64 PNG, the form clients of ``mlflow models serve`` send."""
+    buf = io.BytesIO()
+    Image.fromarray(digit).save(buf, format="PNG")
+    return pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(buf.getvalue()).decode("ascii")]})
+
+
+def log_pyfunc(keras_path: Path, example_digit: np.ndarray, registered_name: str | None):
+    """Log the pyfunc (with its code and weights) and optionally register it."""
+    return mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT_PATH,
+        python_model=DigitModel(),
+        artifacts={KERAS_ARTIFACT: str(keras_path)},
+        code_paths=[str(Path(pyfunc.__file__).parent)],
+        signature=SIGNATURE,
+        input_example=input_example(example_digit),
+        pip_requirements=pip_requirements(),
+        registered_model_name=registered_name,
+    )
