@@ -66,7 +66,8 @@ class DigitModel(mlflow.pyfunc.PythonModel):
     def predict(
         self,
         context: mlflow.pyfunc.PythonModelContext | None,
-        model_input: Any,
+        # Unannotated on purpose: MLflow would otherwise derive a signature from the hint.
+        model_input,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         predictions = self.classify(model_input)

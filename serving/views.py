@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
-from pyfunc.preprocess import Limits
 
+from pyfunc.preprocess import Limits
 from serving import payload, request_id
 from serving.model_store import model_store
 

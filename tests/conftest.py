@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from support import PROJECT_ROOT, Registry, run_checked, start_server
 
+from tests.support import PROJECT_ROOT, Registry, run_checked, start_server
 from training.data import Mnist, load_mnist
 
 
@@ -41,7 +41,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Regi
     promoted to Production by the real promote entry point."""
     reg = Registry.create(tmp_path_factory.mktemp("registry"))
     run_checked(
-        reg.mlflow_run("train", limit=8000, epochs=1, data_path=mnist_path, seed=1),
+        reg.mlflow_run("train", limit=8000, epochs=3, data_path=mnist_path, seed=1),
         env=reg.env,
         timeout=600,
     )

@@ -9,7 +9,9 @@ NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
 
 
-def build_cnn() -> keras.Model:
+def build_cnn(
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-3,
+) -> keras.Model:
     """Conv32 → Conv64 → MaxPool → Dropout .25 → Dense128 → Dropout .5 → softmax."""
     model = keras.Sequential(
         [
@@ -27,7 +29,7 @@ def build_cnn() -> keras.Model:
     )
     model.compile(
         loss="sparse_categorical_crossentropy",
-        optimizer=keras.optimizers.Adam(learning_rate=1e-3),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         metrics=["accuracy"],
     )
     return model

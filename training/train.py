@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import mlflow
-from pyfunc.preprocess import pre_process
 
+from pyfunc.preprocess import pre_process
 from training import tracking
+from training.augment import Augmentation
 from training.data import DataError, load_mnist, resolve_path
 from training.register import log_pyfunc
 
@@ -26,7 +28,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--validation-split", type=float, default=0.1)
     parser.add_argument("--experiment-name", default="digits")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="initial Adam rate, cosine-decayed to 0 over the run",
+    )
+    aug = parser.add_argument_group("augmentation (0/false switches one off)")
+    aug.add_argument("--augment", type=_flag, default=True, help="master switch")
+    aug.add_argument(
+        "--rotation", type=float, default=Augmentation.rotation_deg, help="max rotation, degrees"
+    )
+    aug.add_argument(
+        "--shift", type=float, default=Augmentation.shift, help="max shift, fraction of the side"
+    )
+    aug.add_argument("--scale", type=float, default=Augmentation.scale, help="max zoom ±")
+    aug.add_argument(
+        "--stroke",
+        type=_flag,
+        default=Augmentation.stroke,
+        help="random stroke thickening/thinning",
+    )
     return parser.parse_args(argv)
+
+
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def augmentation(args: argparse.Namespace) -> Augmentation:
+    if not args.augment:
+        return Augmentation(rotation_deg=0, shift=0, scale=0, stroke=False)
+    return Augmentation(args.rotation, args.shift, args.scale, args.stroke)
 
 
 def _mlflow_epoch_logger():
@@ -43,11 +81,17 @@ def train(args: argparse.Namespace) -> str:
     """Run one training; returns the registered model version (as a string)."""
     import keras
 
+    from training.augment import dataset
     from training.network import build_cnn
 
     data = load_mnist(args.data_path).limited(args.limit)
     keras.utils.set_random_seed(args.seed)
-    x_train, x_test = pre_process(data.x_train), pre_process(data.x_test)
+    x_all, x_test = pre_process(data.x_train), pre_process(data.x_test)
+    # Validation is the tail of the training split; the test split is only for the final score.
+    n_val = int(len(x_all) * args.validation_split)
+    x_train, y_train = x_all[: len(x_all) - n_val], data.y_train[: len(x_all) - n_val]
+    x_val, y_val = x_all[len(x_all) - n_val :], data.y_train[len(x_all) - n_val :]
+    aug = augmentation(args)
 
     tracking.use_experiment(args.experiment_name)
     with mlflow.start_run() as run:
@@ -62,6 +106,12 @@ def train(args: argparse.Namespace) -> str:
                 "train_images": len(x_train),
                 "data_source": str(source) if source else "keras.datasets.mnist",
                 "optimizer": "adam",
+                "learning_rate": args.learning_rate,
+                "lr_schedule": "cosine",
+                "aug_rotation_deg": aug.rotation_deg,
+                "aug_shift": aug.shift,
+                "aug_scale": aug.scale,
+                "aug_stroke": aug.stroke,
             }
         )
         mlflow.log_input(
@@ -73,14 +123,13 @@ def train(args: argparse.Namespace) -> str:
             ),
             context="training",
         )
-        model = build_cnn()
+        steps = math.ceil(len(x_train) / args.batch_size) * args.epochs
+        model = build_cnn(keras.optimizers.schedules.CosineDecay(args.learning_rate, steps))
         started = time.perf_counter()
         model.fit(
-            x_train,
-            data.y_train,
-            batch_size=args.batch_size,
+            dataset(x_train, y_train, args.batch_size, aug, args.seed),
             epochs=args.epochs,
-            validation_split=args.validation_split,
+            validation_data=(x_val, y_val) if n_val else None,
             callbacks=[_mlflow_epoch_logger()],
             # A progress bar for people at a terminal, one line per epoch in logs.
             verbose=1 if sys.stdout.isatty() else 2,

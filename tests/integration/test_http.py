@@ -6,8 +6,9 @@ import base64
 
 import pytest
 import requests
-from cases import BAD_REQUESTS, BadRequest
-from support import start_server
+
+from tests.cases import BAD_REQUESTS, BadRequest
+from tests.support import start_server
 
 
 def test_seed_image_is_a_nine(live_server: str, seed_png: bytes):

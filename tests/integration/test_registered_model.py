@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import requests
 from PIL import Image
-from support import PROJECT_ROOT, free_port, run_checked, stop, wait_for
+
+from tests.support import PROJECT_ROOT, free_port, run_checked, stop, wait_for
 
 
 def _png(digit: np.ndarray) -> bytes:

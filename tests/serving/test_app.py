@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
-from cases import BAD_REQUESTS, BadRequest
+
+from tests.cases import BAD_REQUESTS, BadRequest
 
 
 def test_seed_image_is_a_nine(client, seed_png: bytes):
