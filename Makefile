@@ -13,7 +13,7 @@ endif
 MLFLOW_RUN := $(PY) -m mlflow run . --env-manager local --experiment-name digits
 QUICK_EPOCHS ?= 2
 
-.PHONY: setup test lint format train quick-train evaluate promote serve ui clean
+.PHONY: setup test lint format train quick-train evaluate eval-wild promote serve ui clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ quick-train: setup
 
 evaluate: setup
 	$(MLFLOW_RUN) -e evaluate
+
+WILD_LIMIT ?= 2000
+eval-wild: setup  ## naive resize vs this pipeline on "real world" variants of MNIST test digits
+	$(MLFLOW_RUN) -e evaluate -P wild_limit=$(WILD_LIMIT)
 
 promote: setup  ## VERSION=n to pick one; default the latest
 	$(MLFLOW_RUN) -e promote $(if $(VERSION),-P version=$(VERSION))

@@ -4,8 +4,11 @@ and the over-HTTP tests so both check one table."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 from dataclasses import dataclass, field
+
+from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,65 @@ def _json(value: object) -> bytes:
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
+
+def _image(mode: str, size: tuple[int, int], colour: int | tuple, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, colour).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+_SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28"><text>7</text></svg>'
+_PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+# Image-level problems: the request is well-formed, the picture is not usable.
+BAD_IMAGES = [
+    BadRequest("blank-white", 422, "no_digit", _image("L", (64, 64), 255, "PNG"), "image/png"),
+    BadRequest("blank-black", 422, "no_digit", _image("L", (28, 28), 0, "PNG"), "image/png"),
+    BadRequest(
+        "uniform-grey-jpeg",
+        422,
+        "no_digit",
+        _image("RGB", (90, 60), (128,) * 3, "JPEG"),
+        "image/jpeg",
+    ),
+    BadRequest(
+        "transparent-canvas",
+        422,
+        "no_digit",
+        _image("RGBA", (280, 280), (0,) * 4, "PNG"),
+        "image/png",
+    ),
+    BadRequest(
+        "side-too-long", 413, "image_too_large", _image("L", (12_000, 1), 0, "PNG"), "image/png"
+    ),
+    BadRequest(
+        "too-many-pixels",
+        413,
+        "image_too_large",
+        _image("1", (9_000, 9_000), 0, "PNG"),
+        "image/png",
+    ),
+    BadRequest("tiff", 415, "unsupported_format", _image("L", (28, 28), 0, "TIFF"), "image/tiff"),
+    BadRequest("svg", 415, "unsupported_format", _SVG, "image/svg+xml"),
+    BadRequest("pdf-as-png", 415, "unsupported_format", _PDF, "image/png"),
+    BadRequest(
+        "html",
+        415,
+        "unsupported_format",
+        b"<!doctype html><html><body>7</body></html>",
+        "image/png",
+    ),
+    BadRequest("text", 415, "unsupported_format", b"seven\n", "image/png"),
+    BadRequest(
+        "png-header-on-garbage",
+        400,
+        "invalid_image",
+        b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8,
+        "image/png",
+    ),
+    BadRequest("zero-bytes-base64", 400, "empty_image", _json({"image": "===="})),
+]
 
 BAD_REQUESTS = [
     BadRequest("malformed-json", 400, "malformed_json", b'{"image": '),

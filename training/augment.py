@@ -19,10 +19,13 @@ class Augmentation:
     shift: float = 0.08  # fraction of the 28 px side
     scale: float = 0.08  # ± fraction
     stroke: bool = True  # random thickening / thinning
+    fraction: float = 0.5  # share of each batch that is augmented; the rest stays clean MNIST
 
     @property
     def enabled(self) -> bool:
-        return bool(self.rotation_deg or self.shift or self.scale or self.stroke)
+        return self.fraction > 0 and bool(
+            self.rotation_deg or self.shift or self.scale or self.stroke
+        )
 
 
 def _stroke_width(batch: tf.Tensor) -> tf.Tensor:
@@ -60,10 +63,12 @@ def dataset(x, y, batch_size: int, aug: Augmentation, seed: int) -> tf.data.Data
         geometric = layers_for(aug, seed)
 
         def apply(images, labels):
-            images = geometric(images, training=True)
+            changed = geometric(images, training=True)
             if aug.stroke:
-                images = _stroke_width(images)
-            return tf.clip_by_value(images, 0.0, 1.0), labels
+                changed = _stroke_width(changed)
+            # Keep part of every batch clean so the network still sees MNIST as it is.
+            pick = tf.random.uniform([tf.shape(images)[0], 1, 1, 1]) < aug.fraction
+            return tf.clip_by_value(tf.where(pick, changed, images), 0.0, 1.0), labels
 
         ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

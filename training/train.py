@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=Augmentation.stroke,
         help="random stroke thickening/thinning",
     )
+    aug.add_argument(
+        "--augment-fraction",
+        type=float,
+        default=Augmentation.fraction,
+        help="share of each batch that is augmented",
+    )
     return parser.parse_args(argv)
 
 
@@ -64,7 +70,7 @@ def _flag(text: str) -> bool:
 def augmentation(args: argparse.Namespace) -> Augmentation:
     if not args.augment:
         return Augmentation(rotation_deg=0, shift=0, scale=0, stroke=False)
-    return Augmentation(args.rotation, args.shift, args.scale, args.stroke)
+    return Augmentation(args.rotation, args.shift, args.scale, args.stroke, args.augment_fraction)
 
 
 def _mlflow_epoch_logger():
@@ -112,6 +118,7 @@ def train(args: argparse.Namespace) -> str:
                 "aug_shift": aug.shift,
                 "aug_scale": aug.scale,
                 "aug_stroke": aug.stroke,
+                "aug_fraction": aug.fraction,
             }
         )
         mlflow.log_input(

@@ -142,6 +142,7 @@ def big_photo_jpeg(arr: np.ndarray, size: tuple[int, int] = (4000, 3000), seed: 
 
 
 # name -> builder(digit, seed): the set the evaluation entry point reports accuracy on.
+# big_photo_jpeg is left out: at ~0.5 s per image to build it suits spot checks, not sweeps.
 VARIANTS: dict[str, Callable[[np.ndarray, int], bytes]] = {
     "clean": lambda a, seed: png_bytes(a),
     "paper_jpeg": paper_jpeg,
@@ -149,7 +150,8 @@ VARIANTS: dict[str, Callable[[np.ndarray, int], bytes]] = {
     "alpha_canvas": lambda a, seed: alpha_canvas_png(a),
     "thick": lambda a, seed: thick(a),
     "thin": lambda a, seed: thin(a),
-    "rotated": lambda a, seed: rotated(a, float(np.random.default_rng(seed).uniform(-20, 20))),
+    # The yardstick: ±15°, the sign alternating from one digit to the next.
+    "rotated": lambda a, seed: rotated(a, 15.0 if seed % 2 else -15.0),
     "off_centre": lambda a, seed: off_centre(a, seed=seed),
     "thumbnail16": lambda a, seed: thumbnail16(a),
 }

@@ -82,3 +82,21 @@ def test_no_production_model_means_503_but_alive(empty_registry):
     response = client.post("/recognize", json={"image": "aGVsbG8="})
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "model_unavailable"
+
+
+def test_low_confidence_flag_follows_the_threshold(registry, mnist):
+    from serving import create_app
+    from training.variants import png_bytes
+
+    def answer(threshold: float, image: bytes) -> dict:
+        app = create_app(
+            {"mlflow_tracking_uri": registry.tracking_uri, "low_confidence_threshold": threshold}
+        )
+        return app.test_client().post("/recognize", data=image, content_type="image/png").json
+
+    image = png_bytes(mnist.x_test[0])
+    confidence = answer(0.0, image)["confidence"]
+    assert answer(0.0, image)["low_confidence"] is False
+    assert answer(confidence, image)["low_confidence"] is False
+    if confidence < 1.0:
+        assert answer(1.0, image)["low_confidence"] is True
