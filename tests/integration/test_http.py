@@ -37,10 +37,10 @@ def test_bad_requests_get_json_errors(live_server: str, case: BadRequest):
 
 
 def test_body_over_the_cap_is_413(live_server: str):
-    # The live server is configured with MAX_BODY_BYTES = 1 MiB.
+    # The live server is configured with MAX_BODY_BYTES = 4 MiB.
     response = requests.post(
         f"{live_server}/recognize",
-        data=b"0" * (2 * 1024 * 1024),
+        data=b"0" * (5 * 1024 * 1024),
         headers={"Content-Type": "image/png"},
         timeout=30,
     )

@@ -377,7 +377,12 @@ def test_thumbnail_16px(x_test: np.ndarray) -> None:
 @pytest.mark.parametrize("name", sorted(variants.VARIANTS))
 def test_every_variant_decodes_to_a_similar_digit(x_test: np.ndarray, name: str) -> None:
     build = variants.VARIANTS[name]
-    scores = [aligned_corr(run(build(x_test[i], i)), x_test[i]) for i in SAMPLE]
+    scores = []
+    for i in SAMPLE:
+        data = build(x_test[i], i)
+        # Rotation changes the digit on purpose: compare with what was sent, not the source.
+        reference = np.asarray(Image.open(io.BytesIO(data))) if name == "rotated" else x_test[i]
+        scores.append(aligned_corr(run(data), reference))
     assert np.mean(scores) > 0.75, f"{name}: mean correlation {np.mean(scores):.2f}"
 
 
