@@ -13,7 +13,7 @@ endif
 MLFLOW_RUN := $(PY) -m mlflow run . --env-manager local --experiment-name digits
 QUICK_EPOCHS ?= 2
 
-.PHONY: setup test lint format train quick-train evaluate eval-wild promote serve ui clean
+.PHONY: setup test lint format train quick-train evaluate eval-wild promote serve stack ui bench clean
 
 setup: $(VENV)/.installed
 
@@ -34,8 +34,8 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-train: setup  ## full training with the default parameters (12 epochs)
-	$(MLFLOW_RUN) -e train
+train: setup  ## full training (12 epochs); more parameters: TRAIN_ARGS="-P rotation=15"
+	$(MLFLOW_RUN) -e train $(TRAIN_ARGS)
 
 quick-train: setup
 	$(MLFLOW_RUN) -e train -P epochs=$(QUICK_EPOCHS)
@@ -47,12 +47,23 @@ WILD_LIMIT ?= 2000
 eval-wild: setup  ## naive resize vs this pipeline on "real world" variants of MNIST test digits
 	$(MLFLOW_RUN) -e evaluate -P wild_limit=$(WILD_LIMIT)
 
-promote: setup  ## VERSION=n to pick one; default the latest
-	$(MLFLOW_RUN) -e promote $(if $(VERSION),-P version=$(VERSION))
+promote: setup  ## VERSION=n to pick one (default the latest); FORCE=true skips the gate
+	$(MLFLOW_RUN) -e promote $(if $(VERSION),-P version=$(VERSION)) $(if $(FORCE),-P force=$(FORCE))
+
+stack: setup  ## tracking server on PostgreSQL + proxied artifacts, two replicas (8001, 8002)
+	MLFLOW_TRACKING_URI= bash deploy/stack.sh
 
 serve: setup
 	@$(PY) -m training.registry_status || { $(MLFLOW_RUN) -e train -P epochs=$(QUICK_EPOCHS) && $(MLFLOW_RUN) -e promote; }
 	$(PY) -m serving
+
+# this service vs `mlflow models serve` vs naive Flask + Keras under wrk; writes bench/results/.
+# BENCH_ARGS="--smoke" (quick check) or "--servers service --concurrency 1,32";
+# BENCH_SERVICE_ENV="WORKERS=2 THREADS=16 BATCHING=true" configures this service.
+bench: setup
+	@command -v wrk >/dev/null && command -v hey >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk hey)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)

@@ -56,12 +56,7 @@ class DigitModel(mlflow.pyfunc.PythonModel):
 
     def classify(self, model_input: Any, limits: Limits | None = None) -> list[Prediction]:
         """One :class:`Prediction` per input image."""
-        probs = self.probabilities(self.pre_process(model_input, limits))
-        digits = probs.argmax(axis=1)
-        return [
-            Prediction(int(d), float(p[d]), [float(v) for v in p])
-            for d, p in zip(digits, probs, strict=True)
-        ]
+        return predictions(self.probabilities(self.pre_process(model_input, limits)))
 
     def predict(
         self,
@@ -78,6 +73,15 @@ class DigitModel(mlflow.pyfunc.PythonModel):
                 "probabilities": [p.probabilities for p in predictions],
             }
         )
+
+
+def predictions(probs: np.ndarray) -> list[Prediction]:
+    """Softmax rows → answers."""
+    digits = probs.argmax(axis=1)
+    return [
+        Prediction(int(d), float(p[d]), [float(v) for v in p])
+        for d, p in zip(digits, probs, strict=True)
+    ]
 
 
 def _images_of(model_input: Any) -> Sequence[Any] | np.ndarray:

@@ -7,8 +7,20 @@ from typing import Any
 
 from flask import Flask
 
-from serving import errors, model_store, request_id, views
+from serving import (
+    admin,
+    errors,
+    feedback,
+    logs,
+    metrics,
+    model_store,
+    openapi,
+    request_id,
+    views,
+    web,
+)
 from serving.config import Settings, load_settings
+from serving.imagelog import extension as image_log
 
 
 def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
@@ -20,7 +32,15 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     errors.init_app(app)
+    # First, so their after_request hooks run last and see the final response.
+    logs.init_app(app)
+    metrics.init_app(app)
     request_id.init_app(app)
     model_store.init_app(app, settings)
+    image_log.init_app(app, settings)
     app.register_blueprint(views.bp)
+    app.register_blueprint(feedback.bp)
+    app.register_blueprint(admin.bp)
+    web.init_app(app)
+    openapi.init_app(app)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -16,6 +16,9 @@ from pydantic_settings import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_ENV = "DIGITS_CONFIG"
+# Set by the gunicorn master for its workers: touching this file makes each check the
+# registry now (POST /admin/reload reaches one worker; this reaches the others).
+RELOAD_FILE_ENV = "DIGITS_RELOAD_FILE"
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "serving.toml"
 
 
@@ -44,6 +47,44 @@ class Settings(BaseSettings):
 
     low_confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     model_retry_max_seconds: float = Field(default=30.0, gt=0)
+
+    # Following the registry: seconds between checks of MODEL_URI (0 = never, after start).
+    model_poll_interval: float = Field(default=10.0, ge=0)
+    # POST /admin/reload needs this token; unset disables the endpoint.
+    admin_token: str | None = None
+
+    # Dynamic micro-batching of the network's forward passes within a worker.
+    batching: bool = False
+    batch_max_size: int = Field(default=32, ge=1)
+    batch_max_wait_us: int = Field(default=0, ge=0)
+    # TensorFlow threads per worker: with one worker per core, 1 avoids oversubscription.
+    tf_threads: int = Field(default=1, ge=0, description="0 = TensorFlow's default")
+
+    # Where predictions run: in this process, or on an MLflow scoring server
+    # (`mlflow models serve` of the same registered model) at remote_predictor_url.
+    predictor: Literal["local", "remote"] = "local"
+    remote_predictor_url: str = "http://127.0.0.1:5001/invocations"
+    remote_timeout_seconds: float = Field(default=5.0, gt=0)
+    remote_retries: int = Field(default=2, ge=0, le=10)
+
+    # The image log (serving/imagelog): every answered /recognize request, kept durably.
+    image_log_backend: Literal["sqlite", "postgres"] = "sqlite"
+    # sqlite: the index (imagelog.sqlite3) and images/ live here.
+    data_dir: Path = PROJECT_ROOT / "data"
+    # postgres: e.g. postgresql://postgres@127.0.0.1:5432/test; tables go in database_schema.
+    database_url: str = ""
+    database_schema: str = Field(default="image_log", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # false: predictions are still logged (with the image's sha256), the bytes are not kept.
+    store_images: bool = True
+    # 0 = unlimited. Labelled records are kept unless retention_keep_labelled is false.
+    retention_max_age_days: float = Field(default=0, ge=0)
+    retention_max_count: int = Field(default=0, ge=0)
+    retention_keep_labelled: bool = True
+    # When a record cannot be written: "refuse" answers 503 storage_unavailable; "answer"
+    # answers anyway with "logged": false.
+    log_failure_policy: Literal["refuse", "answer"] = "refuse"
+    # How long a write may wait for the database (lock or connection) before it fails.
+    storage_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

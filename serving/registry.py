@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pyfunc.model import DigitModel
+from serving.config import Settings
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/]+)|@(?P<alias>[^/]+))/?$")
 
@@ -32,7 +34,9 @@ class ModelRef:
 @dataclass(frozen=True)
 class LoadedModel:
     ref: ModelRef
-    model: DigitModel
+    # Anything with DigitModel's classify(images, limits): the pyfunc itself, or a client
+    # of a remote scoring server in predictor mode.
+    model: DigitModel | Any
 
 
 def resolve(client: MlflowClient, model_uri: str) -> ModelRef:
@@ -60,12 +64,46 @@ def resolve(client: MlflowClient, model_uri: str) -> ModelRef:
     return ModelRef(name, str(max(int(v.version) for v in versions)))
 
 
-def load(ref: ModelRef) -> LoadedModel:
-    """Load a registered version and hand back its Python model (no pandas on the hot path)."""
+def load(ref: ModelRef, settings: Settings) -> LoadedModel:
+    """The version, ready to answer: weights loaded and warmed up in this process, or, in
+    remote mode, a client for the scoring server that hosts it (checked by a warm-up call)."""
+    if settings.predictor == "remote":
+        from serving.remote import RemotePredictor
+
+        remote = RemotePredictor(settings)
+        remote.warm_up()
+        return LoadedModel(ref, remote)
+    _limit_tf_threads(settings.tf_threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         pyfunc_model = mlflow.pyfunc.load_model(ref.uri)
     python_model = pyfunc_model.unwrap_python_model()
     if not isinstance(python_model, DigitModel):
         raise TypeError(f"{ref.uri} is not a digit model (got {type(python_model).__name__})")
+    if settings.batching:
+        from serving import metrics
+        from serving.batching import BatchingModel
+
+        return LoadedModel(
+            ref,
+            BatchingModel(
+                python_model,
+                settings.batch_max_size,
+                settings.batch_max_wait_us,
+                on_batch=metrics.observe_batch_size,
+            ),
+        )
     return LoadedModel(ref, python_model)
+
+
+def _limit_tf_threads(threads: int) -> None:
+    """Must run before TensorFlow's runtime starts, i.e. before the first model loads."""
+    if not threads:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # already initialised by an earlier load in this process: keep its setting

@@ -15,6 +15,11 @@ def current() -> str:
     return g.request_id
 
 
+def is_sane(value: str) -> bool:
+    """Whether ``value`` could be an id this service assigns (and so has logged)."""
+    return _SANE.fullmatch(value) is not None
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def assign() -> None:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from serving.config import Settings
+from serving import metrics
+from serving.config import RELOAD_FILE_ENV, Settings
 
 
 class DigitServer(BaseApplication):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Here in the master, before any worker forks and imports prometheus_client.
+        self.metrics_dir, self._owns_metrics_dir = metrics.prepare_multiprocess_dir()
         super().__init__()
 
     def load_config(self) -> None:
@@ -24,11 +30,21 @@ class DigitServer(BaseApplication):
             "timeout": s.timeout,
             # TensorFlow is not fork-safe: each worker imports and loads it after the fork.
             "preload_app": False,
-            "accesslog": "-",
+            # serving/logs.py writes one JSON line per request instead.
+            "accesslog": None,
             "errorlog": "-",
+            "child_exit": self._child_exit,
+            "on_exit": self._on_exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
+
+    def _child_exit(self, server, worker) -> None:
+        metrics.mark_worker_dead(worker.pid)
+
+    def _on_exit(self, server) -> None:
+        if self._owns_metrics_dir:
+            metrics.remove_multiprocess_dir(self.metrics_dir)
 
     def load(self):
         from serving.app import create_app  # runs in the worker, after the fork
@@ -38,5 +54,8 @@ class DigitServer(BaseApplication):
 
 def main() -> None:
     settings = Settings()
+    # Workers inherit this: a touch of the file makes each of them check the registry now.
+    runtime = Path(tempfile.mkdtemp(prefix="digits-runtime-"))
+    os.environ.setdefault(RELOAD_FILE_ENV, str(runtime / "reload"))
     print(f"serving {settings.model_uri} on http://{settings.host}:{settings.port}", flush=True)
     DigitServer(settings).run()

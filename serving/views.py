@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from pyfunc.preprocess import Limits
-from serving import payload, request_id
+from serving import metrics, payload, request_id
+from serving.imagelog import extension as image_log
 from serving.model_store import model_store
 
 bp = Blueprint("digits", __name__)
@@ -22,14 +23,20 @@ def recognize():
     loaded = model_store().require()
     limits = Limits(max_side=settings.max_image_side, max_pixels=settings.max_image_pixels)
     prediction = loaded.model.classify([image], limits=limits)[0]
-    return jsonify(
-        digit=prediction.digit,
-        confidence=prediction.confidence,
-        probabilities=prediction.probabilities,
-        low_confidence=prediction.confidence < settings.low_confidence_threshold,
-        model={"name": loaded.ref.name, "version": loaded.ref.version},
-        request_id=request_id.current(),
-    )
+    # Stored durably before the answer leaves; 503 if it cannot be (LOG_FAILURE_POLICY).
+    logged = image_log.recorder().record(image, prediction, loaded.ref.name, loaded.ref.version)
+    metrics.observe_prediction(prediction.digit, prediction.confidence)
+    body = {
+        "digit": prediction.digit,
+        "confidence": prediction.confidence,
+        "probabilities": prediction.probabilities,
+        "low_confidence": prediction.confidence < settings.low_confidence_threshold,
+        "model": {"name": loaded.ref.name, "version": loaded.ref.version},
+        "request_id": request_id.current(),
+    }
+    if not logged:
+        body["logged"] = False
+    return jsonify(body)
 
 
 @bp.get("/health")
@@ -40,12 +47,11 @@ def health():
 @bp.get("/ready")
 def ready():
     store = model_store()
-    if store.current is None:
-        body = {
-            "status": "unavailable",
-            "model_uri": store.settings.model_uri,
-            "error": {"code": "model_unavailable", "message": store.last_error or "loading"},
-        }
-        return jsonify(body), 503
-    ref = store.current.ref
-    return jsonify(status="ready", model={"name": ref.name, "version": ref.version})
+    status = store.status()
+    loaded = store.current
+    if loaded is None:
+        message = store.registry_error or "loading"
+        body = {"status": "unavailable", "error": {"code": "model_unavailable", "message": message}}
+        return jsonify({**body, **status}), 503
+    model = {"name": loaded.ref.name, "version": loaded.ref.version}
+    return jsonify({"status": "ready", "model": model, **status})

@@ -10,8 +10,59 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support import PROJECT_ROOT, Registry, run_checked, start_server
+from tests.support import (
+    PROJECT_ROOT,
+    Registry,
+    database_url_for_tests,
+    postgres_schema,
+    run_checked,
+    start_server,
+)
 from training.data import Mnist, load_mnist
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _image_log_in_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """Apps and servers the tests start log their requests here, not in the project's data/
+    (set before any other fixture, so the registry's environment carries it too)."""
+    saved = {k: os.environ.get(k) for k in ("DATA_DIR", "IMAGE_LOG_BACKEND")}
+    os.environ["DATA_DIR"] = str(tmp_path_factory.mktemp("image-log"))
+    os.environ["IMAGE_LOG_BACKEND"] = "sqlite"
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """The test PostgreSQL; its absence is a failure, not a skip (the machine runs one)."""
+    import psycopg
+
+    url = database_url_for_tests()
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        pytest.fail(f"PostgreSQL for the image log tests is not reachable at {url}: {exc}")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def image_log_config(request, tmp_path: Path) -> dict[str, object]:
+    """Settings overrides for a fresh, empty image log of each backend."""
+    if request.param == "sqlite":
+        yield {"image_log_backend": "sqlite", "data_dir": tmp_path / "data"}
+        return
+    url = request.getfixturevalue("pg_url")
+    with postgres_schema(url) as schema:
+        yield {
+            "image_log_backend": "postgres",
+            "database_url": url,
+            "database_schema": schema,
+            "data_dir": tmp_path / "data",
+        }
 
 
 @pytest.fixture(scope="session")

@@ -109,6 +109,22 @@ def start_server(
     env: dict[str, str], extra_env: dict[str, str], log_dir: Path, wait_ready: bool = True
 ) -> Iterator[str]:
     """Run `python -m serving` on a free port; yields its base URL, logs to log_dir."""
+    with run_server(env, extra_env, log_dir, wait_ready) as server:
+        yield server.url
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+
+
+@contextlib.contextmanager
+def run_server(
+    env: dict[str, str], extra_env: dict[str, str], log_dir: Path, wait_ready: bool = True
+) -> Iterator[Server]:
+    """Like :func:`start_server`, with the process at hand (to signal it mid-test)."""
     port = free_port()
     server_env = {**env, "HOST": "127.0.0.1", "PORT": str(port), **extra_env}
     log_path = log_dir / f"server-{port}.log"
@@ -127,7 +143,7 @@ def start_server(
             wait_for(f"{url}/ready" if wait_ready else f"{url}/health", 200, 180, proc)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- server log\n{log_path.read_text()[-6000:]}") from None
-        yield url
+        yield Server(url, proc, log_path)
     finally:
         stop(proc)
 
@@ -140,3 +156,45 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+TEST_DATABASE_URL_ENV = "DIGITS_TEST_DATABASE_URL"
+
+
+def database_url_for_tests() -> str:
+    """The PostgreSQL the tests use (trust auth on this machine; see README)."""
+    return os.environ.get(TEST_DATABASE_URL_ENV) or "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.contextmanager
+def postgres_schema(url: str) -> Iterator[str]:
+    """A schema name no one else uses; the code under test creates it, this drops it."""
+    import uuid
+
+    import psycopg
+
+    name = f"test_imagelog_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def add_version(uri: str, source: str, run_id: str | None = None) -> str:
+    """Register ``source`` as a new version of `digits` (creating the model if needed)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if not client.search_registered_models("name = 'digits'"):
+        client.create_registered_model("digits")
+    return str(client.create_model_version("digits", source=source, run_id=run_id).version)
+
+
+def set_production(uri: str, version: str) -> None:
+    """What a person does in the registry UI: stage and alias, no gate."""
+    from mlflow import MlflowClient
+
+    from training.promote import make_production
+
+    make_production(MlflowClient(tracking_uri=uri, registry_uri=uri), "digits", version)

@@ -51,6 +51,20 @@ def load_mnist(data_path: str | os.PathLike | None = None) -> Mnist:
         )
     if not path.is_file():
         raise DataError(f"MNIST file not found: {path} (set data_path or MNIST_PATH)")
+    return _validated(_read_npz(path), str(path))
+
+
+def load_feedback(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """The ``x_train``, ``y_train`` of a feedback export (``training.export_feedback``): the
+    MNIST layout, but the test split is empty and the training split may be."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"feedback file not found: {path}")
+    data = _validated(_read_npz(path), str(path), allow_empty=True)
+    return data.x_train, data.y_train
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in KEYS if k not in npz.files]
@@ -58,15 +72,14 @@ def load_mnist(data_path: str | os.PathLike | None = None) -> Mnist:
                 raise DataError(
                     f"{path} lacks array(s) {', '.join(missing)}; expected keys {', '.join(KEYS)}"
                 )
-            arrays = {k: npz[k] for k in KEYS}
+            return {k: npz[k] for k in KEYS}
     except DataError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path} is not a readable .npz archive: {exc}") from None
-    return _validated(arrays, str(path))
 
 
-def _validated(arrays: dict[str, np.ndarray], source: str) -> Mnist:
+def _validated(arrays: dict[str, np.ndarray], source: str, allow_empty: bool = False) -> Mnist:
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or x.shape[1:] != (28, 28):
@@ -75,9 +88,9 @@ def _validated(arrays: dict[str, np.ndarray], source: str) -> Mnist:
             raise DataError(
                 f"{source}: y_{split} has shape {y.shape}, expected ({len(x)},) to match x_{split}"
             )
-        if len(x) == 0:
+        if len(x) == 0 and not allow_empty:
             raise DataError(f"{source}: x_{split} is empty")
-        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() > 9:
+        if not np.issubdtype(y.dtype, np.integer) or (len(y) and (y.min() < 0 or y.max() > 9)):
             raise DataError(f"{source}: y_{split} must hold integer labels 0-9")
         if x.dtype != np.uint8:
             raise DataError(f"{source}: x_{split} has dtype {x.dtype}, expected uint8")

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 
 from pyfunc.preprocess import pre_process
-from training import tracking
+from training import feedback, reports, tracking
 from training.augment import Augmentation
 from training.data import DataError, load_mnist, resolve_path
 from training.register import log_pyfunc
@@ -33,6 +34,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=1e-3,
         help="initial Adam rate, cosine-decayed to 0 over the run",
+    )
+    parser.add_argument(
+        "--include-feedback",
+        type=_flag,
+        default=False,
+        help="also train on the images users labelled via POST /feedback",
+    )
+    parser.add_argument(
+        "--feedback-path",
+        default="",
+        help="feedback .npz (training.export_feedback); default: export the image log now",
     )
     aug = parser.add_argument_group("augmentation (0/false switches one off)")
     aug.add_argument("--augment", type=_flag, default=True, help="master switch")
@@ -97,6 +109,11 @@ def train(args: argparse.Namespace) -> str:
     n_val = int(len(x_all) * args.validation_split)
     x_train, y_train = x_all[: len(x_all) - n_val], data.y_train[: len(x_all) - n_val]
     x_val, y_val = x_all[len(x_all) - n_val :], data.y_train[len(x_all) - n_val :]
+    extra = feedback.load_for_training(args.feedback_path) if args.include_feedback else None
+    if extra:
+        # Training split only: validation stays MNIST, comparable from run to run.
+        x_train = np.concatenate([x_train, pre_process(extra.x)])
+        y_train = np.concatenate([y_train, extra.y.astype(y_train.dtype)])
     aug = augmentation(args)
 
     tracking.use_experiment(args.experiment_name)
@@ -119,8 +136,11 @@ def train(args: argparse.Namespace) -> str:
                 "aug_scale": aug.scale,
                 "aug_stroke": aug.stroke,
                 "aug_fraction": aug.fraction,
+                "feedback_images": len(extra) if extra is not None else 0,
             }
         )
+        if extra is not None:
+            feedback.log_input(extra)
         mlflow.log_input(
             mlflow.data.from_numpy(
                 data.x_train,
@@ -133,7 +153,7 @@ def train(args: argparse.Namespace) -> str:
         steps = math.ceil(len(x_train) / args.batch_size) * args.epochs
         model = build_cnn(keras.optimizers.schedules.CosineDecay(args.learning_rate, steps))
         started = time.perf_counter()
-        model.fit(
+        history = model.fit(
             dataset(x_train, y_train, args.batch_size, aug, args.seed),
             epochs=args.epochs,
             validation_data=(x_val, y_val) if n_val else None,
@@ -151,6 +171,7 @@ def train(args: argparse.Namespace) -> str:
             }
         )
         print(f"test accuracy {test_accuracy:.4f} after {train_seconds:.0f} s of training")
+        evaluation = reports.log_all(model, x_test, data.y_test, history.history)
 
         with tempfile.TemporaryDirectory() as tmp:
             keras_path = Path(tmp) / "mnist_cnn.keras"
@@ -158,6 +179,7 @@ def train(args: argparse.Namespace) -> str:
             info = log_pyfunc(keras_path, data.x_train[0], args.model_name)
         version = str(info.registered_model_version)
         mlflow.set_tag("registered_version", version)
+        reports.publish_model_card(args, version, evaluation, validation_images=n_val)
         print(f"registered {args.model_name} version {version} (run {run.info.run_id})")
         return version
 

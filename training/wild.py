@@ -7,7 +7,7 @@ The naive baseline is what the seed did (decode, greyscale, resize to 28×28, sc
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,14 @@ class Row:
     pipeline: float
 
 
+def build_sets(x: np.ndarray, variants: Iterable[str] | None = None) -> dict[str, list[bytes]]:
+    """Encoded images per variant, built once so several models see the very same bytes."""
+    return {
+        name: [VARIANTS[name](digit, i) for i, digit in enumerate(x)]
+        for name in (variants or VARIANTS)
+    }
+
+
 def naive_batch(encoded: Iterable[bytes]) -> np.ndarray:
     """The seed's approach: no polarity, no cropping, no centring."""
     arrays = []
@@ -37,22 +45,30 @@ def naive_batch(encoded: Iterable[bytes]) -> np.ndarray:
     return np.stack(arrays)[..., None]
 
 
+def pipeline_accuracy(model: DigitModel, encoded: Sequence[bytes], y: np.ndarray) -> float:
+    hits = 0
+    for start in range(0, len(encoded), CHUNK):
+        chunk = encoded[start : start + CHUNK]
+        digits = np.array([p.digit for p in model.classify(chunk)])
+        hits += int((digits == y[start : start + CHUNK]).sum())
+    return hits / len(encoded)
+
+
+def naive_accuracy(model: DigitModel, encoded: Sequence[bytes], y: np.ndarray) -> float:
+    hits = 0
+    for start in range(0, len(encoded), CHUNK):
+        probs = model.probabilities(naive_batch(encoded[start : start + CHUNK]))
+        hits += int((probs.argmax(axis=1) == y[start : start + CHUNK]).sum())
+    return hits / len(encoded)
+
+
 def evaluate_variants(
     model: DigitModel, x: np.ndarray, y: np.ndarray, variants: Iterable[str] | None = None
 ) -> list[Row]:
-    rows = []
-    for name in variants or VARIANTS:
-        build = VARIANTS[name]
-        naive_hits = pipeline_hits = 0
-        for start in range(0, len(x), CHUNK):
-            xs, ys = x[start : start + CHUNK], y[start : start + CHUNK]
-            encoded = [build(digit, start + i) for i, digit in enumerate(xs)]
-            naive = model.probabilities(naive_batch(encoded)).argmax(axis=1)
-            ours = np.array([p.digit for p in model.classify(encoded)])
-            naive_hits += int((naive == ys).sum())
-            pipeline_hits += int((ours == ys).sum())
-        rows.append(Row(name, len(x), naive_hits / len(x), pipeline_hits / len(x)))
-    return rows
+    return [
+        Row(name, len(y), naive_accuracy(model, encoded, y), pipeline_accuracy(model, encoded, y))
+        for name, encoded in build_sets(x, variants).items()
+    ]
 
 
 def markdown(rows: list[Row]) -> str:

@@ -106,3 +106,26 @@ def test_promote_sets_stage_and_alias(registry):
     version = client.get_model_version("digits", "1")
     assert version.current_stage == "Production"
     assert "production" in version.aliases
+
+
+def test_training_run_has_report_plots_and_a_model_card(registry, tmp_path):
+    client = mlflow.MlflowClient(tracking_uri=registry.tracking_uri)
+    version = client.get_model_version("digits", "1")
+    run = client.get_run(version.run_id)
+    reports = {a.path for a in client.list_artifacts(version.run_id, "reports")}
+    assert reports == {
+        "reports/confusion_matrix.png",
+        "reports/misclassified.png",
+        "reports/learning_curves.png",
+    }
+    for path in sorted(reports):
+        local = client.download_artifacts(version.run_id, path, str(tmp_path))
+        with Image.open(local) as image:
+            assert image.format == "PNG"
+            assert image.width >= 800 and image.height >= 500
+    accuracy = run.data.metrics["test_accuracy"]
+    assert f"{accuracy:.4f}" in version.description
+    assert "mlflow run . -e train" in version.description
+    card = client.download_artifacts(version.run_id, "model_card.md", str(tmp_path))
+    with open(card) as f:
+        assert version.description.startswith(f.read().rstrip())

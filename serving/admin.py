@@ -1,0 +1,38 @@
+"""Operator endpoints, behind ``ADMIN_TOKEN``."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, current_app, jsonify, request
+
+from serving.errors import ApiError
+from serving.model_store import model_store
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def _require_token() -> None:
+    expected = current_app.config["SETTINGS"].admin_token
+    if not expected:
+        raise ApiError(403, "admin_disabled", "set ADMIN_TOKEN to enable admin endpoints")
+    auth = request.headers.get("Authorization", "")
+    given = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
+    given = given or request.headers.get("X-Admin-Token", "")
+    if not given:
+        raise ApiError(401, "unauthorized", "send the admin token as 'Authorization: Bearer …'")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(403, "forbidden", "wrong admin token")
+
+
+@bp.post("/reload")
+def reload():
+    """Check the registry now, in this worker and (via the master's reload file) in its
+    siblings; a version that failed before is tried again."""
+    _require_token()
+    store = model_store()
+    result = store.check(force=True)
+    store.request_reload_everywhere()
+    loaded = store.current
+    model = {"name": loaded.ref.name, "version": loaded.ref.version} if loaded else None
+    return jsonify(changed=result.changed, model=model, error=result.error, **store.status())

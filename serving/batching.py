@@ -1,0 +1,102 @@
+"""Dynamic micro-batching: the forward passes of concurrent requests run as one batch.
+
+Decoding and normalisation stay in the request threads (they run in parallel); only the
+network call is queued. One thread per worker takes whatever is waiting, up to
+``max_size`` images, waiting at most ``max_wait_us`` for more once the first arrived
+(0: purely opportunistic — requests that queued up during the previous pass share the
+next one). Each request waits on its own future, so every caller gets its own rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pyfunc.model import DigitModel, Prediction, predictions
+from pyfunc.preprocess import Limits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    batch: np.ndarray
+    future: Future = field(default_factory=Future)
+
+
+class BatchingModel:
+    """Same ``classify`` as :class:`DigitModel`, with the network calls batched."""
+
+    def __init__(
+        self,
+        model: DigitModel,
+        max_size: int = 32,
+        max_wait_us: int = 0,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.max_size = max_size
+        self.max_wait = max_wait_us / 1e6
+        self._on_batch = on_batch
+        self._closed = False
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name="micro-batcher", daemon=True)
+        self._thread.start()
+
+    def classify(self, images: Sequence[Any], limits: Limits | None = None) -> list[Prediction]:
+        batch = self.model.pre_process(images, limits)
+        if self._closed:  # a straggler after a model swap: answer it directly
+            return predictions(self.model.probabilities(batch))
+        job = _Job(batch)
+        self._jobs.put(job)
+        return predictions(job.future.result())
+
+    def close(self) -> None:
+        """Stop after the queued work; later callers are answered without batching."""
+        self._closed = True
+        self._jobs.put(None)
+
+    def _collect(self, first: _Job) -> list[_Job]:
+        jobs, size = [first], len(first.batch)
+        deadline = time.monotonic() + self.max_wait
+        while size < self.max_size:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    job = self._jobs.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if job is None:  # closing: finish this batch, then stop
+                self._jobs.put(None)
+                break
+            jobs.append(job)
+            size += len(job.batch)
+        return jobs
+
+    def _serve(self) -> None:
+        while (first := self._jobs.get()) is not None:
+            jobs = self._collect(first)
+            try:
+                probs = self.model.probabilities(np.concatenate([j.batch for j in jobs]))
+            except Exception as exc:  # the callers see it, the batcher lives on
+                for job in jobs:
+                    job.future.set_exception(exc)
+                continue
+            start = 0
+            for job in jobs:
+                job.future.set_result(probs[start : start + len(job.batch)])
+                start += len(job.batch)
+            if self._on_batch is not None:
+                self._on_batch(len(jobs))

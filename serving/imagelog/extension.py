@@ -1,0 +1,164 @@
+"""The image log inside the Flask app: record each answer before it is sent.
+
+Failure policy (``LOG_FAILURE_POLICY``): with ``refuse`` (the default) an answer that
+could not be logged is not given: the client gets 503 ``storage_unavailable`` and may
+retry, so no answered request is ever missing from the log. With ``answer`` the client
+gets the prediction with ``"logged": false`` and a warning is logged.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Callable
+
+from flask import Flask, Response, current_app, g, request
+from PIL import Image
+
+from pyfunc.model import Prediction
+from pyfunc.preprocess import sniff_format
+from serving import metrics
+from serving.config import Settings
+from serving.errors import ApiError
+from serving.imagelog import open_image_log
+from serving.imagelog.base import (
+    DuplicateRequestId,
+    ImageLog,
+    Record,
+    StorageError,
+    sha256_hex,
+    utc_now,
+)
+
+log = logging.getLogger(__name__)
+EXTENSION = "digits_image_log"
+# Retention runs when a worker starts and after every this many of its writes.
+RETENTION_EVERY = 500
+_LOGGED_PATHS = ("/recognize", "/feedback")
+
+
+def describe(image: bytes) -> tuple[str | None, int | None, int | None]:
+    """Format, width and height from the header alone; no pixel is decoded."""
+    fmt = sniff_format(image)
+    try:
+        with Image.open(io.BytesIO(image)) as img:
+            return fmt or img.format, img.width, img.height
+    except Exception:  # the model decoded it, so this is unexpected; the size is optional
+        return fmt, None, None
+
+
+class Recorder:
+    """Turns answers into records and applies the failure policy and retention."""
+
+    def __init__(self, image_log: ImageLog, settings: Settings) -> None:
+        self.image_log = image_log
+        self.policy = settings.log_failure_policy
+        self._writes = 0
+        self._counter_lock = threading.Lock()
+        self._retention_running = threading.Lock()
+
+    def record(self, image: bytes, prediction: Prediction, model_name: str, version: str) -> bool:
+        """Log one answer durably; False if it was not logged and the policy says answer."""
+        fmt, width, height = describe(image)
+        entry = Record(
+            request_id=g.request_id,
+            created_at=utc_now(),
+            sha256=sha256_hex(image),
+            byte_size=len(image),
+            input_format=fmt,
+            width=width,
+            height=height,
+            digit=prediction.digit,
+            confidence=prediction.confidence,
+            probabilities=list(prediction.probabilities),
+            model_name=model_name,
+            model_version=version,
+            image=image,
+        )
+        try:
+            self.image_log.record(entry)
+        except DuplicateRequestId:
+            raise ApiError(
+                409,
+                "duplicate_request_id",
+                f"X-Request-ID {entry.request_id} already names a request with another image; "
+                "send a new id (or none)",
+            ) from None
+        except StorageError as exc:
+            metrics.count_image_log_failure()
+            if self.policy == "answer":
+                log.warning("request %s answered but NOT logged: %s", entry.request_id, exc)
+                return False
+            log.error("request %s refused: it could not be logged: %s", entry.request_id, exc)
+            raise ApiError(
+                503,
+                "storage_unavailable",
+                "the request could not be stored, so it is not answered; try again later",
+            ) from exc
+        self._count_write()
+        return True
+
+    def _count_write(self) -> None:
+        with self._counter_lock:
+            self._writes += 1
+            due = self._writes % RETENTION_EVERY == 0
+        if due:
+            self.retain_in_background()
+
+    def retain_in_background(self) -> None:
+        if not self.image_log.retention.active:
+            return
+        if not self._retention_running.acquire(blocking=False):
+            return  # one at a time per worker
+
+        def run() -> None:
+            try:
+                self.image_log.apply_retention()
+            except StorageError as exc:
+                log.warning("image log retention failed (retried later): %s", exc)
+            finally:
+                self._retention_running.release()
+
+        self._spawn(run)
+
+    @staticmethod
+    def _spawn(work: Callable[[], None]) -> None:
+        # Off the request path: a large DELETE must not delay anyone's answer.
+        threading.Thread(target=work, name="imagelog-retention", daemon=True).start()
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    recorder_ = Recorder(open_image_log(settings), settings)
+    app.extensions[EXTENSION] = recorder_
+    recorder_.retain_in_background()
+
+    @app.after_request
+    def count_rejected(response: Response) -> Response:
+        # A request that was not answered leaves no record; one line each says why.
+        if response.status_code >= 400 and request.path in _LOGGED_PATHS:
+            body = response.get_json(silent=True) or {}
+            code = (body.get("error") or {}).get("code") if isinstance(body, dict) else None
+            log.warning(
+                "rejected %s request_id=%s status=%d code=%s",
+                request.path,
+                g.get("request_id"),
+                response.status_code,
+                code,
+            )
+        return response
+
+
+def recorder() -> Recorder:
+    return current_app.extensions[EXTENSION]
+
+
+def image_log() -> ImageLog:
+    return recorder().image_log
+
+
+def close(app: Flask) -> None:
+    """Release the app's storage (connections, pool threads); for tests and shutdown."""
+    found = app.extensions.pop(EXTENSION, None)
+    if found is not None:
+        found.image_log.close()

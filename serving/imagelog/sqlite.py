@@ -1,0 +1,406 @@
+"""The embedded image log: a SQLite index (WAL) plus content-addressed image files.
+
+Layout under ``data_dir``::
+
+    imagelog.sqlite3            requests, images, feedback (see _MIGRATIONS)
+    images/ab/cdef….png         the bytes of the image whose sha256 is abcdef…
+
+Durability: an image file is written to a temporary name, fsynced, renamed into place
+and its directory fsynced *before* the row that refers to it is committed; commits use
+``synchronous=FULL``, so a committed row survives a crash or power loss and never
+points at a missing or partial file. Several processes (gunicorn workers) share the
+files safely: writes serialise on SQLite's lock (``BEGIN IMMEDIATE``), and a file is
+only ever created whole by ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from serving.imagelog.base import (
+    DuplicateRequestId,
+    Feedback,
+    ImageLog,
+    LabelledImage,
+    Record,
+    Retention,
+    StorageError,
+    StoredRecord,
+    sha256_hex,
+    utc_now,
+)
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "imagelog.sqlite3"
+IMAGES_DIR = "images"
+
+# Version n is _MIGRATIONS[n - 1]; PRAGMA user_version holds the version applied.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE images (
+        sha256 TEXT PRIMARY KEY,
+        path TEXT NOT NULL,
+        byte_size INTEGER NOT NULL,
+        input_format TEXT,
+        created_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE requests (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        image_stored INTEGER NOT NULL,
+        byte_size INTEGER NOT NULL,
+        input_format TEXT,
+        width INTEGER,
+        height INTEGER,
+        digit INTEGER NOT NULL,
+        confidence REAL NOT NULL,
+        probabilities TEXT NOT NULL,
+        model_name TEXT NOT NULL,
+        model_version TEXT NOT NULL
+    );
+    CREATE INDEX requests_created_at ON requests (created_at);
+    CREATE INDEX requests_sha256 ON requests (sha256);
+    CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL REFERENCES requests (request_id) ON DELETE CASCADE,
+        label INTEGER NOT NULL CHECK (label BETWEEN 0 AND 9),
+        labelled_at TEXT NOT NULL
+    );
+    CREATE INDEX feedback_request ON feedback (request_id, id);
+    """,
+)
+
+_RECORD_COLUMNS = (
+    "r.request_id, r.created_at, r.sha256, r.byte_size, r.input_format, r.width, r.height, "
+    "r.digit, r.confidence, r.probabilities, r.model_name, r.model_version, r.image_stored, "
+    "(SELECT f.label FROM feedback f WHERE f.request_id = r.request_id "
+    "ORDER BY f.id DESC LIMIT 1)"
+)
+
+
+def _ts(value: datetime) -> str:
+    # One fixed-width UTC form, so text order is time order.
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _stored(row: tuple) -> StoredRecord:
+    return StoredRecord(
+        request_id=row[0],
+        created_at=_dt(row[1]),
+        sha256=row[2],
+        byte_size=row[3],
+        input_format=row[4],
+        width=row[5],
+        height=row[6],
+        digit=row[7],
+        confidence=row[8],
+        probabilities=json.loads(row[9]),
+        model_name=row[10],
+        model_version=row[11],
+        image_stored=bool(row[12]),
+        label=row[13],
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SqliteImageLog(ImageLog):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        store_images: bool = True,
+        retention: Retention | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(store_images, retention)
+        self.data_dir = Path(data_dir)
+        self.images_dir = self.data_dir / IMAGES_DIR
+        self.db_path = self.data_dir / DB_NAME
+        self.timeout = timeout
+        # One connection per process, used under a lock: SQLite admits one writer at a
+        # time anyway, and the slow part (writing and fsyncing the file) happens outside.
+        self._lock = threading.Lock()
+        try:
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+            self._conn: sqlite3.Connection | None = self._connect()
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open the image log in {self.data_dir}: {exc}") from exc
+
+    # -- connections and schema -------------------------------------------------------------
+    def _connect(self, readonly: bool = False) -> sqlite3.Connection:
+        # isolation_level=None: transactions are exactly the BEGIN/COMMIT written here.
+        conn = sqlite3.connect(
+            self.db_path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = FULL")
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+        return conn
+
+    def _migrate(self) -> None:
+        conn = self._require()
+        conn.execute("BEGIN IMMEDIATE")  # several workers start at once: one migrates
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+                log.info("image log %s: schema version %d", self.db_path, number)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageError("the image log is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding SQLite's write lock from its first statement."""
+        with self._lock:
+            conn = self._require()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StorageError(f"image log write failed: {exc}") from exc
+            except OSError as exc:
+                raise StorageError(f"image file write failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        # Readers get their own connection: WAL lets them run beside the writer.
+        try:
+            conn = self._connect(readonly=True)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the image log: {exc}") from exc
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise StorageError(f"image log read failed: {exc}") from exc
+        finally:
+            conn.close()
+
+    # -- files ------------------------------------------------------------------------------
+    def _relpath(self, sha256: str, extension: str) -> str:
+        return f"{IMAGES_DIR}/{sha256[:2]}/{sha256[2:]}.{extension}"
+
+    def _write_file(self, path: Path, data: bytes) -> None:
+        parent = path.parent
+        if not parent.is_dir():
+            parent.mkdir(exist_ok=True)
+            _fsync_dir(self.images_dir)
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(parent)
+
+    # -- the interface ----------------------------------------------------------------------
+    def record(self, entry: Record) -> None:
+        keep = self.store_images and entry.image is not None
+        rel = self._relpath(entry.sha256, entry.extension) if keep else None
+        path = self.data_dir / rel if rel else None
+        if path is not None and not path.exists():
+            try:
+                self._write_file(path, entry.image)
+            except OSError as exc:
+                raise StorageError(f"image file write failed: {exc}") from exc
+        with self._write() as conn:
+            if path is not None:
+                # Retention may have removed the file since the check above; it deletes
+                # files only while holding the write lock, which we hold now.
+                if not path.exists():
+                    self._write_file(path, entry.image)
+                conn.execute(
+                    "INSERT INTO images (sha256, path, byte_size, input_format, created_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                    (entry.sha256, rel, entry.byte_size, entry.input_format, _ts(utc_now())),
+                )
+            inserted = conn.execute(
+                "INSERT INTO requests (request_id, created_at, sha256, image_stored, byte_size, "
+                "input_format, width, height, digit, confidence, probabilities, model_name, "
+                "model_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (request_id) DO NOTHING",
+                (
+                    entry.request_id,
+                    _ts(entry.created_at),
+                    entry.sha256,
+                    int(keep),
+                    entry.byte_size,
+                    entry.input_format,
+                    entry.width,
+                    entry.height,
+                    entry.digit,
+                    entry.confidence,
+                    json.dumps(entry.probabilities),
+                    entry.model_name,
+                    entry.model_version,
+                ),
+            ).rowcount
+            if not inserted:
+                (existing,) = conn.execute(
+                    "SELECT sha256 FROM requests WHERE request_id = ?", (entry.request_id,)
+                ).fetchone()
+                if existing != entry.sha256:
+                    raise DuplicateRequestId(entry.request_id)
+
+    def label(self, request_id: str, label: int, at: datetime | None = None) -> bool:
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    "INSERT INTO feedback (request_id, label, labelled_at) SELECT ?, ?, ? "
+                    "WHERE EXISTS (SELECT 1 FROM requests WHERE request_id = ?)",
+                    (request_id, label, _ts(at or utc_now()), request_id),
+                ).rowcount
+                == 1
+            )
+
+    def get(self, request_id: str) -> StoredRecord | None:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM requests r WHERE r.request_id = ?", (request_id,)
+            ).fetchone()
+        return _stored(row) if row else None
+
+    def history(self, request_id: str) -> list[Feedback]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT label, labelled_at FROM feedback WHERE request_id = ? ORDER BY id",
+                (request_id,),
+            ).fetchall()
+        return [Feedback(label, _dt(at)) for label, at in rows]
+
+    def records(self) -> Iterator[StoredRecord]:
+        with self._read() as conn:
+            cursor = conn.execute(f"SELECT {_RECORD_COLUMNS} FROM requests r ORDER BY r.seq")
+            while rows := cursor.fetchmany(1000):
+                yield from map(_stored, rows)
+
+    def image(self, sha256: str) -> bytes | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT path FROM images WHERE sha256 = ?", (sha256,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return (self.data_dir / row[0]).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"image {sha256} is indexed but unreadable: {exc}") from exc
+
+    def labelled(self) -> Iterator[LabelledImage]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT r.request_id, f.label, f.labelled_at, r.sha256, i.path "
+                "FROM requests r JOIN images i ON i.sha256 = r.sha256 "
+                "JOIN feedback f ON f.id = (SELECT max(id) FROM feedback "
+                "WHERE request_id = r.request_id) "
+                "WHERE r.image_stored = 1 ORDER BY r.seq"
+            ).fetchall()
+        for request_id, label, labelled_at, sha256, rel in rows:
+            try:
+                data = (self.data_dir / rel).read_bytes()
+            except OSError as exc:
+                log.warning("labelled image %s of %s unreadable: %s", sha256, request_id, exc)
+                continue
+            if sha256_hex(data) != sha256:
+                log.warning("labelled image %s of %s is corrupt; skipped", sha256, request_id)
+                continue
+            yield LabelledImage(request_id, label, _dt(labelled_at), sha256, data)
+
+    def count(self) -> int:
+        with self._read() as conn:
+            return conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+
+    def image_count(self) -> int:
+        with self._read() as conn:
+            return conn.execute("SELECT count(*) FROM images").fetchone()[0]
+
+    def apply_retention(self, now: datetime | None = None) -> int:
+        policy = self.retention
+        if not policy.active:
+            return 0
+        unlabelled = (
+            "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = requests.request_id)"
+            if policy.keep_labelled
+            else ""
+        )
+        cutoff = policy.cutoff(now or utc_now())
+        with self._write() as conn:
+            gone: list[str] = []
+            if cutoff is not None:
+                gone += [
+                    sha
+                    for (sha,) in conn.execute(
+                        f"DELETE FROM requests WHERE created_at < ? {unlabelled} RETURNING sha256",
+                        (_ts(cutoff),),
+                    ).fetchall()
+                ]
+            if policy.max_count:
+                gone += [
+                    sha
+                    for (sha,) in conn.execute(
+                        "DELETE FROM requests WHERE seq IN (SELECT seq FROM requests "
+                        f"WHERE 1 {unlabelled} ORDER BY created_at DESC, seq DESC "
+                        "LIMIT -1 OFFSET ?) RETURNING sha256",
+                        (policy.max_count,),
+                    ).fetchall()
+                ]
+            # Files go while we hold the write lock, so no writer can be about to reuse one.
+            for sha in sorted(set(gone)):
+                row = conn.execute(
+                    "DELETE FROM images WHERE sha256 = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM requests WHERE sha256 = ? AND image_stored = 1) "
+                    "RETURNING path",
+                    (sha, sha),
+                ).fetchone()
+                if row:
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.data_dir / row[0]).unlink()
+        if gone:
+            log.info("image log retention: %d record(s) deleted", len(gone))
+        return len(gone)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

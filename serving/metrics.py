@@ -1,0 +1,221 @@
+"""Prometheus metrics at ``/metrics``, summed over every gunicorn worker.
+
+Each worker is its own process, so in-memory counters would show one worker's share per
+scrape. prometheus_client's multiprocess mode makes every worker write its values to files
+in ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` sum the files. The library decides the mode
+*when it is first imported*, and ``python -m serving`` imports this package in the gunicorn
+master before :func:`prepare_multiprocess_dir` runs: hence no module-level
+``import prometheus_client`` here, and the metric objects are built on first use.
+Without the variable (Flask test client, one process) the default registry is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flask import Flask, Response, g, request
+
+from serving import model_store
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    from serving import registry
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# A request that matched no route (404, 405): one label value, not one per probed path.
+UNMATCHED_ROUTE = "<unmatched>"
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    multiprocess: bool
+    requests: Counter
+    latency: Histogram
+    predictions: Counter
+    confidence: Histogram
+    model_info: Gauge
+    batch_size: Histogram
+    image_log_failures: Counter
+
+
+_lock = threading.Lock()
+_metrics: _Metrics | None = None
+# The (name, version) this process last reported as served, to zero it on a swap.
+_served: tuple[str, str] | None = None
+
+
+def _build() -> _Metrics:
+    from prometheus_client import Counter, Gauge, Histogram, values
+
+    # What counts is how values are stored, not whether the variable is set now: set after
+    # the import it would make /metrics read files nobody writes.
+    multiprocess = values.ValueClass is not values.MutexValue
+    if os.environ.get(MULTIPROC_ENV) and not multiprocess:
+        log.warning(
+            "%s is set but prometheus_client was imported before it was; "
+            "/metrics reports this process only",
+            MULTIPROC_ENV,
+        )
+    predictions = Counter(
+        "digits_predictions", "Answers of /recognize by predicted digit", ["digit"]
+    )
+    for digit in range(10):  # every digit shows up from the start, at 0
+        predictions.labels(str(digit))
+    return _Metrics(
+        multiprocess=multiprocess,
+        requests=Counter(
+            "digits_http_requests", "HTTP requests by route and status", ["route", "status"]
+        ),
+        latency=Histogram(
+            "digits_http_request_duration_seconds",
+            "Time from request start to response, by route",
+            ["route"],
+        ),
+        predictions=predictions,
+        confidence=Histogram(
+            "digits_prediction_confidence",
+            "Probability of the predicted digit",
+            buckets=CONFIDENCE_BUCKETS,
+        ),
+        # Info metrics are not supported in multiprocess mode; a gauge at 1 is the idiom.
+        # livemax: a version is 1 while some live worker serves it; dead workers drop out.
+        model_info=Gauge(
+            "digits_model_info",
+            "The served model version (1 = served by at least one worker)",
+            ["name", "version"],
+            multiprocess_mode="livemax",
+        ),
+        batch_size=Histogram("digits_batch_size", "Images per model call", buckets=BATCH_BUCKETS),
+        image_log_failures=Counter(
+            "digits_image_log_failures", "Recognized images that could not be logged"
+        ),
+    )
+
+
+def metrics() -> _Metrics:
+    """This process's metric objects, created on first use."""
+    global _metrics
+    if _metrics is None:
+        with _lock:
+            if _metrics is None:
+                _metrics = _build()
+    return _metrics
+
+
+def observe_prediction(digit: int, confidence: float) -> None:
+    m = metrics()
+    m.predictions.labels(str(digit)).inc()
+    m.confidence.observe(confidence)
+
+
+def set_model_info(name: str, version: str) -> None:
+    """Report the version this worker serves now; call on every load or swap."""
+    global _served
+    m = metrics()
+    with _lock:
+        if _served is not None and _served != (name, str(version)):
+            # Zero rather than remove: in multiprocess mode the old value stays in the file.
+            m.model_info.labels(*_served).set(0)
+        _served = (name, str(version))
+        m.model_info.labels(*_served).set(1)
+
+
+def observe_batch_size(n: int) -> None:
+    metrics().batch_size.observe(n)
+
+
+def count_image_log_failure() -> None:
+    metrics().image_log_failures.inc()
+
+
+def _registry() -> CollectorRegistry:
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
+
+    if not metrics().multiprocess:
+        return REGISTRY
+    # A fresh registry per scrape: the collector reads every worker's files each time.
+    collected = CollectorRegistry()
+    multiprocess.MultiProcessCollector(collected)
+    return collected
+
+
+def route_label() -> str:
+    """The matched URL rule (``/recognize``), never the raw path: bounded cardinality."""
+    rule = request.url_rule
+    return rule.rule if rule is not None else UNMATCHED_ROUTE
+
+
+def _served_version_changed(loaded: registry.LoadedModel) -> None:
+    set_model_info(loaded.ref.name, loaded.ref.version)
+
+
+def init_app(app: Flask) -> None:
+    metrics()  # create the series now rather than on the first request
+    # Before model_store.init_app in create_app, so the first load is reported too.
+    model_store.on_swap(_served_version_changed)
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        m = metrics()
+        route = route_label()
+        m.requests.labels(route, str(response.status_code)).inc()
+        started = g.get("metrics_started")
+        if started is not None:
+            m.latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(_registry()), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# --- the gunicorn master (serving/server.py) -------------------------------------------
+
+
+def prepare_multiprocess_dir() -> tuple[Path, bool]:
+    """Give the workers a clean ``PROMETHEUS_MULTIPROC_DIR`` before they fork.
+
+    Uses the directory the environment names, emptied of old values (counts from a previous
+    run would otherwise be added in), or a new temporary one. Returns it and whether it is
+    ours to delete on exit.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return path, False
+    path = Path(tempfile.mkdtemp(prefix="digits-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path, True
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (``digits_model_info``); its counters stay summed."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)
+
+
+def remove_multiprocess_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

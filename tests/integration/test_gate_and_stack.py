@@ -1,0 +1,150 @@
+"""Gated promotion through the real `mlflow run . -e promote`, and the scaled stack: an
+MLflow tracking server on PostgreSQL with proxied artifacts and two serving replicas."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+import warnings
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from deploy.create_database import drop_database
+from tests.support import (
+    PROJECT_ROOT,
+    Registry,
+    add_version,
+    base_env,
+    free_port,
+    run_checked,
+    set_production,
+    stop,
+)
+
+
+def _stage(uri: str, version: str) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return (
+            MlflowClient(tracking_uri=uri, registry_uri=uri)
+            .get_model_version("digits", version)
+            .current_stage
+        )
+
+
+def test_gate_refuses_a_worse_candidate_and_accepts_a_better_one(tmp_path, model_dir, mnist_path):
+    reg = Registry.create(tmp_path / "reg")
+    gate = {"data_path": mnist_path, "wild_limit": 100}
+    # v1: a weak model, trained for real on 300 images; the first promotion has no champion.
+    run_checked(
+        reg.mlflow_run("train", limit=300, epochs=1, augment="false", data_path=mnist_path),
+        env=reg.env,
+        timeout=600,
+    )
+    run_checked(reg.mlflow_run("promote", **gate), env=reg.env, timeout=600)
+    assert _stage(reg.tracking_uri, "1") == "Production"
+    # v2: the session's better model: accepted, v1 archived (not deleted).
+    better = add_version(reg.tracking_uri, str(model_dir))
+    run_checked(reg.mlflow_run("promote", version=better, **gate), env=reg.env, timeout=600)
+    assert _stage(reg.tracking_uri, better) == "Production"
+    assert _stage(reg.tracking_uri, "1") == "Archived"
+    client = MlflowClient(tracking_uri=reg.tracking_uri, registry_uri=reg.tracking_uri)
+    promoted = client.get_model_version("digits", better)
+    assert promoted.tags["gate.decision"] == "promoted"
+    assert float(promoted.tags["gate.candidate_score"]) > float(
+        promoted.tags["gate.champion_score"]
+    )
+    assert "Promotion gate" in promoted.description and "mnist_test" in promoted.description
+    # v3: a copy of the weak v1: refused, Production unchanged.
+    mlflow.set_tracking_uri(reg.tracking_uri)
+    mlflow.set_registry_uri(reg.tracking_uri)
+    weak_dir = mlflow.artifacts.download_artifacts("models:/digits/1", dst_path=str(tmp_path / "w"))
+    worse = add_version(reg.tracking_uri, weak_dir)
+    refused = subprocess.run(
+        reg.mlflow_run("promote", version=worse, **gate),
+        env=reg.env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert refused.returncode != 0
+    assert "not promoted" in refused.stderr
+    assert _stage(reg.tracking_uri, better) == "Production"
+    assert client.get_model_version("digits", worse).tags["gate.decision"] == "refused"
+    # Rolling back to v1 is the same command, forced.
+    run_checked(reg.mlflow_run("promote", version="1", force="true"), env=reg.env, timeout=600)
+    assert _stage(reg.tracking_uri, "1") == "Production"
+    assert _stage(reg.tracking_uri, better) == "Archived"
+    assert str(client.get_model_version_by_alias("digits", "production").version) == "1"
+
+
+@pytest.fixture
+def postgres_url():
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/mlflow_test_{uuid.uuid4().hex[:10]}"
+    yield url
+    drop_database(url)
+
+
+def test_stack_on_postgres_two_replicas_follow_a_promotion(tmp_path, mnist_path, postgres_url):
+    mlflow_port, *replicas = free_port(), free_port(), free_port()
+    env = base_env(
+        STACK_DB_URL=postgres_url,
+        STACK_ARTIFACTS=str(tmp_path / "artifacts"),
+        STACK_MLFLOW_PORT=str(mlflow_port),
+        STACK_PORTS=" ".join(map(str, replicas)),
+        STACK_TRAIN_ARGS=f"-P limit=3000 -P epochs=1 -P data_path={mnist_path}",
+        MODEL_POLL_INTERVAL="1",
+        WORKERS="1",
+    )
+    log_path = tmp_path / "stack.log"
+    with open(log_path, "wb") as log:
+        stack = subprocess.Popen(
+            ["bash", "deploy/stack.sh"],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    urls = [f"http://127.0.0.1:{port}" for port in replicas]
+
+    def versions() -> set[str | None]:
+        found = set()
+        for url in urls:
+            try:
+                body = requests.get(f"{url}/ready", timeout=5).json()
+                found.add((body.get("model") or {}).get("version"))
+            except requests.RequestException:
+                found.add(None)
+        return found
+
+    try:
+        deadline = time.monotonic() + 600
+        while versions() != {"1"}:
+            assert stack.poll() is None, log_path.read_text()[-5000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-5000:]
+            time.sleep(1)
+        registry = f"http://127.0.0.1:{mlflow_port}"
+        client = MlflowClient(tracking_uri=registry, registry_uri=registry)
+        v1 = client.get_model_version("digits", "1")
+        assert v1.source  # trained by `mlflow run` against the server, artifacts proxied
+        v2 = client.create_model_version(
+            "digits", v1.source, run_id=v1.run_id, model_id=v1.source.rsplit("/", 1)[-1]
+        ).version
+        v2 = str(v2)
+        promoted_at = time.monotonic()
+        set_production(registry, v2)
+        while versions() != {v2}:
+            assert time.monotonic() - promoted_at < 120, versions()
+            time.sleep(0.2)
+        print(
+            f"\nstack: both replicas serve v{v2} {time.monotonic() - promoted_at:.1f} s after "
+            "the promotion (poll interval 1 s)"
+        )
+    finally:
+        stop(stack)

@@ -1,0 +1,197 @@
+"""The ImageLog contract, run against both backends (SQLite files, real PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from serving.config import Settings
+from serving.imagelog import DuplicateRequestId, ImageLog, Retention, open_image_log
+from serving.imagelog.base import sha256_hex, utc_now
+from tests.serving.imagelog.samples import image, make_record
+
+
+@pytest.fixture
+def open_log(image_log_config):
+    opened: list[ImageLog] = []
+
+    def open_(**overrides: object) -> ImageLog:
+        log = open_image_log(Settings(**{**image_log_config, **overrides}))
+        opened.append(log)
+        return log
+
+    yield open_
+    for log in opened:
+        log.close()
+
+
+@pytest.fixture
+def log(open_log) -> ImageLog:
+    return open_log()
+
+
+def test_a_record_reads_back_whole(log: ImageLog):
+    entry = make_record("req-1", image(1))
+    log.record(entry)
+    stored = log.get("req-1")
+    assert stored is not None
+    assert (stored.request_id, stored.sha256, stored.byte_size) == ("req-1", entry.sha256, 40)
+    assert (stored.input_format, stored.width, stored.height) == ("PNG", 28, 28)
+    assert (stored.digit, stored.confidence, stored.probabilities) == (
+        3,
+        0.875,
+        entry.probabilities,
+    )
+    assert (stored.model_name, stored.model_version) == ("digits", "7")
+    assert stored.created_at == entry.created_at
+    assert stored.image_stored is True
+    assert stored.label is None
+    assert log.image(entry.sha256) == image(1)
+    assert log.get("nope") is None
+
+
+def test_images_are_deduplicated_requests_are_not(log: ImageLog):
+    for i in range(6):
+        log.record(make_record(f"req-{i}", image(i % 2)))
+    assert log.count() == 6
+    assert log.image_count() == 2
+
+
+def test_a_retry_is_idempotent_and_a_reused_id_is_refused(log: ImageLog):
+    log.record(make_record("same", image(1)))
+    log.record(make_record("same", image(1)))
+    assert log.count() == 1
+    with pytest.raises(DuplicateRequestId):
+        log.record(make_record("same", image(2)))
+    assert log.get("same").sha256 == sha256_hex(image(1))
+
+
+def test_labels_replace_and_keep_their_history(log: ImageLog):
+    log.record(make_record("a", image(1)))
+    log.record(make_record("b", image(2)))
+    assert log.label("unknown", 3) is False
+    first, second = utc_now(), utc_now() + timedelta(seconds=1)
+    assert log.label("a", 7, at=first) is True
+    assert log.label("a", 1, at=second) is True
+    assert log.get("a").label == 1
+    history = log.history("a")
+    assert [(f.label, f.labelled_at) for f in history] == [(7, first), (1, second)]
+    assert [(item.request_id, item.label, item.image) for item in log.labelled()] == [
+        ("a", 1, image(1))
+    ]
+
+
+def test_without_images_predictions_are_still_logged(open_log):
+    log = open_log(store_images=False)
+    log.record(make_record("a", image(1)))
+    stored = log.get("a")
+    assert stored.image_stored is False
+    assert stored.sha256 == sha256_hex(image(1))
+    assert log.image(stored.sha256) is None
+    assert log.image_count() == 0
+    assert log.label("a", 4) is True
+    assert list(log.labelled()) == []  # nothing to train on without the image
+
+
+def test_records_survive_reopening(open_log):
+    first = open_log()
+    first.record(make_record("kept", image(1)))
+    first.label("kept", 5)
+    first.close()
+    again = open_log()
+    assert again.get("kept").label == 5
+    assert again.image(sha256_hex(image(1))) == image(1)
+
+
+def test_retention_by_age_spares_labelled_records(log: ImageLog):
+    log.record(make_record("old", image(1), age_days=40))
+    log.record(make_record("old-labelled", image(2), age_days=40))
+    log.record(make_record("old-shared", image(3), age_days=40))
+    log.record(make_record("new-shared", image(3)))
+    log.record(make_record("new", image(4)))
+    log.label("old-labelled", 2)
+    log.retention = Retention(max_age_days=30)
+    assert log.apply_retention() == 2
+    assert {r.request_id for r in log.records()} == {"old-labelled", "new-shared", "new"}
+    assert log.image(sha256_hex(image(1))) is None  # no record left uses it
+    assert log.image(sha256_hex(image(3))) == image(3)  # "new-shared" still does
+    assert log.image_count() == 3
+
+
+def test_retention_can_include_labelled_records(log: ImageLog):
+    log.record(make_record("old-labelled", image(1), age_days=40))
+    log.label("old-labelled", 2)
+    log.retention = Retention(max_age_days=30, keep_labelled=False)
+    assert log.apply_retention() == 1
+    assert log.count() == 0
+    assert log.image_count() == 0
+    assert log.history("old-labelled") == []
+
+
+def test_retention_by_count_keeps_the_newest(log: ImageLog):
+    for i in range(6):
+        log.record(make_record(f"r{i}", image(i), age_days=6 - i))
+    log.label("r0", 0)
+    log.retention = Retention(max_count=3)
+    assert log.apply_retention() == 2
+    assert [r.request_id for r in log.records()] == ["r0", "r3", "r4", "r5"]
+    assert log.apply_retention() == 0
+
+
+def test_retention_off_deletes_nothing(log: ImageLog):
+    log.record(make_record("old", image(1), age_days=10_000))
+    assert log.apply_retention() == 0
+    assert log.count() == 1
+
+
+def test_threads_writing_at_once_lose_and_duplicate_nothing(log: ImageLog):
+    threads, per_thread, distinct = 8, 40, 10
+    errors: list[BaseException] = []
+
+    def write(t: int) -> None:
+        try:
+            for i in range(per_thread):
+                log.record(make_record(f"t{t}-{i}", image((t * per_thread + i) % distinct)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == []
+    records = list(log.records())
+    assert len(records) == log.count() == threads * per_thread
+    assert len({r.request_id for r in records}) == threads * per_thread
+    assert log.image_count() == distinct
+    for n in range(distinct):
+        assert sha256_hex(log.image(sha256_hex(image(n)))) == sha256_hex(image(n))
+
+
+def test_several_writers_on_one_store_lose_and_duplicate_nothing(open_log):
+    """Like gunicorn workers (SQLite) or replicas (PostgreSQL): separate connections."""
+    writers, per_writer, distinct = 4, 60, 7
+    logs = [open_log() for _ in range(writers)]
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def write(w: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(per_writer):
+                logs[w].record(make_record(f"w{w}-{i}", image(i % distinct)))
+                logs[w].record(make_record(f"w{w}-{i}", image(i % distinct)))  # a retry
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert logs[0].count() == writers * per_writer
+    assert logs[-1].image_count() == distinct

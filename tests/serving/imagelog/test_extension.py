@@ -1,0 +1,173 @@
+"""The image log inside the app (test client, real registry): what /recognize stores, and
+what it answers when storing fails."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import pytest
+
+from serving.imagelog import StorageError
+from serving.imagelog.base import sha256_hex
+from serving.imagelog.extension import close, describe, recorder
+from tests.support import postgres_schema
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def app(request, registry, tmp_path_factory):
+    from serving import create_app
+
+    config = {"mlflow_tracking_uri": registry.tracking_uri, "workers": 1}
+    data_dir = tmp_path_factory.mktemp("imagelog-app")
+    with (
+        postgres_schema(request.getfixturevalue("pg_url"))
+        if request.param == "postgres"
+        else contextlib.nullcontext()
+    ) as schema:
+        if schema:
+            config |= {
+                "image_log_backend": "postgres",
+                "database_url": request.getfixturevalue("pg_url"),
+                "database_schema": schema,
+            }
+        else:
+            config |= {"image_log_backend": "sqlite", "data_dir": data_dir}
+        app = create_app(config)
+        app.config.update(TESTING=True)
+        yield app
+        close(app)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def _log(app):
+    with app.app_context():
+        return recorder().image_log
+
+
+def test_an_answer_is_stored_with_its_image(app, client, seed_png: bytes):
+    response = client.post("/recognize", data=seed_png, content_type="image/png")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert "logged" not in body
+    stored = _log(app).get(body["request_id"])
+    assert stored is not None
+    assert stored.sha256 == sha256_hex(seed_png)
+    assert (stored.input_format, stored.width, stored.height) == ("PNG", 28, 28)
+    assert stored.byte_size == len(seed_png)
+    assert (stored.digit, stored.probabilities) == (body["digit"], body["probabilities"])
+    assert (stored.model_name, stored.model_version) == ("digits", body["model"]["version"])
+    assert _log(app).image(stored.sha256) == seed_png
+
+
+def test_a_rejected_request_is_not_stored_but_logged(app, client, caplog):
+    from tests.cases import BAD_IMAGES
+
+    blank = next(case for case in BAD_IMAGES if case.id == "blank-white")
+    before = _log(app).count()
+    with caplog.at_level(logging.WARNING, logger="serving.imagelog.extension"):
+        response = client.post(
+            "/recognize", data=blank.body, content_type="image/png", headers={"X-Request-ID": "r1"}
+        )
+    assert response.status_code == 422
+    assert _log(app).count() == before
+    assert "rejected /recognize request_id=r1 status=422 code=no_digit" in caplog.text
+
+
+def test_a_reused_request_id_with_another_image_is_409(app, client, seed_png: bytes, mnist):
+    from training.variants import png_bytes
+
+    headers = {"X-Request-ID": f"reused-{app.name}-{id(app)}"}
+    first = client.post("/recognize", data=seed_png, content_type="image/png", headers=headers)
+    again = client.post("/recognize", data=seed_png, content_type="image/png", headers=headers)
+    other = client.post(
+        "/recognize", data=png_bytes(mnist.x_test[0]), content_type="image/png", headers=headers
+    )
+    assert (first.status_code, again.status_code) == (200, 200)  # a retry
+    assert other.status_code == 409
+    assert other.get_json()["error"]["code"] == "duplicate_request_id"
+
+
+def _failing(*args: object, **kwargs: object) -> None:
+    raise StorageError("disk full (simulated)")
+
+
+def test_storage_failure_refuses_the_answer_by_default(app, client, seed_png, monkeypatch):
+    monkeypatch.setattr(_log(app), "record", _failing)
+    before = _failures_counted(client)
+    response = client.post("/recognize", data=seed_png, content_type="image/png")
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "storage_unavailable"
+    assert _failures_counted(client) == before + 1
+
+
+def _failures_counted(client) -> float:
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith("digits_image_log_failures_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_storage_failure_can_be_answered_unlogged(app, client, seed_png, monkeypatch):
+    monkeypatch.setattr(_log(app), "record", _failing)
+    with app.app_context():
+        monkeypatch.setattr(recorder(), "policy", "answer")
+    response = client.post("/recognize", data=seed_png, content_type="image/png")
+    assert response.status_code == 200
+    assert response.get_json()["logged"] is False
+    assert response.get_json()["digit"] == 9
+
+
+def test_with_store_images_off_the_prediction_is_kept_without_the_bytes(
+    app, client, mnist, monkeypatch
+):
+    from training.variants import png_bytes
+
+    image = png_bytes(mnist.x_test[1])
+    monkeypatch.setattr(_log(app), "store_images", False)
+    body = client.post("/recognize", data=image, content_type="image/png").get_json()
+    stored = _log(app).get(body["request_id"])
+    assert stored.image_stored is False
+    assert stored.sha256 == sha256_hex(image)
+    assert _log(app).image(stored.sha256) is None
+
+
+def test_describe_reads_the_header_only(seed_png: bytes):
+    assert describe(seed_png) == ("PNG", 28, 28)
+    assert describe(b"\x89PNG\r\n\x1a\n broken") == ("PNG", None, None)
+
+
+def test_retention_runs_every_n_writes_one_at_a_time(monkeypatch, seed_png: bytes):
+    from flask import Flask, g
+
+    from pyfunc.model import Prediction
+    from serving.config import Settings
+    from serving.imagelog import Retention, extension
+
+    class FakeLog:
+        retention = Retention(max_count=10)
+        runs = 0
+
+        def record(self, entry) -> None:
+            pass
+
+        def apply_retention(self) -> int:
+            self.runs += 1
+            return 0
+
+    monkeypatch.setattr(extension, "RETENTION_EVERY", 3)
+    fake = FakeLog()
+    rec = extension.Recorder(fake, Settings())
+    monkeypatch.setattr(rec, "_spawn", lambda work: work())  # at once, to count the runs
+    with Flask("t").test_request_context():
+        g.request_id = "r"
+        for _ in range(7):
+            assert rec.record(seed_png, Prediction(9, 0.9, [0.01] * 9 + [0.9]), "d", "1")
+    assert fake.runs == 2
+    with rec._retention_running:  # one is still running: the next trigger is skipped
+        rec.retain_in_background()
+    assert fake.runs == 2

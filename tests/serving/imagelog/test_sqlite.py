@@ -1,0 +1,76 @@
+"""What only the SQLite backend has: files on disk, WAL, and what a failing disk does."""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from serving.imagelog import StorageError
+from serving.imagelog.base import sha256_hex
+from serving.imagelog.sqlite import DB_NAME, SqliteImageLog
+from tests.serving.imagelog.samples import image, make_record
+
+
+@pytest.fixture
+def log(tmp_path: Path):
+    log = SqliteImageLog(tmp_path / "data")
+    yield log
+    log.close()
+
+
+def test_images_are_files_named_by_their_hash(log: SqliteImageLog):
+    log.record(make_record("a", image(1)))
+    sha = sha256_hex(image(1))
+    path = log.data_dir / "images" / sha[:2] / f"{sha[2:]}.png"
+    assert path.read_bytes() == image(1)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left over
+
+
+def test_the_index_is_wal_with_full_sync(log: SqliteImageLog):
+    conn = sqlite3.connect(log.data_dir / DB_NAME)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_a_full_disk_is_a_storage_error_and_leaves_no_trace(log: SqliteImageLog, monkeypatch):
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("serving.imagelog.sqlite.os.fsync", no_space)
+    with pytest.raises(StorageError, match="No space left"):
+        log.record(make_record("a", image(1)))
+    monkeypatch.undo()
+    assert log.count() == 0
+    assert [p for p in (log.data_dir / "images").rglob("*") if p.is_file()] == []
+    log.record(make_record("a", image(1)))  # the disk has room again
+    assert log.count() == 1
+
+
+def test_a_missing_file_is_written_again_by_the_next_request_for_it(log: SqliteImageLog):
+    log.record(make_record("a", image(1)))
+    sha = sha256_hex(image(1))
+    path = log.data_dir / "images" / sha[:2] / f"{sha[2:]}.png"
+    path.unlink()
+    log.record(make_record("b", image(1)))
+    assert path.read_bytes() == image(1)
+
+
+def test_an_unusable_data_dir_is_a_storage_error(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError, match="cannot open the image log"):
+        SqliteImageLog(blocker / "data")
+
+
+def test_several_opens_of_a_new_log_migrate_once(tmp_path: Path):
+    logs = [SqliteImageLog(tmp_path / "data") for _ in range(3)]
+    logs[0].record(make_record("a", image(1)))
+    assert [other.count() for other in logs] == [1, 1, 1]
+    version = logs[1]._conn.execute("PRAGMA user_version").fetchone()[0]
+    assert version == 1
+    for opened in logs:
+        opened.close()

@@ -1,0 +1,80 @@
+"""Micro-batching: concurrent callers share forward passes, each gets its own answer."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from serving import registry as model_registry
+from serving.batching import BatchingModel
+from serving.config import Settings
+from training.variants import png_bytes
+
+
+@pytest.fixture(scope="module")
+def digit_model(registry):
+    settings = Settings(mlflow_tracking_uri=registry.tracking_uri)
+    return model_registry.load(model_registry.ModelRef("digits", "1"), settings).model
+
+
+def _concurrently(n: int, work) -> list:
+    results: list = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+def test_every_caller_gets_its_own_answer(digit_model, mnist):
+    images = [png_bytes(mnist.x_test[i]) for i in range(48)]
+    expected = [digit_model.classify([img])[0] for img in images]
+    sizes: list[int] = []
+    batcher = BatchingModel(digit_model, max_size=64, max_wait_us=5000, on_batch=sizes.append)
+    try:
+        answers = _concurrently(len(images), lambda i: batcher.classify([images[i]])[0])
+    finally:
+        batcher.close()
+    for got, want in zip(answers, expected, strict=True):
+        assert got.digit == want.digit
+        assert np.allclose(got.probabilities, want.probabilities, atol=1e-5)
+    assert sum(sizes) == len(images)  # every request went through exactly one batch
+    assert max(sizes) > 1, sizes  # and some of them really were shared
+
+
+def test_batch_size_is_capped(digit_model, mnist):
+    images = [png_bytes(mnist.x_test[i]) for i in range(20)]
+    sizes: list[int] = []
+    batcher = BatchingModel(digit_model, max_size=4, max_wait_us=20_000, on_batch=sizes.append)
+    try:
+        _concurrently(len(images), lambda i: batcher.classify([images[i]]))
+    finally:
+        batcher.close()
+    assert sum(sizes) == 20 and max(sizes) <= 4
+
+
+def test_bad_image_fails_only_its_own_request(digit_model, mnist):
+    from pyfunc.errors import ImageError
+
+    batcher = BatchingModel(digit_model, max_size=8)
+    try:
+        with pytest.raises(ImageError):
+            batcher.classify([b"not an image"])
+        assert batcher.classify([png_bytes(mnist.x_test[0])])[0].digit == 7
+    finally:
+        batcher.close()
+
+
+def test_after_close_callers_are_still_answered(digit_model, mnist):
+    batcher = BatchingModel(digit_model)
+    batcher.close()
+    assert batcher.classify([png_bytes(mnist.x_test[1])])[0].digit == 2

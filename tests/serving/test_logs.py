@@ -1,0 +1,98 @@
+"""The JSON access log, in-process: one line per request on stdout, metadata only."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import pytest
+
+from serving import logs, metrics
+
+
+def request_lines(out: str) -> list[dict]:
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("msg") == "request"]
+
+
+def test_one_json_line_per_request_with_the_given_request_id(client, seed_png, capsys):
+    capsys.readouterr()
+    response = client.post(
+        "/recognize", data=seed_png, content_type="image/png", headers={"X-Request-ID": "log-1"}
+    )
+    assert response.status_code == 200
+    (line,) = request_lines(capsys.readouterr().out)
+    assert line["request_id"] == "log-1" == response.headers["X-Request-ID"]
+    assert line["level"] == "INFO"
+    assert line["method"] == "POST"
+    assert line["route"] == line["path"] == "/recognize"
+    assert line["status"] == 200
+    assert 0 < line["latency_ms"] < 60_000
+    assert line["digit"] == 9
+    assert line["model_version"] == "1"
+    assert 0.5 < line["confidence"] <= 1
+    assert "error" not in line
+    assert {"ts", "pid", "remote_addr"} <= line.keys()
+
+
+def test_a_generated_request_id_is_the_one_logged(client, capsys):
+    capsys.readouterr()
+    response = client.get("/health")
+    (line,) = request_lines(capsys.readouterr().out)
+    assert line["request_id"] == response.headers["X-Request-ID"]
+    assert line["route"] == "/health"
+    assert "digit" not in line
+
+
+ERROR_CASES = [
+    # method, path, body, status, code, route label
+    ("GET", "/no/such/page", None, 404, "not_found", metrics.UNMATCHED_ROUTE),
+    ("POST", "/recognize", b"{oops", 400, "malformed_json", "/recognize"),
+    ("GET", "/recognize", None, 405, "method_not_allowed", metrics.UNMATCHED_ROUTE),
+]
+
+
+@pytest.mark.parametrize("case", ERROR_CASES, ids=lambda c: f"{c[3]}-{c[4]}")
+def test_errors_log_their_code_status_and_rule(client, capsys, case):
+    method, path, body, status, code, route = case
+    capsys.readouterr()
+    response = client.open(path, method=method, data=body, content_type="application/json")
+    assert response.status_code == status
+    (line,) = request_lines(capsys.readouterr().out)
+    assert line["status"] == status
+    assert line["error"] == code
+    assert line["route"] == route
+    assert line["path"] == path
+
+
+def test_no_image_data_ever_reaches_the_log(client, seed_png, capsys):
+    capsys.readouterr()
+    b64 = base64.b64encode(seed_png).decode()
+    client.post("/recognize", json={"image": b64})
+    client.post("/recognize", json={"image": "data:image/png;base64," + b64 + "!!"})
+    out = capsys.readouterr().out
+    assert len(request_lines(out)) == 2
+    assert b64[:24] not in out
+    assert "iVBORw0KGgo" not in out  # the base64 of any PNG's signature
+
+
+def test_formatter_writes_one_json_line_with_the_fields():
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "two\nlines", None, None)
+    record.fields = {"request_id": "r", "odd": object()}
+    text = logs.JsonFormatter().format(record)
+    assert "\n" not in text
+    line = json.loads(text)
+    assert (line["level"], line["msg"], line["request_id"]) == ("WARNING", "two\nlines", "r")
+    assert line["ts"].endswith("+00:00")
+
+
+def test_fields_come_only_from_small_json_answers():
+    from flask import Response
+
+    answer = {"digit": 3, "confidence": 0.91234, "model": {"version": "4"}, "logged": False}
+    fields = logs._from_body(Response(json.dumps(answer), mimetype="application/json"))
+    assert fields == {"digit": 3, "confidence": 0.9123, "model_version": "4", "logged": False}
+    assert logs._from_body(Response("digit 3", mimetype="text/plain")) == {}
+    big = json.dumps({"digit": 3, "pad": "x" * 20_000})
+    assert logs._from_body(Response(big, mimetype="application/json")) == {}
