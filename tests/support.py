@@ -198,3 +198,49 @@ def set_production(uri: str, version: str) -> None:
     from training.promote import make_production
 
     make_production(MlflowClient(tracking_uri=uri, registry_uri=uri), "digits", version)
+
+
+@contextlib.contextmanager
+def start_scorer(
+    env: dict[str, str], log_dir: Path, model_uri: str = "models:/digits/Production"
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`mlflow models serve` of a registered model; yields its base URL and process."""
+    port = free_port()
+    log_path = log_dir / f"scorer-{port}.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        "1",
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_for(f"{url}/ping", 200, 180, proc)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log_path.read_text()[-5000:]}") from None
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGCONT)  # in case a test paused it
+        stop(proc)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from pyfunc.errors import ImageError
 from pyfunc.model import DigitModel
 from training.variants import VARIANTS
 
@@ -45,11 +46,24 @@ def naive_batch(encoded: Iterable[bytes]) -> np.ndarray:
     return np.stack(arrays)[..., None]
 
 
+def _digits(model: DigitModel, chunk: Sequence[bytes]) -> np.ndarray:
+    """Predicted digits; -1 where the pipeline refused the image (a refusal is a miss)."""
+    try:
+        return np.array([p.digit for p in model.classify(chunk)])
+    except ImageError:
+        digits = []
+        for image in chunk:
+            try:
+                digits.append(model.classify([image])[0].digit)
+            except ImageError:
+                digits.append(-1)
+        return np.array(digits)
+
+
 def pipeline_accuracy(model: DigitModel, encoded: Sequence[bytes], y: np.ndarray) -> float:
     hits = 0
     for start in range(0, len(encoded), CHUNK):
-        chunk = encoded[start : start + CHUNK]
-        digits = np.array([p.digit for p in model.classify(chunk)])
+        digits = _digits(model, encoded[start : start + CHUNK])
         hits += int((digits == y[start : start + CHUNK]).sum())
     return hits / len(encoded)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,12 +19,12 @@ import pytest
 import requests
 
 from tests.support import (
-    PROJECT_ROOT,
     Registry,
     add_version,
     base_env,
     free_port,
     set_production,
+    start_scorer,
     start_server,
     stop,
     wait_for,
@@ -82,6 +83,11 @@ def _wait(predicate, timeout: float, step: float = 0.2) -> bool:
             return True
         time.sleep(step)
     return predicate()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _load_seconds(log_dir: Path, version: str) -> float:
@@ -237,37 +243,10 @@ def test_registry_unreachable_at_start_and_while_running(tmp_path, model_dir, tr
 
 
 def test_remote_predictor_mode(registry, seed_png, tmp_path):
-    port = free_port()
-    with open(tmp_path / "scorer.log", "wb") as log:
-        scorer = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "models",
-                "serve",
-                "-m",
-                "models:/digits/Production",
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-w",
-                "1",
-            ],
-            env=registry.env,
-            cwd=PROJECT_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/ping", 200, 180, scorer)
+    with start_scorer(registry.env, tmp_path) as (scorer_url, scorer):
         extra = {
             "PREDICTOR": "remote",
-            "REMOTE_PREDICTOR_URL": f"http://127.0.0.1:{port}/invocations",
+            "REMOTE_PREDICTOR_URL": f"{scorer_url}/invocations",
             "REMOTE_TIMEOUT_SECONDS": "2",
             "REMOTE_RETRIES": "1",
         }
@@ -299,12 +278,10 @@ def test_remote_predictor_mode(registry, seed_png, tmp_path):
             assert slow.status_code == 504, slow.text
             assert slow.json()["error"]["code"] == "predictor_timeout"
             os.killpg(scorer.pid, signal.SIGCONT)
-            # A scorer that is gone: 502.
-            stop(scorer)
+            # A scorer that is gone: 502. SIGKILL, so no graceful drain keeps its port open.
+            stop(scorer, signal.SIGKILL)
+            port = int(scorer_url.rsplit(":", 1)[1])
+            assert _wait(lambda: not _listening(port), timeout=30), "scorer still listening"
             gone = recognise()
             assert gone.status_code == 502, gone.text
             assert gone.json()["error"]["code"] == "predictor_unavailable"
-    finally:
-        if scorer.poll() is None:
-            os.killpg(scorer.pid, signal.SIGCONT)
-            stop(scorer)

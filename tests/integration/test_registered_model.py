@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import subprocess
-import sys
 
 import mlflow
 import numpy as np
@@ -13,7 +11,7 @@ import pandas as pd
 import requests
 from PIL import Image
 
-from tests.support import PROJECT_ROOT, free_port, run_checked, stop, wait_for
+from tests.support import run_checked, start_scorer
 
 
 def _png(digit: np.ndarray) -> bytes:
@@ -41,51 +39,18 @@ def test_notebook_load_model_accepts_arrays_bytes_and_base64(registry, mnist):
 
 
 def test_mlflow_models_serve_answers_with_the_same_model(registry, seed_png, tmp_path):
-    port = free_port()
-    log_path = tmp_path / "models-serve.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "models",
-                "serve",
-                "-m",
-                "models:/digits/Production",
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-w",
-                "1",
-            ],
-            env=registry.env,
-            cwd=PROJECT_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        try:
-            wait_for(f"http://127.0.0.1:{port}/ping", 200, 180, proc)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{log_path.read_text()[-5000:]}") from None
+    with start_scorer(registry.env, tmp_path) as (url, _):
         payload = {
             "dataframe_split": {
                 "columns": ["image"],
                 "data": [[base64.b64encode(seed_png).decode()]],
             }
         }
-        response = requests.post(f"http://127.0.0.1:{port}/invocations", json=payload, timeout=60)
+        response = requests.post(f"{url}/invocations", json=payload, timeout=60)
         assert response.status_code == 200, response.text
         (prediction,) = response.json()["predictions"]
         assert prediction["digit"] == 9
         assert len(prediction["probabilities"]) == 10
-    finally:
-        stop(proc)
 
 
 def test_evaluate_entry_point_logs_accuracy(registry, mnist_path):

@@ -1,0 +1,108 @@
+"""The two request images, built at run time from MNIST (never stored in the repository).
+
+Each server takes its own encoding of the same image: this service a raw ``image/*`` body,
+``mlflow models serve`` a ``dataframe_split`` JSON document with base64 (the pyfunc decodes
+it), the naive reference ``{"image": "<base64>"}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training import variants
+from training.data import load_mnist
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The seed's example image: MNIST test image #9 (a 9).
+SEED_INDEX = 9
+PHOTO_SIZE = (640, 480)
+
+
+@dataclass(frozen=True)
+class Payload:
+    name: str
+    description: str
+    image: bytes
+    content_type: str
+    digit: int  # the true digit, to check each server's answer once before measuring
+
+    @property
+    def base64(self) -> str:
+        return base64.b64encode(self.image).decode("ascii")
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "description": self.description,
+            "content_type": self.content_type,
+            "bytes": len(self.image),
+            "sha256": hashlib.sha256(self.image).hexdigest(),
+            "true_digit": self.digit,
+        }
+
+
+def mnist_path() -> str | None:
+    """``MNIST_PATH``, else the shared copy beside the project (as the Makefile does)."""
+    if os.environ.get("MNIST_PATH"):
+        return os.environ["MNIST_PATH"]
+    shared = PROJECT_ROOT.parent / "shared" / "data" / "mnist.npz"
+    return str(shared) if shared.is_file() else None
+
+
+def build_payloads() -> dict[str, Payload]:
+    data = load_mnist(mnist_path())
+    digit: np.ndarray = data.x_test[SEED_INDEX]
+    label = int(data.y_test[SEED_INDEX])
+    return {
+        "png28": Payload(
+            "png28",
+            f"MNIST test #{SEED_INDEX} as a 28×28 greyscale PNG (the seed's image)",
+            variants.png_bytes(digit),
+            "image/png",
+            label,
+        ),
+        "photo640": Payload(
+            "photo640",
+            "the same digit drawn dark on light paper, 640×480 RGB JPEG (q85), noise, "
+            "uneven light (training.variants.big_photo_jpeg)",
+            variants.big_photo_jpeg(digit, size=PHOTO_SIZE),
+            "image/jpeg",
+            label,
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class Request:
+    """One server's HTTP request for one payload: what the load generator sends."""
+
+    path: str
+    content_type: str
+    body: bytes
+
+
+def request_for(api: str, payload: Payload) -> Request:
+    if api == "service":
+        return Request("/recognize", payload.content_type, payload.image)
+    if api == "mlflow":
+        doc = {"dataframe_split": {"columns": ["image"], "data": [[payload.base64]]}}
+        return Request("/invocations", "application/json", json.dumps(doc).encode())
+    if api == "naive":
+        return Request(
+            "/predict", "application/json", json.dumps({"image": payload.base64}).encode()
+        )
+    raise ValueError(f"unknown api {api!r}")
+
+
+def answered_digit(api: str, body: dict) -> int | None:
+    """The digit in a server's JSON answer (each server shapes it differently)."""
+    if api == "mlflow":
+        predictions = body.get("predictions") or [{}]
+        return predictions[0].get("digit")
+    return body.get("digit")
