@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from pyfunc.model import DigitModel
 from serving.config import Settings
 
+log = logging.getLogger(__name__)
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/]+)|@(?P<alias>[^/]+))/?$")
 
 
@@ -71,7 +73,12 @@ def load(ref: ModelRef, settings: Settings) -> LoadedModel:
         from serving.remote import RemotePredictor
 
         remote = RemotePredictor(settings)
-        remote.warm_up()
+        try:
+            remote.warm_up()
+        except Exception as exc:
+            # The adapter stays up and answers 502/504 while the scorer is away, rather
+            # than flapping between ready and not ready with it.
+            log.warning("remote predictor %s not answering yet: %s", remote.url, exc)
         return LoadedModel(ref, remote)
     _limit_tf_threads(settings.tf_threads)
     with warnings.catch_warnings():
