@@ -163,6 +163,10 @@ class SqliteImageLog(ImageLog):
 
     def _migrate(self) -> None:
         conn = self._require()
+        # Up to date already (the usual case): don't queue for the write lock, which busy
+        # sibling workers may hold long enough to fail this worker's start.
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= len(_MIGRATIONS):
+            return
         conn.execute("BEGIN IMMEDIATE")  # several workers start at once: one migrates
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
