@@ -23,6 +23,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -118,6 +119,17 @@ def _stored(row: tuple) -> StoredRecord:
     )
 
 
+@dataclass(eq=False)
+class _Pending:
+    """A record waiting for the next group commit."""
+
+    entry: Record
+    rel: str | None
+    path: Path | None
+    done: bool = False
+    error: Exception | None = None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -142,6 +154,8 @@ class SqliteImageLog(ImageLog):
         # One connection per process, used under a lock: SQLite admits one writer at a
         # time anyway, and the slow part (writing and fsyncing the file) happens outside.
         self._lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
         try:
             self.images_dir.mkdir(parents=True, exist_ok=True)
             self._conn: sqlite3.Connection | None = self._connect()
@@ -188,20 +202,25 @@ class SqliteImageLog(ImageLog):
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction holding SQLite's write lock from its first statement."""
-        with self._lock:
-            conn = self._require()
+        with self._lock, self._transaction() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # Caller holds self._lock.
+        conn = self._require()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StorageError(f"image log write failed: {exc}") from exc
-            except OSError as exc:
-                raise StorageError(f"image file write failed: {exc}") from exc
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError(f"image log write failed: {exc}") from exc
+        except OSError as exc:
+            raise StorageError(f"image file write failed: {exc}") from exc
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -249,44 +268,83 @@ class SqliteImageLog(ImageLog):
                 self._write_file(path, entry.image)
             except OSError as exc:
                 raise StorageError(f"image file write failed: {exc}") from exc
-        with self._write() as conn:
-            if path is not None:
-                # Retention may have removed the file since the check above; it deletes
-                # files only while holding the write lock, which we hold now.
-                if not path.exists():
-                    self._write_file(path, entry.image)
-                conn.execute(
-                    "INSERT INTO images (sha256, path, byte_size, input_format, created_at) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-                    (entry.sha256, rel, entry.byte_size, entry.input_format, _ts(utc_now())),
-                )
-            inserted = conn.execute(
-                "INSERT INTO requests (request_id, created_at, sha256, image_stored, byte_size, "
-                "input_format, width, height, digit, confidence, probabilities, model_name, "
-                "model_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (request_id) DO NOTHING",
-                (
-                    entry.request_id,
-                    _ts(entry.created_at),
-                    entry.sha256,
-                    int(keep),
-                    entry.byte_size,
-                    entry.input_format,
-                    entry.width,
-                    entry.height,
-                    entry.digit,
-                    entry.confidence,
-                    json.dumps(entry.probabilities),
-                    entry.model_name,
-                    entry.model_version,
-                ),
-            ).rowcount
-            if not inserted:
-                (existing,) = conn.execute(
-                    "SELECT sha256 FROM requests WHERE request_id = ?", (entry.request_id,)
-                ).fetchone()
-                if existing != entry.sha256:
-                    raise DuplicateRequestId(entry.request_id)
+        pending = _Pending(entry, rel, path)
+        with self._queue_lock:
+            self._queue.append(pending)
+        # Group commit: whichever thread gets the connection commits every record queued
+        # so far in one transaction, so concurrent requests share one fsync of the WAL.
+        with self._lock:
+            if not pending.done:
+                self._commit_queued()
+        if pending.error is not None:
+            raise pending.error
+
+    def _commit_queued(self) -> None:
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        try:
+            with self._transaction() as conn:
+                for pending in batch:
+                    # One bad record (a reused request id) must not fail its neighbours.
+                    conn.execute("SAVEPOINT record")
+                    try:
+                        self._insert(conn, pending)
+                    except (DuplicateRequestId, OSError) as exc:
+                        conn.execute("ROLLBACK TO record")
+                        pending.error = (
+                            exc
+                            if isinstance(exc, DuplicateRequestId)
+                            else StorageError(f"image file write failed: {exc}")
+                        )
+                    conn.execute("RELEASE record")
+        except Exception as exc:
+            for pending in batch:
+                pending.error = pending.error or exc
+        finally:
+            for pending in batch:
+                pending.done = True
+        if len(batch) > 1:
+            log.debug("image log: %d records in one commit", len(batch))
+
+    def _insert(self, conn: sqlite3.Connection, pending: _Pending) -> None:
+        entry, rel, path = pending.entry, pending.rel, pending.path
+        if path is not None:
+            # Retention may have removed the file since it was written; it deletes files
+            # only while holding the write lock, which we hold now.
+            if not path.exists():
+                self._write_file(path, entry.image)
+            conn.execute(
+                "INSERT INTO images (sha256, path, byte_size, input_format, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                (entry.sha256, rel, entry.byte_size, entry.input_format, _ts(utc_now())),
+            )
+        inserted = conn.execute(
+            "INSERT INTO requests (request_id, created_at, sha256, image_stored, byte_size, "
+            "input_format, width, height, digit, confidence, probabilities, model_name, "
+            "model_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (request_id) DO NOTHING",
+            (
+                entry.request_id,
+                _ts(entry.created_at),
+                entry.sha256,
+                int(path is not None),
+                entry.byte_size,
+                entry.input_format,
+                entry.width,
+                entry.height,
+                entry.digit,
+                entry.confidence,
+                json.dumps(entry.probabilities),
+                entry.model_name,
+                entry.model_version,
+            ),
+        ).rowcount
+        if not inserted:
+            (existing,) = conn.execute(
+                "SELECT sha256 FROM requests WHERE request_id = ?", (entry.request_id,)
+            ).fetchone()
+            if existing != entry.sha256:
+                raise DuplicateRequestId(entry.request_id)
 
     def label(self, request_id: str, label: int, at: datetime | None = None) -> bool:
         with self._write() as conn:

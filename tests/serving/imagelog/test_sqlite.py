@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 from serving.imagelog import StorageError
-from serving.imagelog.base import sha256_hex
-from serving.imagelog.sqlite import DB_NAME, SqliteImageLog
+from serving.imagelog.base import DuplicateRequestId, sha256_hex
+from serving.imagelog.sqlite import DB_NAME, SqliteImageLog, _Pending
 from tests.serving.imagelog.samples import image, make_record
 
 
@@ -74,3 +75,41 @@ def test_several_opens_of_a_new_log_migrate_once(tmp_path: Path):
     assert version == 1
     for opened in logs:
         opened.close()
+
+
+def test_concurrent_records_share_commits_and_all_land(log: SqliteImageLog, monkeypatch):
+    commits = []
+    real = log._commit_queued
+
+    def counting() -> None:
+        commits.append(len(log._queue))
+        real()
+
+    monkeypatch.setattr(log, "_commit_queued", counting)
+    barrier = threading.Barrier(16)
+
+    def send(n: int) -> None:
+        barrier.wait()
+        for k in range(10):
+            log.record(make_record(f"r{n}-{k}", image(n * 100 + k)))
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert log.count() == 160 and log.image_count() == 160
+    assert sum(commits) == 160
+    assert len(commits) < 160  # some commits carried several records
+
+
+def test_a_reused_request_id_fails_only_its_own_record_in_a_group(log: SqliteImageLog):
+    log.record(make_record("taken", image(1)))
+    queued = [make_record("taken", image(2)), make_record("fresh", image(3))]
+    pending = [_Pending(r, None, None) for r in queued]
+    log._queue.extend(pending)
+    with log._lock:
+        log._commit_queued()
+    assert isinstance(pending[0].error, DuplicateRequestId)
+    assert pending[1].error is None and pending[1].done
+    assert log.get("fresh") is not None and log.get("taken").sha256 == sha256_hex(image(1))
