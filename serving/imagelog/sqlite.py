@@ -156,12 +156,28 @@ class SqliteImageLog(ImageLog):
         self._lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        try:
+            self._open()
+        except StorageError as exc:
+            # A worker must not die over its storage (gunicorn halts when one fails to
+            # boot): requests get storage_unavailable meanwhile, and each write retries.
+            log.error("%s; retried on the next write", exc)
+
+    def _open(self) -> sqlite3.Connection:
         try:
             self.images_dir.mkdir(parents=True, exist_ok=True)
-            self._conn: sqlite3.Connection | None = self._connect()
-            self._migrate()
+            conn = self._connect()
+            try:
+                self._migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open the image log in {self.data_dir}: {exc}") from exc
+        self._conn = conn
+        return conn
 
     # -- connections and schema -------------------------------------------------------------
     def _connect(self, readonly: bool = False) -> sqlite3.Connection:
@@ -175,8 +191,7 @@ class SqliteImageLog(ImageLog):
             conn.execute("PRAGMA journal_mode = WAL")
         return conn
 
-    def _migrate(self) -> None:
-        conn = self._require()
+    def _migrate(self, conn: sqlite3.Connection) -> None:
         # Up to date already (the usual case): don't queue for the write lock, which busy
         # sibling workers may hold long enough to fail this worker's start.
         if conn.execute("PRAGMA user_version").fetchone()[0] >= len(_MIGRATIONS):
@@ -195,9 +210,10 @@ class SqliteImageLog(ImageLog):
             raise
 
     def _require(self) -> sqlite3.Connection:
-        if self._conn is None:
+        # Caller holds self._lock.
+        if self._closed:
             raise StorageError("the image log is closed")
-        return self._conn
+        return self._conn or self._open()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -260,6 +276,9 @@ class SqliteImageLog(ImageLog):
 
     # -- the interface ----------------------------------------------------------------------
     def record(self, entry: Record) -> None:
+        if self._conn is None:  # opening failed before: retry now, before writing a file
+            with self._lock:
+                self._require()
         keep = self.store_images and entry.image is not None
         rel = self._relpath(entry.sha256, entry.extension) if keep else None
         path = self.data_dir / rel if rel else None
@@ -463,6 +482,7 @@ class SqliteImageLog(ImageLog):
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None

@@ -171,3 +171,31 @@ def test_retention_runs_every_n_writes_one_at_a_time(monkeypatch, seed_png: byte
     with rec._retention_running:  # one is still running: the next trigger is skipped
         rec.retain_in_background()
     assert fake.runs == 2
+
+
+def test_unusable_sqlite_storage_starts_the_app_and_refuses_until_it_is_usable(
+    registry, tmp_path, seed_png
+):
+    from serving import create_app
+
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the data directory should be")
+    app = create_app(
+        {
+            "mlflow_tracking_uri": registry.tracking_uri,
+            "workers": 1,
+            "image_log_backend": "sqlite",
+            "data_dir": blocker,
+        }
+    )
+    client = app.test_client()
+    try:
+        refused = client.post("/recognize", data=seed_png, content_type="image/png")
+        assert refused.status_code == 503
+        assert refused.get_json()["error"]["code"] == "storage_unavailable"
+        blocker.unlink()
+        answered = client.post("/recognize", data=seed_png, content_type="image/png")
+        assert answered.status_code == 200
+        assert _log(app).get(answered.get_json()["request_id"]) is not None
+    finally:
+        close(app)

@@ -60,11 +60,19 @@ def test_a_missing_file_is_written_again_by_the_next_request_for_it(log: SqliteI
     assert path.read_bytes() == image(1)
 
 
-def test_an_unusable_data_dir_is_a_storage_error(tmp_path: Path):
+def test_an_unusable_data_dir_fails_writes_until_it_is_usable(tmp_path: Path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
+    log = SqliteImageLog(blocker / "data")  # opening must not kill the worker
     with pytest.raises(StorageError, match="cannot open the image log"):
-        SqliteImageLog(blocker / "data")
+        log.record(make_record("a", image(1)))
+    blocker.unlink()
+    blocker.mkdir()
+    log.record(make_record("a", image(1)))  # the next write opens it
+    assert log.count() == 1
+    log.close()
+    with pytest.raises(StorageError, match="closed"):
+        log.record(make_record("b", image(2)))
 
 
 def test_several_opens_of_a_new_log_migrate_once(tmp_path: Path):
