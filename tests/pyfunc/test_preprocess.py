@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps, JpegImagePlugin
+from PIL import Image, ImageFilter, ImageOps, JpegImagePlugin
 
 from pyfunc.errors import ImageError, ImageTooLarge, NoDigit, UnsupportedFormat
 from pyfunc.preprocess import (
@@ -341,6 +341,15 @@ def test_uneven_background_does_not_leave_a_shadow(digit: np.ndarray) -> None:
     assert ink[-25:, -25:].max() < 0.1
 
 
+def test_bold_digit_covering_most_of_uneven_paper(x_test: np.ndarray) -> None:
+    # Ink over most tiles must not be taken for the background (it once was: a blank result).
+    bold = [np.asarray(Image.fromarray(x_test[i]).filter(ImageFilter.MaxFilter(3))) for i in SAMPLE]
+    scores = [
+        aligned_corr(run(variants.uneven_paper_jpeg(b, seed=i)), b) for i, b in enumerate(bold)
+    ]
+    assert min(scores) > 0.8, scores
+
+
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_exif_orientation_is_applied(x_test: np.ndarray, orientation: int) -> None:
     # Stored pixels are turned so that a viewer honouring the tag shows the upright digit.
@@ -415,6 +424,19 @@ def test_faint_pencil_is_stretched_to_full_ink(digit: np.ndarray) -> None:
     out = run(encode(Image.fromarray(faint), "PNG"))
     assert out.max() == pytest.approx(1.0)
     assert corr(out, digit) > 0.95
+
+
+def test_thin_faint_strokes_are_lifted_like_mnist(x_test: np.ndarray) -> None:
+    for i in SAMPLE:
+        out = run(variants.thin(x_test[i]))
+        # The brightest tenth of the ink near full strength (before lifting: 0.66 at worst).
+        assert np.quantile(out[out > 0.1], 0.9) >= 0.78
+        assert aligned_corr(out, x_test[i]) > 0.8
+
+
+def test_mnist_levels_are_not_lifted(x_test: np.ndarray) -> None:
+    faint = (x_test[:200].astype(np.float32) * 0.5).astype(np.uint8)  # same shape, half ink
+    np.testing.assert_allclose(pre_process(faint), pre_process(x_test[:200]), atol=2 / 255)
 
 
 def test_dust_speck_far_from_digit_is_ignored(digit: np.ndarray) -> None:
