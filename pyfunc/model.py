@@ -35,11 +35,20 @@ class DigitModel(mlflow.pyfunc.PythonModel):
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         self._net: Any = None
+        self._forward: Any = None
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        import keras  # TensorFlow is imported where the model is loaded, never before a fork
+        # TensorFlow is imported where the model is loaded, never before a fork.
+        import keras
+        import tensorflow as tf
 
-        self._net = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
+        net = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
+        # One graph traced for any batch size, called directly: Keras' predict_on_batch
+        # re-runs its data adapter and function dispatch on every call (~0.3 ms of 1 ms).
+        self._forward = tf.function(lambda batch: net(batch, training=False)).get_concrete_function(
+            tf.TensorSpec([None, 28, 28, 1], tf.float32)
+        )
+        self._net = net
         # The first call builds the graph; do it now rather than on a user's request.
         self.probabilities(np.zeros((1, 28, 28, 1), dtype=np.float32))
 
@@ -49,10 +58,10 @@ class DigitModel(mlflow.pyfunc.PythonModel):
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Softmax output for a pre-processed batch, ``(N, 10)``."""
-        if self._net is None:
+        forward = getattr(self, "_forward", None)  # absent on objects pickled before it existed
+        if forward is None:
             raise RuntimeError("model weights are not loaded; load through mlflow.pyfunc")
-        # predict_on_batch skips Keras' per-call data-adapter set-up that predict() pays.
-        return np.asarray(self._net.predict_on_batch(batch), dtype=np.float64)
+        return np.asarray(forward(np.asarray(batch, dtype=np.float32)), dtype=np.float64)
 
     def classify(self, model_input: Any, limits: Limits | None = None) -> list[Prediction]:
         """One :class:`Prediction` per input image."""

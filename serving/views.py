@@ -22,9 +22,15 @@ def recognize():
     image = payload.image_bytes(request, settings)
     loaded = model_store().require()
     limits = Limits(max_side=settings.max_image_side, max_pixels=settings.max_image_pixels)
-    prediction = loaded.model.classify([image], limits=limits)[0]
+    recorder = image_log.recorder()
+    upload = recorder.stage(image)  # the image is written while the model works
+    try:
+        prediction = loaded.model.classify([image], limits=limits)[0]
+    except BaseException:
+        recorder.discard(upload)
+        raise
     # Stored durably before the answer leaves; 503 if it cannot be (LOG_FAILURE_POLICY).
-    logged = image_log.recorder().record(image, prediction, loaded.ref.name, loaded.ref.version)
+    logged = recorder.record(upload, prediction, loaded.ref.name, loaded.ref.version)
     metrics.observe_prediction(prediction.digit, prediction.confidence)
     body = {
         "digit": prediction.digit,

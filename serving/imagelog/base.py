@@ -102,6 +102,18 @@ class Retention:
         return now - timedelta(days=self.max_age_days) if self.max_age_days > 0 else None
 
 
+class StagedImage(abc.ABC):
+    """An image write started by :meth:`ImageLog.stage_image`."""
+
+    @abc.abstractmethod
+    def wait(self) -> None:
+        """Block until the bytes are durable; :class:`StorageError` if they could not be."""
+
+    @abc.abstractmethod
+    def discard(self) -> None:
+        """The request failed: remove the bytes unless a record already refers to them."""
+
+
 class ImageLog(abc.ABC):
     """A durable, de-duplicating log of predictions, their images and feedback labels.
 
@@ -112,6 +124,14 @@ class ImageLog(abc.ABC):
     def __init__(self, store_images: bool = True, retention: Retention | None = None) -> None:
         self.store_images = store_images
         self.retention = retention or Retention()
+
+    def stage_image(self, sha256: str, extension: str, image: bytes) -> StagedImage | None:
+        """Start storing an image's bytes in the background, before its record is ready.
+
+        The service calls this while the model works, so the answer does not wait for the
+        file write; :meth:`record` then only commits the row. None: nothing to stage.
+        """
+        return None
 
     @abc.abstractmethod
     def record(self, entry: Record) -> None:

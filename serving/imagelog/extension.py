@@ -12,6 +12,7 @@ import io
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, g, request
 from PIL import Image
@@ -23,9 +24,11 @@ from serving.config import Settings
 from serving.errors import ApiError
 from serving.imagelog import open_image_log
 from serving.imagelog.base import (
+    EXTENSIONS,
     DuplicateRequestId,
     ImageLog,
     Record,
+    StagedImage,
     StorageError,
     sha256_hex,
     utc_now,
@@ -48,6 +51,18 @@ def describe(image: bytes) -> tuple[str | None, int | None, int | None]:
         return fmt, None, None
 
 
+@dataclass
+class Upload:
+    """An image received by /recognize, described once, possibly already being stored."""
+
+    image: bytes
+    sha256: str
+    input_format: str | None
+    width: int | None
+    height: int | None
+    staged: StagedImage | None = None
+
+
 class Recorder:
     """Turns answers into records and applies the failure policy and retention."""
 
@@ -58,25 +73,43 @@ class Recorder:
         self._counter_lock = threading.Lock()
         self._retention_running = threading.Lock()
 
-    def record(self, image: bytes, prediction: Prediction, model_name: str, version: str) -> bool:
-        """Log one answer durably; False if it was not logged and the policy says answer."""
+    def stage(self, image: bytes) -> Upload:
+        """Start keeping ``image`` while the model works; pass the result to :meth:`record`
+        once answered, or to :meth:`discard` if the request fails."""
         fmt, width, height = describe(image)
+        upload = Upload(image, sha256_hex(image), fmt, width, height)
+        try:
+            upload.staged = self.image_log.stage_image(
+                upload.sha256, EXTENSIONS.get(fmt or "", "bin"), image
+            )
+        except Exception as exc:  # staging is an optimisation: record() writes it anyway
+            log.warning("image staging failed (written with the record): %s", exc)
+        return upload
+
+    def discard(self, upload: Upload) -> None:
+        if upload.staged is not None:
+            upload.staged.discard()
+
+    def record(self, upload: Upload, prediction: Prediction, model_name: str, version: str) -> bool:
+        """Log one answer durably; False if it was not logged and the policy says answer."""
         entry = Record(
             request_id=g.request_id,
             created_at=utc_now(),
-            sha256=sha256_hex(image),
-            byte_size=len(image),
-            input_format=fmt,
-            width=width,
-            height=height,
+            sha256=upload.sha256,
+            byte_size=len(upload.image),
+            input_format=upload.input_format,
+            width=upload.width,
+            height=upload.height,
             digit=prediction.digit,
             confidence=prediction.confidence,
             probabilities=list(prediction.probabilities),
             model_name=model_name,
             model_version=version,
-            image=image,
+            image=upload.image,
         )
         try:
+            if upload.staged is not None:
+                upload.staged.wait()
             self.image_log.record(entry)
         except DuplicateRequestId:
             raise ApiError(

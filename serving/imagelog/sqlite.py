@@ -23,6 +23,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from serving.imagelog.base import (
     LabelledImage,
     Record,
     Retention,
+    StagedImage,
     StorageError,
     StoredRecord,
     sha256_hex,
@@ -119,6 +121,22 @@ def _stored(row: tuple) -> StoredRecord:
     )
 
 
+class _StagedFile(StagedImage):
+    def __init__(self, log: SqliteImageLog, sha256: str, path: Path, write: Future) -> None:
+        self._log, self._sha256, self._path, self._write = log, sha256, path, write
+
+    def wait(self) -> None:
+        try:
+            self._write.result()
+        except OSError as exc:
+            raise StorageError(f"image file write failed: {exc}") from exc
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self._write.result()
+        self._log._remove_unreferenced(self._sha256, self._path)
+
+
 @dataclass(eq=False)
 class _Pending:
     """A record waiting for the next group commit."""
@@ -156,6 +174,7 @@ class SqliteImageLog(ImageLog):
         self._lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
+        self._stager: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         try:
@@ -274,7 +293,25 @@ class SqliteImageLog(ImageLog):
             raise
         _fsync_dir(parent)
 
+    def _remove_unreferenced(self, sha256: str, path: Path) -> None:
+        # Under the write lock: a record committing the same image re-creates a missing file.
+        with contextlib.suppress(StorageError), self._write() as conn:
+            row = conn.execute("SELECT 1 FROM images WHERE sha256 = ?", (sha256,)).fetchone()
+            if row is None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
     # -- the interface ----------------------------------------------------------------------
+    def stage_image(self, sha256: str, extension: str, image: bytes) -> StagedImage | None:
+        path = self.data_dir / self._relpath(sha256, extension)
+        if not self.store_images or self._conn is None or path.exists():
+            return None
+        with self._lock:
+            if self._stager is None:
+                self._stager = ThreadPoolExecutor(4, thread_name_prefix="imagelog-stage")
+            write = self._stager.submit(self._write_file, path, image)
+        return _StagedFile(self, sha256, path, write)
+
     def record(self, entry: Record) -> None:
         if self._conn is None:  # opening failed before: retry now, before writing a file
             with self._lock:
@@ -483,6 +520,8 @@ class SqliteImageLog(ImageLog):
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            if self._stager is not None:
+                self._stager.shutdown(wait=True)
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None

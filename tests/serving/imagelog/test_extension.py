@@ -4,9 +4,11 @@ what it answers when storing fails."""
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 
 import pytest
+from PIL import Image
 
 from serving.imagelog import StorageError
 from serving.imagelog.base import sha256_hex
@@ -152,6 +154,9 @@ def test_retention_runs_every_n_writes_one_at_a_time(monkeypatch, seed_png: byte
         retention = Retention(max_count=10)
         runs = 0
 
+        def stage_image(self, *args: object) -> None:
+            return None
+
         def record(self, entry) -> None:
             pass
 
@@ -166,7 +171,8 @@ def test_retention_runs_every_n_writes_one_at_a_time(monkeypatch, seed_png: byte
     with Flask("t").test_request_context():
         g.request_id = "r"
         for _ in range(7):
-            assert rec.record(seed_png, Prediction(9, 0.9, [0.01] * 9 + [0.9]), "d", "1")
+            upload = rec.stage(seed_png)
+            assert rec.record(upload, Prediction(9, 0.9, [0.01] * 9 + [0.9]), "d", "1")
     assert fake.runs == 2
     with rec._retention_running:  # one is still running: the next trigger is skipped
         rec.retain_in_background()
@@ -199,3 +205,15 @@ def test_unusable_sqlite_storage_starts_the_app_and_refuses_until_it_is_usable(
         assert _log(app).get(answered.get_json()["request_id"]) is not None
     finally:
         close(app)
+
+
+def test_a_refused_image_leaves_no_file_behind(app, client, tmp_path):
+    log = _log(app)
+    if not hasattr(log, "images_dir"):
+        pytest.skip("PostgreSQL keeps images in its rows: nothing is staged as a file")
+    before = sorted(p for p in log.images_dir.rglob("*") if p.is_file())
+    blank = io.BytesIO()
+    Image.new("L", (40, 40), 255).save(blank, "PNG")
+    response = client.post("/recognize", data=blank.getvalue(), content_type="image/png")
+    assert response.get_json()["error"]["code"] == "no_digit"
+    assert sorted(p for p in log.images_dir.rglob("*") if p.is_file()) == before

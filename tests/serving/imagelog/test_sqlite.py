@@ -121,3 +121,36 @@ def test_a_reused_request_id_fails_only_its_own_record_in_a_group(log: SqliteIma
     assert isinstance(pending[0].error, DuplicateRequestId)
     assert pending[1].error is None and pending[1].done
     assert log.get("fresh") is not None and log.get("taken").sha256 == sha256_hex(image(1))
+
+
+def _image_files(log: SqliteImageLog) -> list[Path]:
+    return [p for p in (log.data_dir / "images").rglob("*") if p.is_file()]
+
+
+def test_a_staged_image_is_written_before_its_record(log: SqliteImageLog):
+    staged = log.stage_image(sha256_hex(image(1)), "png", image(1))
+    staged.wait()
+    assert [p.read_bytes() for p in _image_files(log)] == [image(1)]
+    log.record(make_record("a", image(1)))
+    assert log.image(sha256_hex(image(1))) == image(1)
+    assert log.stage_image(sha256_hex(image(1)), "png", image(1)) is None  # already stored
+
+
+def test_a_discarded_stage_leaves_no_file_unless_a_record_uses_it(log: SqliteImageLog):
+    log.stage_image(sha256_hex(image(1)), "png", image(1)).discard()
+    assert _image_files(log) == [] and log.count() == 0
+    staged = log.stage_image(sha256_hex(image(2)), "png", image(2))
+    log.record(make_record("b", image(2)))  # another request with the same image answered
+    staged.discard()
+    assert log.image(sha256_hex(image(2))) == image(2)
+
+
+def test_a_failed_staged_write_is_a_storage_error(log: SqliteImageLog, monkeypatch):
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("serving.imagelog.sqlite.os.fsync", no_space)
+    staged = log.stage_image(sha256_hex(image(1)), "png", image(1))
+    with pytest.raises(StorageError, match="No space left"):
+        staged.wait()
+    assert _image_files(log) == []
