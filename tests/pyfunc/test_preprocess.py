@@ -129,6 +129,13 @@ def test_numeric_batch_path_equals_bytes_path(x_test: np.ndarray) -> None:
     np.testing.assert_array_equal(from_list, from_png)
 
 
+def test_mnist_shortcut_equals_the_full_path(x_test: np.ndarray) -> None:
+    # MNIST-like arrays and 28×28 PNGs skip to a vectorised path; it must change nothing.
+    pngs = [variants.png_bytes(d) for d in x_test[:300]]
+    full = np.stack([normalise(decode_image(p)) for p in pngs])
+    np.testing.assert_array_equal(pre_process(pngs)[..., 0], full)
+
+
 def test_normalise_keeps_mnist_digit(digit: np.ndarray) -> None:
     out = normalise(digit.astype(np.float32) / 255)
     np.testing.assert_allclose(out, digit / 255, atol=1 / 255 + 1e-6)
