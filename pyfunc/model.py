@@ -6,7 +6,9 @@ MLflow's input shapes to it and turns the network's softmax into answers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib.util
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,11 @@ from pyfunc.preprocess import Limits
 from pyfunc.preprocess import pre_process as _pre_process
 
 KERAS_ARTIFACT = "keras_model"
+# The same weights exported to ONNX, run by ONNX Runtime when it is installed: about 5×
+# cheaper per call than TensorFlow for this network, and no TensorFlow in the process.
+ONNX_ARTIFACT = "onnx_model"
+# Threads the runtime may use per model (unset or 0: the runtime's default).
+THREADS_ENV = "DIGITS_INFERENCE_THREADS"
 IMAGE_COLUMN = "image"
 
 
@@ -34,22 +41,19 @@ class DigitModel(mlflow.pyfunc.PythonModel):
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
-        self._net: Any = None
-        self._forward: Any = None
+        self._forward: Callable[[np.ndarray], Any] | None = None
+        self.runtime: str | None = None
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        # TensorFlow is imported where the model is loaded, never before a fork.
-        import keras
-        import tensorflow as tf
-
-        net = keras.models.load_model(context.artifacts[KERAS_ARTIFACT], compile=False)
-        # One graph traced for any batch size, called directly: Keras' predict_on_batch
-        # re-runs its data adapter and function dispatch on every call (~0.3 ms of 1 ms).
-        self._forward = tf.function(lambda batch: net(batch, training=False)).get_concrete_function(
-            tf.TensorSpec([None, 28, 28, 1], tf.float32)
-        )
-        self._net = net
-        # The first call builds the graph; do it now rather than on a user's request.
+        threads = int(os.environ.get(THREADS_ENV) or 0)
+        onnx_path = context.artifacts.get(ONNX_ARTIFACT)
+        if onnx_path and _has_onnxruntime():
+            self._forward = _onnx_forward(onnx_path, threads)
+            self.runtime = "onnxruntime"
+        else:  # versions logged before the ONNX export, or no onnxruntime installed
+            self._forward = _keras_forward(context.artifacts[KERAS_ARTIFACT], threads)
+            self.runtime = "tensorflow"
+        # The first call allocates and plans; do it now rather than on a user's request.
         self.probabilities(np.zeros((1, 28, 28, 1), dtype=np.float32))
 
     def pre_process(self, model_input: Any, limits: Limits | None = None) -> np.ndarray:
@@ -82,6 +86,41 @@ class DigitModel(mlflow.pyfunc.PythonModel):
                 "probabilities": [p.probabilities for p in predictions],
             }
         )
+
+
+def _has_onnxruntime() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _onnx_forward(path: str, threads: int) -> Callable[[np.ndarray], Any]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
+
+
+def _keras_forward(path: str, threads: int) -> Callable[[np.ndarray], Any]:
+    # TensorFlow is imported where the model is loaded, never before a fork.
+    import keras
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            pass  # TensorFlow already started in this process: keep its setting
+    net = keras.models.load_model(path, compile=False)
+    # One graph traced for any batch size, called directly: Keras' predict_on_batch
+    # re-runs its data adapter and function dispatch on every call (~0.3 ms of 1 ms).
+    return tf.function(lambda batch: net(batch, training=False)).get_concrete_function(
+        tf.TensorSpec([None, 28, 28, 1], tf.float32)
+    )
 
 
 def predictions(probs: np.ndarray) -> list[Prediction]:

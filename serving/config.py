@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     batching: bool = False
     batch_max_size: int = Field(default=32, ge=1)
     batch_max_wait_us: int = Field(default=0, ge=0)
-    # TensorFlow threads per worker: with one worker per core, 1 avoids oversubscription.
-    tf_threads: int = Field(default=1, ge=0, description="0 = TensorFlow's default")
+    # Threads of the model's runtime per worker: with one worker per core, 1 avoids
+    # oversubscription.
+    inference_threads: int = Field(default=1, ge=0, description="0 = the runtime's default")
 
     # Where predictions run: in this process, or on an MLflow scoring server
     # (`mlflow models serve` of the same registered model) at remote_predictor_url.

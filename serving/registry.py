@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pyfunc.model import DigitModel
+from pyfunc.model import THREADS_ENV, DigitModel
 from serving.config import Settings
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ def load(ref: ModelRef, settings: Settings) -> LoadedModel:
             # than flapping between ready and not ready with it.
             log.warning("remote predictor %s not answering yet: %s", remote.url, exc)
         return LoadedModel(ref, remote)
-    _limit_tf_threads(settings.tf_threads)
+    # Read by the model when it loads, in this worker (ONNX Runtime or TensorFlow threads).
+    os.environ[THREADS_ENV] = str(settings.inference_threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         pyfunc_model = mlflow.pyfunc.load_model(ref.uri)
@@ -101,16 +103,3 @@ def load(ref: ModelRef, settings: Settings) -> LoadedModel:
             ),
         )
     return LoadedModel(ref, python_model)
-
-
-def _limit_tf_threads(threads: int) -> None:
-    """Must run before TensorFlow's runtime starts, i.e. before the first model loads."""
-    if not threads:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        pass  # already initialised by an earlier load in this process: keep its setting

@@ -7,6 +7,7 @@ import io
 from importlib import metadata
 from pathlib import Path
 
+import keras
 import mlflow
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from mlflow.types.schema import AnyType, Array, ColSpec, Schema
 from PIL import Image
 
 import pyfunc
-from pyfunc.model import IMAGE_COLUMN, KERAS_ARTIFACT, DigitModel
+from pyfunc.model import IMAGE_COLUMN, KERAS_ARTIFACT, ONNX_ARTIFACT, DigitModel
 
 MODEL_ARTIFACT_PATH = "model"
 
@@ -50,6 +51,7 @@ def pip_requirements() -> list[str]:
         ("numpy",),
         ("pillow",),
         ("pandas",),
+        ("onnxruntime",),
     ]
     return [req for names in wanted if (req := _installed(*names))]
 
@@ -61,12 +63,26 @@ def input_example(digit: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(buf.getvalue()).decode("ascii")]})
 
 
-def log_pyfunc(keras_path: Path, example_digit: np.ndarray, registered_name: str | None):
+def export_onnx(model: keras.Model, path: Path) -> Path:
+    """The same weights as ONNX, for ONNX Runtime in the pyfunc (tf2onnx via Keras)."""
+    model.export(str(path), format="onnx", verbose=False)
+    return path
+
+
+def log_pyfunc(
+    keras_path: Path,
+    example_digit: np.ndarray,
+    registered_name: str | None,
+    onnx_path: Path | None = None,
+):
     """Log the pyfunc (with its code and weights) and optionally register it."""
+    artifacts = {KERAS_ARTIFACT: str(keras_path)}
+    if onnx_path is not None:
+        artifacts[ONNX_ARTIFACT] = str(onnx_path)
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT_PATH,
         python_model=DigitModel(),
-        artifacts={KERAS_ARTIFACT: str(keras_path)},
+        artifacts=artifacts,
         code_paths=[str(Path(pyfunc.__file__).parent)],
         signature=SIGNATURE,
         input_example=input_example(example_digit),

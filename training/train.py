@@ -16,7 +16,7 @@ from pyfunc.preprocess import pre_process
 from training import feedback, reports, tracking
 from training.augment import Augmentation
 from training.data import DataError, load_mnist, resolve_path
-from training.register import log_pyfunc
+from training.register import export_onnx, log_pyfunc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -176,7 +176,8 @@ def train(args: argparse.Namespace) -> str:
         with tempfile.TemporaryDirectory() as tmp:
             keras_path = Path(tmp) / "mnist_cnn.keras"
             model.save(keras_path)
-            info = log_pyfunc(keras_path, data.x_train[0], args.model_name)
+            onnx_path = export_onnx(model, Path(tmp) / "mnist_cnn.onnx")
+            info = log_pyfunc(keras_path, data.x_train[0], args.model_name, onnx_path)
         version = str(info.registered_model_version)
         mlflow.set_tag("registered_version", version)
         reports.publish_model_card(args, version, evaluation, validation_images=n_val)

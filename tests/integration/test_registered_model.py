@@ -94,3 +94,20 @@ def test_training_run_has_report_plots_and_a_model_card(registry, tmp_path):
     card = client.download_artifacts(version.run_id, "model_card.md", str(tmp_path))
     with open(card) as f:
         assert version.description.startswith(f.read().rstrip())
+
+
+def test_onnx_runtime_answers_as_the_keras_weights_do(model_dir, mnist, monkeypatch):
+    # Both runtimes load the same registered version; only ONNX Runtime is used when present.
+    from pyfunc import model as digit_model
+
+    monkeypatch.setenv(digit_model.THREADS_ENV, "1")
+    assert (model_dir / "artifacts" / "mnist_cnn.onnx").is_file()
+    served = mlflow.pyfunc.load_model(str(model_dir)).unwrap_python_model()
+    assert served.runtime == "onnxruntime"
+    monkeypatch.setattr(digit_model, "_has_onnxruntime", lambda: False)
+    fallback = mlflow.pyfunc.load_model(str(model_dir)).unwrap_python_model()
+    assert fallback.runtime == "tensorflow"
+    batch = served.pre_process(mnist.x_test[:256])
+    np.testing.assert_allclose(
+        served.probabilities(batch), fallback.probabilities(batch), rtol=0, atol=1e-5
+    )
