@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=2, ge=1)
-    threads: int = Field(default=4, ge=1)
+    # Measured with make bench: 16 threads and batching gave the best c=32 throughput and p99.
+    threads: int = Field(default=16, ge=1)
     timeout: int = Field(default=60, ge=1, description="gunicorn worker timeout, seconds")
 
     # Limits, enforced before any heavy work.
@@ -54,7 +55,7 @@ class Settings(BaseSettings):
     admin_token: str | None = None
 
     # Dynamic micro-batching of the network's forward passes within a worker.
-    batching: bool = False
+    batching: bool = True
     batch_max_size: int = Field(default=32, ge=1)
     batch_max_wait_us: int = Field(default=0, ge=0)
     # Threads of the model's runtime per worker: with one worker per core, 1 avoids

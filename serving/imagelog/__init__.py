@@ -49,7 +49,9 @@ def open_image_log(settings: Settings) -> ImageLog:
             store_images=settings.store_images,
             retention=retention,
             timeout=settings.storage_timeout_seconds,
-            pool_size=settings.threads,
+            # Up to one connection per thread, but few enough for replicas × workers to
+            # stay well inside PostgreSQL's default 100 connections.
+            pool_size=min(settings.threads, 8),
         )
     from serving.imagelog.sqlite import SqliteImageLog
 
