@@ -34,7 +34,7 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-train: setup  ## full training (12 epochs); more parameters: TRAIN_ARGS="-P rotation=15"
+train: setup  ## full training (12 epochs); more parameters: TRAIN_ARGS="-P rotation=10 -P stroke=false"
 	$(MLFLOW_RUN) -e train $(TRAIN_ARGS)
 
 quick-train: setup

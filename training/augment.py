@@ -15,7 +15,7 @@ import tensorflow as tf
 
 @dataclass(frozen=True)
 class Augmentation:
-    rotation_deg: float = 12.0
+    rotation_deg: float = 15.0  # the real-world yardstick is ±15°
     shift: float = 0.08  # fraction of the 28 px side
     scale: float = 0.08  # ± fraction
     stroke: bool = True  # random thickening / thinning
