@@ -133,7 +133,7 @@ def test_broken_version_leaves_the_old_one_serving(tmp_path, model_dir, seed_png
     set_production(reg.tracking_uri, add_version(reg.tracking_uri, str(model_dir)))
     broken = tmp_path / "broken"
     subprocess.run(["cp", "-r", str(model_dir), str(broken)], check=True)
-    for weights in broken.rglob("*.keras"):
+    for weights in [*broken.rglob("*.keras"), *broken.rglob("*.onnx")]:
         weights.write_bytes(b"these are not weights")
     with start_server(reg.env, {"MODEL_POLL_INTERVAL": str(POLL)}, log_dir=tmp_path) as url:
         v2 = add_version(reg.tracking_uri, str(broken))
