@@ -15,7 +15,7 @@ from training.variants import png_bytes
 
 @pytest.fixture(scope="module")
 def digit_model(registry):
-    settings = Settings(mlflow_tracking_uri=registry.tracking_uri)
+    settings = Settings(mlflow_tracking_uri=registry.tracking_uri, batching=False)
     return model_registry.load(model_registry.ModelRef("digits", "1"), settings).model
 
 
