@@ -675,7 +675,8 @@ def _full_strength(batch: np.ndarray) -> np.ndarray:
     n = batch.shape[0]
     if n == 0:
         return batch.astype(np.float32)
-    flat = batch.reshape(n, -1) / batch.reshape(n, -1).max(axis=1, keepdims=True)
+    flat = batch.reshape(n, -1)
+    flat = flat / flat.max(axis=1, keepdims=True)
     ink = flat > np.float32(_INK_LEVEL)
     k = np.maximum(1, np.floor(_SATURATED_SHARE * ink.sum(axis=1)).astype(np.intp))
     # The k-th brightest ink value: sort descending, pixels that are not ink sort last.

@@ -12,6 +12,11 @@ from datetime import UTC, datetime, timedelta
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp"}
 
 
+def extension_for(input_format: str | None) -> str:
+    """File extension for an image of ``input_format`` ("bin" when it is not one we accept)."""
+    return EXTENSIONS.get(input_format or "", "bin")
+
+
 class StorageError(Exception):
     """The log could not be written or read (disk full, database down, …)."""
 
@@ -48,7 +53,7 @@ class Record:
 
     @property
     def extension(self) -> str:
-        return EXTENSIONS.get(self.input_format or "", "bin")
+        return extension_for(self.input_format)
 
 
 @dataclass(frozen=True)

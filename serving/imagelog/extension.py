@@ -30,6 +30,7 @@ from serving.imagelog.base import (
     Record,
     StagedImage,
     StorageError,
+    extension_for,
     sha256_hex,
     utc_now,
 )
@@ -78,10 +79,10 @@ class Recorder:
         once answered, or to :meth:`discard` if the request fails."""
         fmt, width, height = describe(image)
         upload = Upload(image, sha256_hex(image), fmt, width, height)
+        if fmt not in EXTENSIONS:
+            return upload  # not an image we accept: the model will refuse it, keep nothing
         try:
-            upload.staged = self.image_log.stage_image(
-                upload.sha256, EXTENSIONS.get(fmt or "", "bin"), image
-            )
+            upload.staged = self.image_log.stage_image(upload.sha256, extension_for(fmt), image)
         except Exception as exc:  # staging is an optimisation: record() writes it anyway
             log.warning("image staging failed (written with the record): %s", exc)
         return upload
