@@ -1,7 +1,8 @@
 """Training-time augmentation for what normalisation cannot remove.
 
 Pre-processing already fixes scale, position and polarity; what is left in real
-handwriting is slant (rotation), pen width and imperfect centring/scaling. Each
+handwriting is slant (rotation), pen width and imperfect centring/scaling. Pen width is
+changed before normalisation (training.strokes), the rest on the fly here. Each
 transformation can be switched off from the MLproject parameters.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -18,7 +20,7 @@ class Augmentation:
     rotation_deg: float = 15.0  # the issue's real-world yardstick is ±15°
     shift: float = 0.08  # fraction of the 28 px side
     scale: float = 0.08  # ± fraction
-    stroke: bool = True  # random thickening / thinning
+    stroke: bool = True  # a bolder or finer pen, drawn at page scale (training.strokes)
     fraction: float = 0.5  # share of each batch that is augmented; the rest stays clean MNIST
 
     @property
@@ -28,21 +30,8 @@ class Augmentation:
         )
 
 
-def _stroke_width(batch: tf.Tensor) -> tf.Tensor:
-    """Per image, one quarter each: a marker (3×3 grey dilation, about +2 px), a bolder pen
-    (2×2, about +1 px), a finer pen (2×2 grey erosion) or the stroke as it is."""
-    marker = tf.nn.max_pool2d(batch, ksize=3, strides=1, padding="SAME")
-    bold = tf.nn.max_pool2d(batch, ksize=2, strides=1, padding="SAME")
-    thin = -tf.nn.max_pool2d(-batch, ksize=2, strides=1, padding="SAME")
-    # Thinning can erase faint strokes entirely: keep it only where ink survives.
-    thin = tf.where(tf.reduce_max(thin, axis=[1, 2, 3], keepdims=True) > 0.5, thin, batch)
-    choice = tf.random.uniform([tf.shape(batch)[0], 1, 1, 1], maxval=4, dtype=tf.int32)
-    return tf.where(
-        choice == 0, marker, tf.where(choice == 1, bold, tf.where(choice == 2, thin, batch))
-    )
-
-
-def layers_for(aug: Augmentation, seed: int) -> keras.Sequential:
+def layers_for(aug: Augmentation, seed: int) -> keras.Sequential | None:
+    """The geometric part (rotation, zoom, shift); None when all three are off."""
     steps: list[keras.layers.Layer] = []
     if aug.rotation_deg:
         steps.append(
@@ -56,23 +45,38 @@ def layers_for(aug: Augmentation, seed: int) -> keras.Sequential:
                 aug.shift, aug.shift, fill_mode="constant", seed=seed + 2
             )
         )
-    return keras.Sequential(steps, name="augmentation")
+    return keras.Sequential(steps, name="augmentation") if steps else None
 
 
-def dataset(x, y, batch_size: int, aug: Augmentation, seed: int) -> tf.data.Dataset:
-    """Shuffled, batched, augmented on the fly (a new draw each epoch)."""
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
+def dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    aug: Augmentation,
+    seed: int,
+    x_pen: np.ndarray | None = None,
+) -> tf.data.Dataset:
+    """Shuffled, batched, augmented on the fly (a new draw each epoch). ``x_pen`` holds the
+    same digits drawn with another pen (training.strokes); three in four augmented images
+    take it."""
+    pen = x if x_pen is None else x_pen
+    ds = tf.data.Dataset.from_tensor_slices((x, pen, y)).shuffle(len(x), seed=seed)
     ds = ds.batch(batch_size)
-    if aug.enabled:
-        geometric = layers_for(aug, seed)
+    use_pen = aug.stroke and x_pen is not None
+    geometric = layers_for(aug, seed)
 
-        def apply(images, labels):
-            changed = geometric(images, training=True)
-            if aug.stroke:
-                changed = _stroke_width(changed)
-            # Keep part of every batch clean so the network still sees MNIST as it is.
-            pick = tf.random.uniform([tf.shape(images)[0], 1, 1, 1]) < aug.fraction
-            return tf.clip_by_value(tf.where(pick, changed, images), 0.0, 1.0), labels
+    def apply(images, pens, labels):
+        if not aug.enabled:
+            return images, labels
+        n = tf.shape(images)[0]
+        changed = images
+        if use_pen:
+            changed = tf.where(tf.random.uniform([n, 1, 1, 1]) < 0.75, pens, images)
+        if geometric is not None:
+            changed = geometric(changed, training=True)
+        # Keep part of every batch clean so the network still sees MNIST as it is.
+        pick = tf.random.uniform([n, 1, 1, 1]) < aug.fraction
+        return tf.clip_by_value(tf.where(pick, changed, images), 0.0, 1.0), labels
 
-        ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

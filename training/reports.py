@@ -314,7 +314,7 @@ def _augmentation(params: Mapping[str, str]) -> str:
     if share("aug_scale"):
         parts.append(f"zoom ±{100 * share('aug_scale'):g} %")
     if str(params.get("aug_stroke", "")).lower() == "true":
-        parts.append("stroke thickening/thinning")
+        parts.append("bolder/finer pen at page scale")
     if not parts:
         return "none"
     return ", ".join(parts) + f", on {100 * share('aug_fraction'):g} % of each batch"

@@ -17,6 +17,7 @@ from training import feedback, reports, tracking
 from training.augment import Augmentation
 from training.data import DataError, load_mnist, resolve_path
 from training.register import export_onnx, log_pyfunc
+from training.strokes import repen
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--stroke",
         type=_flag,
         default=Augmentation.stroke,
-        help="random stroke thickening/thinning",
+        help="a bolder or finer pen, drawn at page scale before normalisation",
     )
     aug.add_argument(
         "--augment-fraction",
@@ -109,12 +110,16 @@ def train(args: argparse.Namespace) -> str:
     n_val = int(len(x_all) * args.validation_split)
     x_train, y_train = x_all[: len(x_all) - n_val], data.y_train[: len(x_all) - n_val]
     x_val, y_val = x_all[len(x_all) - n_val :], data.y_train[len(x_all) - n_val :]
+    aug = augmentation(args)
+    x_pen = repen(data.x_train[: len(x_train)], args.seed) if aug.enabled and aug.stroke else None
     extra = feedback.load_for_training(args.feedback_path) if args.include_feedback else None
     if extra:
         # Training split only: validation stays MNIST, comparable from run to run.
-        x_train = np.concatenate([x_train, pre_process(extra.x)])
+        x_extra = pre_process(extra.x)
+        x_train = np.concatenate([x_train, x_extra])
         y_train = np.concatenate([y_train, extra.y.astype(y_train.dtype)])
-    aug = augmentation(args)
+        # Users' images come with their own pens.
+        x_pen = None if x_pen is None else np.concatenate([x_pen, x_extra])
 
     tracking.use_experiment(args.experiment_name)
     with mlflow.start_run() as run:
@@ -154,7 +159,7 @@ def train(args: argparse.Namespace) -> str:
         model = build_cnn(keras.optimizers.schedules.CosineDecay(args.learning_rate, steps))
         started = time.perf_counter()
         history = model.fit(
-            dataset(x_train, y_train, args.batch_size, aug, args.seed),
+            dataset(x_train, y_train, args.batch_size, aug, args.seed, x_pen),
             epochs=args.epochs,
             validation_data=(x_val, y_val) if n_val else None,
             callbacks=[_mlflow_epoch_logger()],
