@@ -81,6 +81,15 @@ _RECOGNITION_EXAMPLE = {
 }
 
 _STORE_STATUS: dict[str, Any] = {
+    "storage": {
+        "type": "object",
+        "description": "Whether the image log can store a request now; with "
+        "`LOG_FAILURE_POLICY=refuse` (the default) the service is not ready without it.",
+        "properties": {
+            "state": {"type": "string", "enum": ["ok", "unavailable"]},
+            "error": {"type": "string", "nullable": True},
+        },
+    },
     "model_uri": {"type": "string", "example": "models:/digits/Production"},
     "registry": {
         "type": "object",
@@ -396,7 +405,8 @@ _PATHS: dict[str, dict[str, Any]] = {
                 "200": _ok("A model is loaded and answering", JSON, _ref("Ready")),
                 "503": _ok(
                     "No model loaded yet (the registry has no Production version, or it "
-                    "cannot be reached); the service retries in the background",
+                    "cannot be reached), or the image log cannot store requests "
+                    "(`storage_unavailable`); the service retries in the background",
                     JSON,
                     _ref("NotReady"),
                 ),

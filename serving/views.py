@@ -54,10 +54,19 @@ def health():
 def ready():
     store = model_store()
     status = store.status()
+    recorder = image_log.recorder()
+    problem = recorder.storage_problem()
+    status["storage"] = {"state": "unavailable" if problem else "ok", "error": problem}
     loaded = store.current
     if loaded is None:
         message = store.registry_error or "loading"
-        body = {"status": "unavailable", "error": {"code": "model_unavailable", "message": message}}
-        return jsonify({**body, **status}), 503
+        return _not_ready("model_unavailable", message, status)
+    if problem and recorder.refuses_unlogged:  # every answer would be a 503 now
+        return _not_ready("storage_unavailable", problem, status)
     model = {"name": loaded.ref.name, "version": loaded.ref.version}
     return jsonify({"status": "ready", "model": model, **status})
+
+
+def _not_ready(code: str, message: str, status: dict):
+    error = {"code": code, "message": message}
+    return jsonify({"status": "unavailable", "error": error, **status}), 503

@@ -181,6 +181,15 @@ class ImageLog(abc.ABC):
         """Delete what the retention policy no longer keeps; returns records deleted."""
 
     @abc.abstractmethod
+    def check(self) -> None:
+        """Raise :class:`StorageError` if a record could not be stored right now."""
+
+    def sweep(self, older_than: timedelta = timedelta(hours=1)) -> int:
+        """Remove leftovers of requests that never committed (a killed worker's half-written
+        or staged files) older than ``older_than``; returns how many."""
+        return 0
+
+    @abc.abstractmethod
     def close(self) -> None: ...
 
     def __enter__(self) -> ImageLog:

@@ -87,6 +87,18 @@ class Recorder:
             log.warning("image staging failed (written with the record): %s", exc)
         return upload
 
+    def storage_problem(self) -> str | None:
+        """Why a record could not be stored right now, or None if it could."""
+        try:
+            self.image_log.check()
+        except StorageError as exc:
+            return str(exc)
+        return None
+
+    @property
+    def refuses_unlogged(self) -> bool:
+        return self.policy == "refuse"
+
     def discard(self, upload: Upload) -> None:
         if upload.staged is not None:
             upload.staged.discard()
@@ -140,17 +152,21 @@ class Recorder:
         if due:
             self.retain_in_background()
 
-    def retain_in_background(self) -> None:
-        if not self.image_log.retention.active:
+    def retain_in_background(self, sweep: bool = False) -> None:
+        """Apply retention (and, with ``sweep``, remove leftovers of requests that never
+        committed) off the request path."""
+        if not (sweep or self.image_log.retention.active):
             return
         if not self._retention_running.acquire(blocking=False):
             return  # one at a time per worker
 
         def run() -> None:
             try:
+                if sweep:
+                    self.image_log.sweep()
                 self.image_log.apply_retention()
             except StorageError as exc:
-                log.warning("image log retention failed (retried later): %s", exc)
+                log.warning("image log maintenance failed (retried later): %s", exc)
             finally:
                 self._retention_running.release()
 
@@ -165,7 +181,7 @@ class Recorder:
 def init_app(app: Flask, settings: Settings) -> None:
     recorder_ = Recorder(open_image_log(settings), settings)
     app.extensions[EXTENSION] = recorder_
-    recorder_.retain_in_background()
+    recorder_.retain_in_background(sweep=True)
 
     @app.after_request
     def count_rejected(response: Response) -> Response:

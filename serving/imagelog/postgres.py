@@ -177,6 +177,10 @@ class PostgresImageLog(ImageLog):
             self._schema_ready = True
 
     # -- the interface ----------------------------------------------------------------------
+    def check(self) -> None:
+        with self._connection() as conn:
+            conn.execute("SELECT 1")
+
     def record(self, entry: Record) -> None:
         keep = self.store_images and entry.image is not None
         with self._connection() as conn:

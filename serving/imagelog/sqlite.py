@@ -24,10 +24,11 @@ import os
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from serving.imagelog.base import (
@@ -157,6 +158,21 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _older(path: Path, cutoff: float) -> bool:
+    try:
+        return path.is_file() and path.stat().st_mtime < cutoff
+    except FileNotFoundError:
+        return False
+
+
+def _referenced(conn: sqlite3.Connection, path: Path) -> bool:
+    """Whether a committed row refers to the image file (a .tmp- file never is)."""
+    if path.name.startswith(".tmp-"):
+        return False
+    sha256 = path.parent.name + path.name.partition(".")[0]
+    return conn.execute("SELECT 1 FROM images WHERE sha256 = ?", (sha256,)).fetchone() is not None
 
 
 class SqliteImageLog(ImageLog):
@@ -315,6 +331,34 @@ class SqliteImageLog(ImageLog):
                     path.unlink()
 
     # -- the interface ----------------------------------------------------------------------
+    def check(self) -> None:
+        with self._lock:
+            self._require()
+        if self.store_images and not os.access(self.images_dir, os.W_OK | os.X_OK):
+            raise StorageError(f"image directory {self.images_dir} is not writable")
+
+    def sweep(self, older_than: timedelta = timedelta(hours=1)) -> int:
+        if not self.images_dir.is_dir():
+            return 0
+        cutoff = time.time() - older_than.total_seconds()
+        old = [p for p in self.images_dir.glob("*/*") if _older(p, cutoff)]
+        if not old:
+            return 0
+        # Look up on a reader first, so writers wait only for the few files found orphaned.
+        with self._read() as conn:
+            candidates = [p for p in old if not _referenced(conn, p)]
+        removed = 0
+        if candidates:
+            with self._write() as conn:  # no record can be committing one of these now
+                for path in candidates:
+                    if not _referenced(conn, path):
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+                            removed += 1
+        if removed:
+            log.info("image log: removed %d file(s) of requests that never committed", removed)
+        return removed
+
     def stage_image(self, sha256: str, extension: str, image: bytes) -> StagedImage | None:
         path = self.data_dir / self._relpath(sha256, extension)
         if not self.store_images or self._conn is None or path.exists():

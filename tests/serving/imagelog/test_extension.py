@@ -196,13 +196,43 @@ def test_unusable_sqlite_storage_starts_the_app_and_refuses_until_it_is_usable(
     )
     client = app.test_client()
     try:
+        not_ready = client.get("/ready")
+        assert not_ready.status_code == 503  # a load balancer sends nobody here meanwhile
+        assert not_ready.get_json()["error"]["code"] == "storage_unavailable"
+        assert not_ready.get_json()["storage"]["state"] == "unavailable"
         refused = client.post("/recognize", data=seed_png, content_type="image/png")
         assert refused.status_code == 503
         assert refused.get_json()["error"]["code"] == "storage_unavailable"
         blocker.unlink()
+        ready = client.get("/ready")
+        assert ready.status_code == 200
+        assert ready.get_json()["storage"] == {"state": "ok", "error": None}
         answered = client.post("/recognize", data=seed_png, content_type="image/png")
         assert answered.status_code == 200
         assert _log(app).get(answered.get_json()["request_id"]) is not None
+    finally:
+        close(app)
+
+
+def test_unusable_storage_with_policy_answer_is_ready_but_says_so(registry, tmp_path):
+    from serving import create_app
+
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the data directory should be")
+    app = create_app(
+        {
+            "mlflow_tracking_uri": registry.tracking_uri,
+            "workers": 1,
+            "image_log_backend": "sqlite",
+            "data_dir": blocker,
+            "log_failure_policy": "answer",
+        }
+    )
+    try:
+        ready = app.test_client().get("/ready")
+        assert ready.status_code == 200  # it answers, unlogged
+        assert ready.get_json()["storage"]["state"] == "unavailable"
+        assert "cannot open the image log" in ready.get_json()["storage"]["error"]
     finally:
         close(app)
 

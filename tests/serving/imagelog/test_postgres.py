@@ -126,7 +126,10 @@ def test_database_down_is_a_storage_error_until_it_is_back(pg_url: str, schema: 
     log = PostgresImageLog(proxied, schema=schema, timeout=2)
     try:
         log.record(make_record("before", image(1)))
+        log.check()
         proxy.stop()
+        with pytest.raises(StorageError):
+            log.check()  # what /ready reports
         with pytest.raises(StorageError):
             log.record(make_record("during", image(2)))
         with pytest.raises(StorageError):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -65,9 +67,12 @@ def test_an_unusable_data_dir_fails_writes_until_it_is_usable(tmp_path: Path):
     blocker.write_text("not a directory")
     log = SqliteImageLog(blocker / "data")  # opening must not kill the worker
     with pytest.raises(StorageError, match="cannot open the image log"):
+        log.check()  # what /ready reports
+    with pytest.raises(StorageError, match="cannot open the image log"):
         log.record(make_record("a", image(1)))
     blocker.unlink()
     blocker.mkdir()
+    log.check()
     log.record(make_record("a", image(1)))  # the next write opens it
     assert log.count() == 1
     log.close()
@@ -154,3 +159,34 @@ def test_a_failed_staged_write_is_a_storage_error(log: SqliteImageLog, monkeypat
     with pytest.raises(StorageError, match="No space left"):
         staged.wait()
     assert _image_files(log) == []
+
+
+def _old_file(path: Path, data: bytes, age_seconds: float = 7200) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    then = time.time() - age_seconds
+    os.utime(path, (then, then))
+    return path
+
+
+def test_sweep_removes_only_old_files_no_record_refers_to(log: SqliteImageLog):
+    """A killed worker leaves .tmp- files and staged images whose row never committed."""
+    images = log.data_dir / "images"
+    log.record(make_record("kept", image(1)))
+    sha = sha256_hex(image(1))
+    _old_file(images / sha[:2] / f"{sha[2:]}.png", image(1))  # recorded, now old
+    orphan_sha = sha256_hex(image(2))
+    orphan = _old_file(images / orphan_sha[:2] / f"{orphan_sha[2:]}.png", image(2))
+    half_written = _old_file(images / sha[:2] / ".tmp-abc123", b"partial")
+    # Young files may belong to a request in flight.
+    young_tmp = images / sha[:2] / ".tmp-inflight"
+    young_tmp.write_bytes(b"being written now")
+    young_orphan = images / "ff" / f"{'0' * 62}.png"
+    young_orphan.parent.mkdir()
+    young_orphan.write_bytes(image(3))
+
+    assert log.sweep() == 2
+    assert not orphan.exists() and not half_written.exists()
+    assert young_tmp.exists() and young_orphan.exists()
+    assert log.image(sha) == image(1)  # the recorded image stays
+    assert log.sweep() == 0
