@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -179,21 +180,25 @@ def test_retention_runs_every_n_writes_one_at_a_time(monkeypatch, seed_png: byte
     assert fake.runs == 2
 
 
+def _app_without_storage(registry, blocker: Path, **settings: object):
+    """An app whose DATA_DIR is a file, so the SQLite image log cannot open."""
+    from serving import create_app
+
+    blocker.write_text("a file where the data directory should be")
+    config = {
+        "mlflow_tracking_uri": registry.tracking_uri,
+        "workers": 1,
+        "image_log_backend": "sqlite",
+        "data_dir": blocker,
+    }
+    return create_app({**config, **settings})
+
+
 def test_unusable_sqlite_storage_starts_the_app_and_refuses_until_it_is_usable(
     registry, tmp_path, seed_png
 ):
-    from serving import create_app
-
     blocker = tmp_path / "data"
-    blocker.write_text("a file where the data directory should be")
-    app = create_app(
-        {
-            "mlflow_tracking_uri": registry.tracking_uri,
-            "workers": 1,
-            "image_log_backend": "sqlite",
-            "data_dir": blocker,
-        }
-    )
+    app = _app_without_storage(registry, blocker)
     client = app.test_client()
     try:
         not_ready = client.get("/ready")
@@ -215,19 +220,7 @@ def test_unusable_sqlite_storage_starts_the_app_and_refuses_until_it_is_usable(
 
 
 def test_unusable_storage_with_policy_answer_is_ready_but_says_so(registry, tmp_path):
-    from serving import create_app
-
-    blocker = tmp_path / "data"
-    blocker.write_text("a file where the data directory should be")
-    app = create_app(
-        {
-            "mlflow_tracking_uri": registry.tracking_uri,
-            "workers": 1,
-            "image_log_backend": "sqlite",
-            "data_dir": blocker,
-            "log_failure_policy": "answer",
-        }
-    )
+    app = _app_without_storage(registry, tmp_path / "data", log_failure_policy="answer")
     try:
         ready = app.test_client().get("/ready")
         assert ready.status_code == 200  # it answers, unlogged
