@@ -11,6 +11,7 @@ like any upload. Done once per training run, in worker processes.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -19,7 +20,7 @@ from PIL import Image
 from pyfunc.preprocess import pre_process
 
 # Page sizes and pen changes, drawn per digit. Kernel sides are for a 112 px page and
-# scale with the drawn size; odd, as Pillow's rank filters need.
+# scale with the drawn size; odd, so the pen grows evenly on both sides.
 _SIDES = (84, 140)
 _BOLDER = (3, 5, 7, 9)  # MaxFilter: about +1 to +4 px of stroke on each side
 _FINER = (3, 5)  # MinFilter: about -1 to -2 px
@@ -58,12 +59,13 @@ def _chunk(args: tuple[np.ndarray, int]) -> np.ndarray:
     return pre_process([_repen(d, rng) for d in digits])
 
 
-def repen(x: np.ndarray, seed: int, workers: int = 2, chunk: int = 2000) -> np.ndarray:
+def repen(x: np.ndarray, seed: int, workers: int | None = None, chunk: int = 2000) -> np.ndarray:
     """(N, 28, 28) uint8 MNIST digits -> (N, 28, 28, 1) float32: each digit with a random
     bolder or finer pen, drawn at page scale and normalised by the product's pre_process."""
     if len(x) == 0:
         return np.zeros((0, 28, 28, 1), dtype=np.float32)
     jobs = [(x[i : i + chunk], seed + i) for i in range(0, len(x), chunk)]
+    workers = workers or os.cpu_count() or 1
     if workers <= 1 or len(jobs) == 1:
         return np.concatenate([_chunk(job) for job in jobs])
     # spawn, not fork: the training process has TensorFlow loaded, which is not fork-safe.
