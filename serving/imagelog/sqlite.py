@@ -4,6 +4,7 @@ Layout under ``data_dir``::
 
     imagelog.sqlite3            requests, images, feedback (see _MIGRATIONS)
     imagelog.lock               writers of every process queue on it (flock)
+    imagelog.swept              its mtime: the last sweep of leftover files
     images/ab/cdef….png         the bytes of the image whose sha256 is abcdef…
 
 Durability: an image file is written to a temporary name, fsynced, renamed into place
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 DB_NAME = "imagelog.sqlite3"
 LOCK_NAME = "imagelog.lock"  # writers of all processes queue on it (flock)
 IMAGES_DIR = "images"
+SWEPT_NAME = "imagelog.swept"  # its mtime: when leftovers were last swept
+SWEEP_EVERY = timedelta(days=1)
 
 # Version n is _MIGRATIONS[n - 1]; PRAGMA user_version holds the version applied.
 _MIGRATIONS: tuple[str, ...] = (
@@ -338,7 +341,9 @@ class SqliteImageLog(ImageLog):
             raise StorageError(f"image directory {self.images_dir} is not writable")
 
     def sweep(self, older_than: timedelta = timedelta(hours=1)) -> int:
-        if not self.images_dir.is_dir():
+        """As :meth:`ImageLog.sweep`, at most once a day per data directory: it reads every
+        image file's age, which a large log should not pay at each worker start."""
+        if not self.images_dir.is_dir() or not self._sweep_due():
             return 0
         cutoff = time.time() - older_than.total_seconds()
         old = [p for p in self.images_dir.glob("*/*") if _older(p, cutoff)]
@@ -358,6 +363,16 @@ class SqliteImageLog(ImageLog):
         if removed:
             log.info("image log: removed %d file(s) of requests that never committed", removed)
         return removed
+
+    def _sweep_due(self) -> bool:
+        marker = self.data_dir / SWEPT_NAME
+        try:
+            if time.time() - marker.stat().st_mtime < SWEEP_EVERY.total_seconds():
+                return False
+        except FileNotFoundError:
+            pass
+        marker.touch()  # before sweeping: workers starting together sweep once between them
+        return True
 
     def stage_image(self, sha256: str, extension: str, image: bytes) -> StagedImage | None:
         path = self.data_dir / self._relpath(sha256, extension)

@@ -13,7 +13,7 @@ import pytest
 
 from serving.imagelog import StorageError
 from serving.imagelog.base import DuplicateRequestId, sha256_hex
-from serving.imagelog.sqlite import DB_NAME, SqliteImageLog, _Pending
+from serving.imagelog.sqlite import DB_NAME, SWEEP_EVERY, SWEPT_NAME, SqliteImageLog, _Pending
 from tests.serving.imagelog.samples import image, make_record
 
 
@@ -189,4 +189,14 @@ def test_sweep_removes_only_old_files_no_record_refers_to(log: SqliteImageLog):
     assert not orphan.exists() and not half_written.exists()
     assert young_tmp.exists() and young_orphan.exists()
     assert log.image(sha) == image(1)  # the recorded image stays
-    assert log.sweep() == 0
+
+
+def test_sweep_runs_at_most_once_a_day(log: SqliteImageLog):
+    images = log.data_dir / "images"
+    assert log.sweep() == 0  # nothing to remove, but it ran
+    orphan = _old_file(images / "ab" / f"{'1' * 62}.png", image(2))
+    assert log.sweep() == 0 and orphan.exists()  # another worker starting: skipped
+    marker = log.data_dir / SWEPT_NAME
+    then = time.time() - SWEEP_EVERY.total_seconds() - 60
+    os.utime(marker, (then, then))
+    assert log.sweep() == 1 and not orphan.exists()
