@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from PIL import Image
 
+from pyfunc.errors import ImageError
 from pyfunc.preprocess import pre_process
 
 # Page sizes and pen changes, drawn per digit. Kernel sides are for a 112 px page and
@@ -56,7 +57,13 @@ def _repen(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _chunk(args: tuple[np.ndarray, int]) -> np.ndarray:
     digits, seed = args
     rng = np.random.default_rng(seed)
-    return pre_process([_repen(d, rng) for d in digits])
+    out = np.empty((len(digits), 28, 28, 1), dtype=np.float32)
+    for i, digit in enumerate(digits):
+        try:
+            out[i] = pre_process(_repen(digit, rng))[0]
+        except ImageError:  # a pen the pipeline would refuse: the digit keeps its own
+            out[i] = pre_process(digit)[0]
+    return out
 
 
 def repen(x: np.ndarray, seed: int, workers: int | None = None, chunk: int = 2000) -> np.ndarray:

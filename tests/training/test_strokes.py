@@ -7,6 +7,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from pyfunc.preprocess import pre_process
+from training import strokes
 from training.augment import Augmentation, dataset
 from training.strokes import _rank, repen
 
@@ -63,3 +64,11 @@ def test_dataset_draws_augmented_images_from_the_pen_copy(digits: np.ndarray) ->
     as_is = [np.allclose(img, x[i]) for img, i in zip(images, index, strict=True)]
     assert all(p or a for p, a in zip(from_pen, as_is, strict=True))
     assert sum(from_pen) >= len(x) // 2
+
+
+def test_a_pen_the_pipeline_refuses_leaves_the_digit_as_it_was(digits, monkeypatch):
+    """A page pre_process would refuse (here: the pen wiped out everything) must not stop
+    training: that digit keeps its own pen."""
+    monkeypatch.setattr(strokes, "_repen", lambda digit, rng: np.zeros((112, 112), np.uint8))
+    out = repen(digits[:5], seed=0, workers=1)
+    assert np.array_equal(out, pre_process(digits[:5]))
