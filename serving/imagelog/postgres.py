@@ -132,12 +132,14 @@ class PostgresImageLog(ImageLog):
 
     # -- connections and schema -------------------------------------------------------------
     @contextlib.contextmanager
-    def _connection(self, migrate: bool = True) -> Iterator[psycopg.Connection]:
+    def _connection(
+        self, migrate: bool = True, timeout: float | None = None
+    ) -> Iterator[psycopg.Connection]:
         """A pooled connection in a transaction, committed when the block succeeds."""
         if migrate:
             self.ensure_schema()
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=timeout) as conn:
                 yield conn
         except (psycopg.Error, PoolTimeout) as exc:
             raise StorageError(f"image log database: {type(exc).__name__}: {exc}") from exc
@@ -178,8 +180,10 @@ class PostgresImageLog(ImageLog):
 
     # -- the interface ----------------------------------------------------------------------
     def check(self) -> None:
-        with self._connection() as conn:
+        # /ready asks this on every probe: answer within a probe's patience, not the pool's.
+        with self._connection(migrate=False, timeout=min(self.timeout, 2.0)) as conn:
             conn.execute("SELECT 1")
+        self.ensure_schema()  # the server answers: a schema it refuses is reported too
 
     def record(self, entry: Record) -> None:
         keep = self.store_images and entry.image is not None

@@ -63,6 +63,8 @@ def test_a_schema_newer_than_the_code_is_refused(pg_url: str, schema: str):
     log = PostgresImageLog(pg_url, schema=schema)
     try:
         with pytest.raises(StorageError, match="newer than this code"):
+            log.check()  # /ready says why
+        with pytest.raises(StorageError, match="newer than this code"):
             log.record(make_record("a", image(1)))
     finally:
         log.close()
