@@ -324,6 +324,8 @@
       const json = await readJson(response);
       if (response.ok && json && json.model) {
         line.textContent = `Serving model ${json.model.name} version ${json.model.version}.`;
+      } else if (json && json.error && json.error.code === "storage_unavailable") {
+        line.textContent = "Requests cannot be stored right now, so none is answered; try again later.";
       } else {
         line.textContent = "No model is loaded yet; predictions will fail until one is.";
       }
