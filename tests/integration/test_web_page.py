@@ -18,6 +18,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.support import start_server
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
@@ -269,3 +271,18 @@ def test_assets_come_from_the_service(browser: WebDriver, live_server: str):
     )
     assert urls, "no resources loaded"
     assert all(u.startswith(live_server) for u in urls), urls
+
+
+def test_status_line_says_when_requests_cannot_be_stored(
+    browser: WebDriver, live_server: str, registry, tmp_path: Path
+):
+    status = lambda d: d.find_element(By.ID, "status-line").text  # noqa: E731
+    _open(browser, live_server)
+    _wait(browser, lambda d: status(d).startswith("Serving model digits version"))
+    blocked = tmp_path / "data"
+    blocked.write_text("a file where the data directory should be")
+    with start_server(
+        registry.env, {"DATA_DIR": str(blocked)}, log_dir=tmp_path, wait_ready=False
+    ) as url:
+        _open(browser, url)
+        _wait(browser, lambda d: "cannot be stored" in status(d))
