@@ -59,15 +59,14 @@ def dataset(
     """Shuffled, batched, augmented on the fly (a new draw each epoch). ``x_pen`` holds the
     same digits drawn with another pen (training.strokes); three in four augmented images
     take it."""
-    pen = x if x_pen is None else x_pen
-    ds = tf.data.Dataset.from_tensor_slices((x, pen, y)).shuffle(len(x), seed=seed)
+    use_pen = aug.enabled and aug.stroke and x_pen is not None
+    # The pen copy rides along only when it is used.
+    slices = (x, y, x_pen) if use_pen else (x, y)
+    ds = tf.data.Dataset.from_tensor_slices(slices).shuffle(len(x), seed=seed)
     ds = ds.batch(batch_size)
-    use_pen = aug.stroke and x_pen is not None
     geometric = layers_for(aug, seed)
 
-    def apply(images, pens, labels):
-        if not aug.enabled:
-            return images, labels
+    def apply(images, labels, pens=None):
         n = tf.shape(images)[0]
         changed = images
         if use_pen:
@@ -78,5 +77,6 @@ def dataset(
         pick = tf.random.uniform([n, 1, 1, 1]) < aug.fraction
         return tf.clip_by_value(tf.where(pick, changed, images), 0.0, 1.0), labels
 
-    ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+    if aug.enabled:
+        ds = ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

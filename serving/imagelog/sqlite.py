@@ -343,6 +343,15 @@ class SqliteImageLog(ImageLog):
     def sweep(self, older_than: timedelta = timedelta(hours=1)) -> int:
         """As :meth:`ImageLog.sweep`, at most once a day per data directory: it reads every
         image file's age, which a large log should not pay at each worker start."""
+        try:
+            removed = self._sweep(older_than)
+        except OSError as exc:  # a read-only or vanished directory: the caller logs it
+            raise StorageError(f"image log sweep failed: {exc}") from exc
+        if removed:
+            log.info("image log: removed %d file(s) of requests that never committed", removed)
+        return removed
+
+    def _sweep(self, older_than: timedelta) -> int:
         if not self.images_dir.is_dir() or not self._sweep_due():
             return 0
         cutoff = time.time() - older_than.total_seconds()
@@ -360,8 +369,6 @@ class SqliteImageLog(ImageLog):
                         with contextlib.suppress(FileNotFoundError):
                             path.unlink()
                             removed += 1
-        if removed:
-            log.info("image log: removed %d file(s) of requests that never committed", removed)
         return removed
 
     def _sweep_due(self) -> bool:

@@ -276,7 +276,9 @@ def test_assets_come_from_the_service(browser: WebDriver, live_server: str):
 def test_status_line_says_when_requests_cannot_be_stored(
     browser: WebDriver, live_server: str, registry, tmp_path: Path
 ):
-    status = lambda d: d.find_element(By.ID, "status-line").text  # noqa: E731
+    def status(driver: WebDriver) -> str:
+        return driver.find_element(By.ID, "status-line").text
+
     _open(browser, live_server)
     _wait(browser, lambda d: status(d).startswith("Serving model digits version"))
     blocked = tmp_path / "data"
