@@ -5,6 +5,12 @@ network call is queued. One thread per worker takes whatever is waiting, up to
 ``max_size`` images, waiting at most ``max_wait_us`` for more once the first arrived
 (0: purely opportunistic — requests that queued up during the previous pass share the
 next one). Each request waits on its own future, so every caller gets its own rows.
+
+Opportunistic mode also skips the queue when there is nothing to share: a request that
+finds no pass running and none queued runs its own pass in its own thread, as a batch of
+one. Handing it to the batcher thread and back cost ≈ 0.5 ms here, a third of the work.
+Passes never overlap within a worker (one lock), so queued requests wait for the running
+pass and then go together.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ class BatchingModel:
         self.max_wait = max_wait_us / 1e6
         self._on_batch = on_batch
         self._closed = False
+        # Held while a forward pass runs, by the batcher thread or an inline caller.
+        self._pass = threading.Lock()
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._serve, name="micro-batcher", daemon=True)
         self._thread.start()
@@ -55,6 +63,13 @@ class BatchingModel:
         batch = self.model.pre_process(images, limits)
         if self._closed:  # a straggler after a model swap: answer it directly
             return predictions(self.model.probabilities(batch))
+        if self.max_wait == 0 and self._jobs.empty() and self._pass.acquire(blocking=False):
+            try:
+                probs = self.model.probabilities(batch)
+            finally:
+                self._pass.release()
+            self._report(1)
+            return predictions(probs)
         job = _Job(batch)
         self._jobs.put(job)
         return predictions(job.future.result())
@@ -87,16 +102,20 @@ class BatchingModel:
 
     def _serve(self) -> None:
         while (first := self._jobs.get()) is not None:
-            jobs = self._collect(first)
-            try:
-                probs = self.model.probabilities(np.concatenate([j.batch for j in jobs]))
-            except Exception as exc:  # the callers see it, the batcher lives on
-                for job in jobs:
-                    job.future.set_exception(exc)
-                continue
+            with self._pass:  # an inline pass may be running: those queued meanwhile join
+                jobs = self._collect(first)
+                try:
+                    probs = self.model.probabilities(np.concatenate([j.batch for j in jobs]))
+                except Exception as exc:  # the callers see it, the batcher lives on
+                    for job in jobs:
+                        job.future.set_exception(exc)
+                    continue
             start = 0
             for job in jobs:
                 job.future.set_result(probs[start : start + len(job.batch)])
                 start += len(job.batch)
-            if self._on_batch is not None:
-                self._on_batch(len(jobs))
+            self._report(len(jobs))
+
+    def _report(self, size: int) -> None:
+        if self._on_batch is not None:
+            self._on_batch(size)

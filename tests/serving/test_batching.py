@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -78,3 +79,68 @@ def test_after_close_callers_are_still_answered(digit_model, mnist):
     batcher = BatchingModel(digit_model)
     batcher.close()
     assert batcher.classify([png_bytes(mnist.x_test[1])])[0].digit == 2
+
+
+def test_a_lone_request_runs_in_its_own_thread(digit_model, mnist):
+    # Opportunistic mode: nothing running, nothing queued -> no hand-off to the batcher.
+    ran_in: list[str] = []
+    forward = digit_model.probabilities
+
+    class Spy:
+        def pre_process(self, images, limits=None):
+            return digit_model.pre_process(images, limits)
+
+        def probabilities(self, batch):
+            ran_in.append(threading.current_thread().name)
+            return forward(batch)
+
+    sizes: list[int] = []
+    batcher = BatchingModel(Spy(), max_wait_us=0, on_batch=sizes.append)
+    try:
+        answer = batcher.classify([png_bytes(mnist.x_test[0])])[0]
+    finally:
+        batcher.close()
+    assert answer.digit == 7
+    assert ran_in == [threading.current_thread().name] and sizes == [1]
+
+
+def test_requests_arriving_during_a_pass_share_the_next(digit_model, mnist):
+    images = [png_bytes(mnist.x_test[i]) for i in range(32)]
+    expected = [digit_model.classify([img])[0].digit for img in images]
+    sizes: list[int] = []
+    forward = digit_model.probabilities
+    first_pass_started, release_first = threading.Event(), threading.Event()
+
+    class SlowFirstPass:
+        def pre_process(self, images, limits=None):
+            return digit_model.pre_process(images, limits)
+
+        def probabilities(self, batch):
+            if not first_pass_started.is_set():
+                first_pass_started.set()
+                release_first.wait(10)  # everyone else arrives while this pass runs
+            return forward(batch)
+
+    batcher = BatchingModel(SlowFirstPass(), max_size=64, max_wait_us=0, on_batch=sizes.append)
+    answers: list = [None] * len(images)
+
+    def ask(i: int) -> None:
+        answers[i] = batcher.classify([images[i]])[0].digit
+
+    try:
+        lone = threading.Thread(target=ask, args=(0,))
+        lone.start()
+        assert first_pass_started.wait(10)
+        others = [threading.Thread(target=ask, args=(i,)) for i in range(1, len(images))]
+        for t in others:
+            t.start()
+        deadline = time.monotonic() + 10
+        while batcher._jobs.qsize() < len(others) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release_first.set()
+        for t in [lone, *others]:
+            t.join(timeout=60)
+    finally:
+        batcher.close()
+    assert answers == expected
+    assert sizes == [1, len(images) - 1]  # the lone pass, then all the rest in one
