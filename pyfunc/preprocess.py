@@ -500,13 +500,18 @@ def _background(raw: np.ndarray) -> np.ndarray | float:
         if (new_keep == keep).all():
             break
         keep = new_keep
-    yy = ((np.arange(h) + 0.5) / h * 2 - 1)[:, None]
-    xx = ((np.arange(w) + 0.5) / w * 2 - 1)[None, :]
-    terms = [np.ones((1, 1)), xx, yy]
+    y = (np.arange(h) + 0.5) / h * 2 - 1
+    x = (np.arange(w) + 0.5) / w * 2 - 1
+    # The same polynomial as _surface_terms, summed as a column (terms in y), a row (terms
+    # in x) and, for the quadratic, the x·y product: three full-size operations, not eleven.
     if design.shape[1] == 6:
-        terms += [xx * xx, xx * yy, yy * yy]
-    surface = sum(c * t for c, t in zip(coef, terms, strict=True))
-    return np.broadcast_to(surface, (h, w)).astype(np.float32)
+        c0, c1, c2, c3, c4, c5 = coef
+        column, row = c0 + c2 * y + c5 * y * y, c1 * x + c3 * x * x
+        surface = column[:, None] + row[None, :] + c4 * np.outer(y, x)
+    else:
+        c0, c1, c2 = coef
+        surface = (c0 + c2 * y)[:, None] + (c1 * x)[None, :]
+    return surface.astype(np.float32)
 
 
 def _upper_fence(resid: np.ndarray) -> float:

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter, ImageOps, JpegImagePlugin
 
+from pyfunc import preprocess
 from pyfunc.errors import ImageError, ImageTooLarge, NoDigit, UnsupportedFormat
 from pyfunc.preprocess import (
     ALLOWED_FORMATS,
@@ -786,3 +787,21 @@ def test_single_small_png_is_fast(digit: np.ndarray) -> None:
         pre_process([data])
     per_image = (time.perf_counter() - start) / 100
     assert per_image < 0.01  # generous for slow CI; typically well under 1 ms
+
+
+@pytest.mark.parametrize("shape", [(240, 320), (97, 61)])
+def test_background_surface_follows_a_quadratic_light_field(shape: tuple[int, int]) -> None:
+    # Paper lit unevenly (a tilted plane plus a curved term) with a bright block of ink: the
+    # fitted surface must follow the light at every pixel, ink or not (to within the tiles'
+    # 20th-percentile level, which sits below a tile's mean where the light slopes).
+    h, w = shape
+    y = ((np.arange(h) + 0.5) / h * 2 - 1)[:, None]
+    x = ((np.arange(w) + 0.5) / w * 2 - 1)[None, :]
+    light = (0.30 + 0.08 * x - 0.05 * y + 0.04 * x * x - 0.06 * x * y + 0.03 * y * y).astype(
+        np.float32
+    )
+    raw = light.copy()
+    raw[h // 3 : h // 2, w // 3 : w // 2] += np.float32(0.5)  # a stroke-bright block
+    surface = preprocess._background(raw)
+    assert np.shape(surface) == (h, w)
+    assert np.abs(np.asarray(surface) - light).max() < 0.03
