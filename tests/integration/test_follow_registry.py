@@ -100,6 +100,17 @@ def _load_seconds(log_dir: Path, version: str) -> float:
     return max(times)
 
 
+def _every_worker_serving(log_dir: Path, version: str, workers: int = 2) -> bool:
+    """Wait until each worker has loaded ``version`` at start: one still starting when the
+    registry changes would load the new version first (seen once on a loaded machine)."""
+    started = re.compile(rf"now serving digits version {version} \(was None\)")
+
+    def count() -> int:
+        return sum(len(started.findall(log.read_text())) for log in log_dir.glob("server-*.log"))
+
+    return _wait(lambda: count() >= workers, timeout=120)
+
+
 def _versions(url: str, n: int = 12) -> set[str]:
     return {requests.get(f"{url}/ready", timeout=10).json()["model"]["version"] for _ in range(n)}
 
@@ -109,6 +120,7 @@ def test_promotion_under_load_swaps_without_a_failed_request(tmp_path, model_dir
     set_production(reg.tracking_uri, add_version(reg.tracking_uri, str(model_dir)))
     extra = {"MODEL_POLL_INTERVAL": str(POLL), "WORKERS": "2"}
     with start_server(reg.env, extra, log_dir=tmp_path) as url, Load(url, seed_png) as load:
+        assert _every_worker_serving(tmp_path, "1")
         time.sleep(1.0)
         v2 = add_version(reg.tracking_uri, str(model_dir))
         promoted_at = time.monotonic()
@@ -136,6 +148,7 @@ def test_broken_version_leaves_the_old_one_serving(tmp_path, model_dir, seed_png
     for weights in [*broken.rglob("*.keras"), *broken.rglob("*.onnx")]:
         weights.write_bytes(b"these are not weights")
     with start_server(reg.env, {"MODEL_POLL_INTERVAL": str(POLL)}, log_dir=tmp_path) as url:
+        assert _every_worker_serving(tmp_path, "1")
         v2 = add_version(reg.tracking_uri, str(broken))
         set_production(reg.tracking_uri, v2)
 
@@ -159,6 +172,7 @@ def test_admin_reload_needs_the_token_and_reaches_every_worker(tmp_path, model_d
     set_production(reg.tracking_uri, add_version(reg.tracking_uri, str(model_dir)))
     extra = {"MODEL_POLL_INTERVAL": "0", "ADMIN_TOKEN": "s3cret", "WORKERS": "2"}
     with start_server(reg.env, extra, log_dir=tmp_path) as url:
+        assert _every_worker_serving(tmp_path, "1")
         assert requests.post(f"{url}/admin/reload", timeout=30).status_code == 401
         wrong = requests.post(
             f"{url}/admin/reload", timeout=30, headers={"Authorization": "Bearer nope"}
