@@ -767,9 +767,9 @@ def _from_bytes(data: bytes, limits: Limits) -> np.ndarray:
     if alpha is None and grey.shape == (SIZE, SIZE):
         # A digit that is already MNIST (the seed's own 28×28 PNG): the checks of the batch
         # path prove the full path would return it as it is, at a fraction of the cost.
-        as_is = _mnist_as_is(grey)
-        if as_is is not None:
-            return as_is
+        done, fast = _fast_mnist(grey[np.newaxis])
+        if done.size:
+            return fast[0]
     return normalise(_ink_from(grey, alpha))
 
 
@@ -820,49 +820,6 @@ def _fast_mnist(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ok &= (np.floor(CENTRE - com_y + 0.5) == 0) & (np.floor(CENTRE - com_x + 0.5) == 0)
 
     return idx[ok], _full_strength(patch[ok])
-
-
-def _mnist_as_is(x: np.ndarray) -> np.ndarray | None:
-    """:func:`_fast_mnist` for one (28, 28) ink map, or None if it does not qualify.
-
-    The same tests and arithmetic as the batch, step for step, on one image: ≈ 0.18 ms here
-    against ≈ 0.30 ms for a batch of one (numpy's per-call cost dominates arrays this
-    small, and the batch form needs more calls). Tests hold both to the full path's output.
-    """
-    if x[0].any() or x[-1].any() or x[:, 0].any() or x[:, -1].any():
-        return None
-    zeros = (x[:27, :27] == 0).reshape(3, 9, 3, 9).sum(axis=(1, 3))
-    if zeros.min() <= int(_BACKGROUND_RANK * 81):
-        return None
-    box2 = (x[:-1, :-1] + x[1:, :-1] + x[:-1, 1:] + x[1:, 1:]) * np.float32(0.25)
-    if float(box2.max()) < _MIN_CONTRAST:
-        return None
-    peak = x.max()
-    core = x >= _level(_CORE_FRACTION, peak)
-    rows, cols = np.flatnonzero(core.any(axis=1)), np.flatnonzero(core.any(axis=0))
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    if len(rows) != y1 - y0 or len(cols) != x1 - x0:  # a gap: maybe a speck to drop
-        return None
-    margin = max(3, round(0.1 * max(y1 - y0, x1 - x0)))
-    y0, x0 = max(0, y0 - margin), max(0, x0 - margin)
-    y1, x1 = min(SIZE, y1 + margin), min(SIZE, x1 + margin)
-    patch = np.zeros_like(x)
-    patch[y0:y1, x0:x1] = x[y0:y1, x0:x1]
-
-    low = patch > _level(_EXTENT_FRACTION, peak)
-    low_rows, low_cols = np.flatnonzero(low.any(axis=1)), np.flatnonzero(low.any(axis=0))
-    if not len(low_rows):
-        return None
-    extent = max(low_rows[-1] + 1 - low_rows[0], low_cols[-1] + 1 - low_cols[0])
-    if not _NATIVE_MIN <= extent <= BOX:
-        return None
-    mass = max(float(patch.sum(dtype=np.float64)), 1e-12)
-    r = np.arange(SIZE)
-    com_y = float(patch.sum(axis=1, dtype=np.float64) @ r) / mass
-    com_x = float(patch.sum(axis=0, dtype=np.float64) @ r) / mass
-    if math.floor(CENTRE - com_y + 0.5) != 0 or math.floor(CENTRE - com_x + 0.5) != 0:
-        return None
-    return _full_strength(patch[np.newaxis])[0]
 
 
 def _extent(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ next one). Each request waits on its own future, so every caller gets its own ro
 
 Opportunistic mode also skips the queue when there is nothing to share: a request that
 finds no pass running and none queued runs its own pass in its own thread, as a batch of
-one. Handing it to the batcher thread and back cost ≈ 0.5 ms here, a third of the work.
+one: handing it to the batcher thread and back cost ≈ 0.5 ms in process here.
 Passes never overlap within a worker (one lock), so queued requests wait for the running
 pass and then go together.
 """
