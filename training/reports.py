@@ -285,6 +285,8 @@ _ENTRY_POINT_ALIASES = frozenset(
         "scale",
         "stroke",
         "augment_fraction",
+        "elastic_alpha",
+        "elastic_sigma",
         "data_path",
         "model_name",
     }
@@ -315,6 +317,11 @@ def _augmentation(params: Mapping[str, str]) -> str:
         parts.append(f"zoom ±{100 * share('aug_scale'):g} %")
     if str(params.get("aug_stroke", "")).lower() == "true":
         parts.append("bolder/finer pen at page scale")
+    if share("aug_elastic_alpha"):
+        parts.append(
+            f"elastic distortion (alpha {share('aug_elastic_alpha'):g}, "
+            f"sigma {share('aug_elastic_sigma'):g} px)"
+        )
     if not parts:
         return "none"
     return ", ".join(parts) + f", on {100 * share('aug_fraction'):g} % of each batch"

@@ -68,6 +68,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=Augmentation.fraction,
         help="share of each batch that is augmented",
     )
+    aug.add_argument(
+        "--elastic-alpha",
+        type=float,
+        default=Augmentation.elastic_alpha,
+        help="elastic distortion strength, px per unit of smoothed noise (Simard: 34); 0 = off",
+    )
+    aug.add_argument(
+        "--elastic-sigma",
+        type=float,
+        default=Augmentation.elastic_sigma,
+        help="elastic distortion smoothness, Gaussian std in px",
+    )
     return parser.parse_args(argv)
 
 
@@ -82,8 +94,16 @@ def _flag(text: str) -> bool:
 
 def augmentation(args: argparse.Namespace) -> Augmentation:
     if not args.augment:
-        return Augmentation(rotation_deg=0, shift=0, scale=0, stroke=False)
-    return Augmentation(args.rotation, args.shift, args.scale, args.stroke, args.augment_fraction)
+        return Augmentation(rotation_deg=0, shift=0, scale=0, stroke=False, elastic_alpha=0)
+    return Augmentation(
+        args.rotation,
+        args.shift,
+        args.scale,
+        args.stroke,
+        args.augment_fraction,
+        elastic_alpha=args.elastic_alpha,
+        elastic_sigma=args.elastic_sigma,
+    )
 
 
 def _mlflow_epoch_logger():
@@ -141,6 +161,8 @@ def train(args: argparse.Namespace) -> str:
                 "aug_scale": aug.scale,
                 "aug_stroke": aug.stroke,
                 "aug_fraction": aug.fraction,
+                "aug_elastic_alpha": aug.elastic_alpha,
+                "aug_elastic_sigma": aug.elastic_sigma,
                 "feedback_images": len(extra) if extra is not None else 0,
             }
         )

@@ -161,8 +161,11 @@ def test_model_card_has_data_parameters_metrics_and_the_command():
         "aug_scale": "0.08",
         "aug_stroke": "True",
         "aug_fraction": "0.5",
+        "aug_elastic_alpha": "34.0",
+        "aug_elastic_sigma": "4.0",
         "seed": "1",
         "rotation": "12",  # as `mlflow run` logs its entry-point parameters: not listed twice
+        "elastic_alpha": "34",
     }
     metrics = {"test_accuracy": 0.98765, "test_loss": 0.04, "train_seconds": 61.2}
     metrics |= {"loss": 0.2, "accuracy": 0.94, "val_loss": 0.08, "val_accuracy": 0.98}
@@ -190,6 +193,7 @@ def test_model_card_has_data_parameters_metrics_and_the_command():
     assert "git checkout 0123abcd" in card and command in card
     assert "TensorFlow" in card and "Python" in card
     assert "| rotation |" not in card and "| aug_rotation_deg | 12.0 |" in card
+    assert "elastic distortion (alpha 34, sigma 4 px)" in card and "| elastic_alpha |" not in card
     assert "Feedback" not in card
     assert len(card) <= reports.MAX_CARD_CHARS
 
