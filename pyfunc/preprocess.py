@@ -14,7 +14,7 @@ import binascii
 import io
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +26,15 @@ from pyfunc.errors import ImageError, ImageTooLarge, NoDigit, UnsupportedFormat
 __all__ = [
     "ALLOWED_FORMATS",
     "DEFAULT_LIMITS",
+    "Decoded",
     "Limits",
     "decode_image",
+    "decode_images",
     "normalise",
+    "normalise_decoded",
     "pre_process",
     "sniff_format",
+    "stack",
     "to_ink",
 ]
 
@@ -744,11 +748,19 @@ def _check_array_size(shape: tuple[int, ...], limits: Limits) -> None:
         _check_size(int(shape[1]), int(shape[0]), limits)
 
 
-def _one(item: Any, limits: Limits) -> np.ndarray:
+@dataclass(frozen=True)
+class Decoded:
+    """One image decoded to grey (and alpha, if it has one) in [0, 1], not yet normalised."""
+
+    grey: np.ndarray
+    alpha: np.ndarray | None
+
+
+def _decode_one(item: Any, limits: Limits) -> Decoded:
     if isinstance(item, bytes | bytearray | memoryview):
-        return _from_bytes(item, limits)
+        return Decoded(*_decode(item, limits))
     if isinstance(item, str):
-        return _from_bytes(_b64decode(item), limits)
+        return Decoded(*_decode(_b64decode(item), limits))
     if isinstance(item, np.ndarray | list | tuple):
         arr = np.asarray(item) if not isinstance(item, np.ndarray) else item
         if arr.dtype == object or not (
@@ -756,21 +768,50 @@ def _one(item: Any, limits: Limits) -> np.ndarray:
         ):
             raise ImageError(f"image array must be numeric, got dtype {arr.dtype}")
         _check_array_size(arr.shape, limits)
-        return normalise(to_ink(arr))
+        return Decoded(*_array_grey_alpha(np.asarray(arr)))
     raise ImageError(
         f"each image must be bytes, a base64 string or a numeric array, got {type(item).__name__}"
     )
 
 
-def _from_bytes(data: bytes, limits: Limits) -> np.ndarray:
-    grey, alpha = _decode(data, limits)
-    if alpha is None and grey.shape == (SIZE, SIZE):
-        # A digit that is already MNIST (the seed's own 28×28 PNG): the checks of the batch
-        # path prove the full path would return it as it is, at a fraction of the cost.
-        done, fast = _fast_mnist(grey[np.newaxis])
-        if done.size:
-            return fast[0]
-    return normalise(_ink_from(grey, alpha))
+def decode_images(images: Sequence[ImageInput], limits: Limits = DEFAULT_LIMITS) -> list[Decoded]:
+    """The cheap, per-image first half of :func:`pre_process`: each item decoded (bytes,
+    base64 or array) and checked against ``limits``. Raises :class:`ImageError` for the first
+    bad item, naming its index when there are several."""
+    return [_with_index(i, len(images), _decode_one, item, limits) for i, item in enumerate(images)]
+
+
+def normalise_decoded(decoded: Sequence[Decoded]) -> list[np.ndarray | ImageError]:
+    """The second half: each decoded image -> (28, 28) ink in MNIST form, or the
+    :class:`ImageError` that image gets (no digit …), so one bad image spoils no other.
+
+    Items already in MNIST form (28×28, no alpha) are recognised in one vectorised step for
+    all of them: on a lone 28×28 PNG that check is most of the pre-processing cost.
+    """
+    results: list[np.ndarray | ImageError | None] = [None] * len(decoded)
+    small = [i for i, d in enumerate(decoded) if d.alpha is None and d.grey.shape == (SIZE, SIZE)]
+    if small:
+        done, fast = _fast_mnist(np.stack([decoded[i].grey for i in small]))
+        for k, image in zip(done, fast, strict=True):
+            results[small[k]] = image
+    for i, d in enumerate(decoded):
+        if results[i] is None:
+            try:
+                results[i] = normalise(_ink_from(d.grey, d.alpha))
+            except ImageError as exc:
+                results[i] = exc
+    return results  # type: ignore[return-value]  # every slot is filled above
+
+
+def stack(results: Sequence[np.ndarray | ImageError]) -> np.ndarray:
+    """Results of :func:`normalise_decoded` -> the CNN's (N, 28, 28, 1) batch; raises the
+    first image's error (naming its index when there are several)."""
+    out = np.zeros((len(results), SIZE, SIZE, 1), dtype=np.float32)
+    for i, result in enumerate(results):
+        if isinstance(result, ImageError):
+            raise _indexed(i, len(results), result)
+        out[i, :, :, 0] = result
+    return out
 
 
 def _fast_mnist(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -848,11 +889,7 @@ def pre_process(
         raise ImageError("pass a sequence of images (one column), not a table")
     if not isinstance(images, Iterable) or isinstance(images, dict):
         raise ImageError(f"expected a sequence of images, got {type(images).__name__}")
-    items = list(images)
-    out = np.zeros((len(items), SIZE, SIZE, 1), dtype=np.float32)
-    for i, item in enumerate(items):
-        out[i, :, :, 0] = _with_index(i, len(items), _one, item, limits)
-    return out
+    return stack(normalise_decoded(decode_images(list(images), limits)))
 
 
 def _numeric_batch(arr: np.ndarray, limits: Limits) -> np.ndarray:
@@ -879,15 +916,25 @@ def _numeric_batch(arr: np.ndarray, limits: Limits) -> np.ndarray:
             fast_idx, fast = _fast_mnist(_unit_batch(arr[start : start + _CHUNK]))
             out[start + fast_idx, :, :, 0] = fast
             done[start + fast_idx] = True
-    for i in np.flatnonzero(~done):
-        out[i, :, :, 0] = _with_index(int(i), n, _one, arr[i], limits)
+    rest = np.flatnonzero(~done)
+    if rest.size:
+        decoded = [_with_index(int(i), n, _decode_one, arr[i], limits) for i in rest]
+        for i, result in zip(rest, normalise_decoded(decoded), strict=True):
+            if isinstance(result, ImageError):
+                raise _indexed(int(i), n, result)
+            out[i, :, :, 0] = result
     return out
 
 
-def _with_index(i: int, n: int, fn: Any, *args: Any) -> np.ndarray:
+def _with_index(i: int, n: int, fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     except ImageError as exc:
         if n == 1:
             raise
-        raise type(exc)(f"image {i}: {exc}") from exc
+        raise _indexed(i, n, exc) from exc
+
+
+def _indexed(i: int, n: int, exc: ImageError) -> ImageError:
+    """``exc`` itself for a lone image, else the same kind of error naming image ``i``."""
+    return exc if n == 1 else type(exc)(f"image {i}: {exc}")

@@ -805,3 +805,25 @@ def test_background_surface_follows_a_quadratic_light_field(shape: tuple[int, in
     surface = preprocess._background(raw)
     assert np.shape(surface) == (h, w)
     assert np.abs(np.asarray(surface) - light).max() < 0.03
+
+
+def test_a_mixed_list_is_normalised_item_by_item(x_test: np.ndarray) -> None:
+    # The already-MNIST check runs once for all 28×28 items of a list: each result must be
+    # what that image gets alone, and an image without a digit spoils no other.
+    blank = encode(Image.new("L", (28, 28), 0), "PNG")
+    items = [
+        variants.png_bytes(x_test[0]),
+        variants.paper_jpeg(x_test[1]),
+        blank,
+        variants.png_bytes(x_test[2]),
+        x_test[3],
+        variants.alpha_canvas_png(x_test[4]),
+    ]
+    results = preprocess.normalise_decoded(preprocess.decode_images(items))
+    assert isinstance(results[2], NoDigit)
+    for i, item in enumerate(items):
+        if i != 2:
+            np.testing.assert_array_equal(results[i], pre_process([item])[0, :, :, 0])
+    with pytest.raises(NoDigit, match="image 2"):
+        preprocess.stack(results)
+    assert preprocess.stack(results[:2]).shape == (2, 28, 28, 1)
