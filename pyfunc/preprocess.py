@@ -768,7 +768,7 @@ def _decode_one(item: Any, limits: Limits) -> Decoded:
         ):
             raise ImageError(f"image array must be numeric, got dtype {arr.dtype}")
         _check_array_size(arr.shape, limits)
-        return Decoded(*_array_grey_alpha(np.asarray(arr)))
+        return Decoded(*_array_grey_alpha(arr))
     raise ImageError(
         f"each image must be bytes, a base64 string or a numeric array, got {type(item).__name__}"
     )
