@@ -287,6 +287,9 @@ _ENTRY_POINT_ALIASES = frozenset(
         "augment_fraction",
         "elastic_alpha",
         "elastic_sigma",
+        "learning_rate",
+        "label_smoothing",
+        "ema_momentum",
         "data_path",
         "model_name",
     }
@@ -299,6 +302,18 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
+
+
+def _param(params: Mapping[str, str], name: str, default: str = "0") -> str:
+    """A training option as train.py resolved it (``opt_*``; runs before those keys logged
+    the entry point's own)."""
+    return params.get(f"opt_{name}", params.get(name, default))
+
+
+def _objective(params: Mapping[str, str]) -> str:
+    smoothing = float(_param(params, "label_smoothing"))
+    loss = "sparse categorical cross-entropy"
+    return f"{loss} with label smoothing {smoothing:g}" if smoothing else loss
 
 
 def _augmentation(params: Mapping[str, str]) -> str:
@@ -385,10 +400,15 @@ def model_card(facts: CardFacts) -> str:
         "",
         "## How it was trained",
         "- Network: `training/network.py` (Conv32 → Conv64 → MaxPool → Dropout 0.25 → "
-        "Dense128 → Dropout 0.5 → softmax), sparse categorical cross-entropy.",
+        f"Dense128 → Dropout 0.5 → softmax), {_objective(p)}.",
         f"- {p.get('epochs', '?')} epochs, batch {p.get('batch_size', '?')}, "
-        f"{p.get('optimizer', 'adam')} at {p.get('learning_rate', '?')} "
-        f"({p.get('lr_schedule', 'constant')} decay to 0), seed {p.get('seed', '?')}.",
+        f"{p.get('optimizer', 'adam')} at {_param(p, 'learning_rate', '?')} "
+        f"({p.get('lr_schedule', 'constant')} decay to 0), seed {p.get('seed', '?')}"
+        + (
+            f", weights averaged (EMA, momentum {_param(p, 'ema_momentum')})."
+            if float(_param(p, "ema_momentum", "0"))
+            else "."
+        ),
         f"- Augmentation: {_augmentation(p)}.",
         "- Environment: "
         + ", ".join(f"{k} {v}" for k, v in facts.environment.items())

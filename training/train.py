@@ -37,6 +37,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="initial Adam rate, cosine-decayed to 0 over the run",
     )
     parser.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.0,
+        help="share of each target spread over the other classes; 0 = plain cross-entropy",
+    )
+    parser.add_argument(
+        "--ema-momentum",
+        type=float,
+        default=0.0,
+        help="keep a moving average of the weights (e.g. 0.999) and end with it; 0 = off",
+    )
+    parser.add_argument(
         "--include-feedback",
         type=_flag,
         default=False,
@@ -153,9 +165,13 @@ def train(args: argparse.Namespace) -> str:
                 "validation_split": args.validation_split,
                 "train_images": len(x_train),
                 "data_source": str(source) if source else "keras.datasets.mnist",
+                # Resolved values under their own keys: `mlflow run` logs the entry point's
+                # parameters as typed ("0", "2e-3"), and a param may not change its value.
                 "optimizer": "adam",
-                "learning_rate": args.learning_rate,
+                "opt_learning_rate": args.learning_rate,
                 "lr_schedule": "cosine",
+                "opt_label_smoothing": args.label_smoothing,
+                "opt_ema_momentum": args.ema_momentum,
                 "aug_rotation_deg": aug.rotation_deg,
                 "aug_shift": aug.shift,
                 "aug_scale": aug.scale,
@@ -178,7 +194,11 @@ def train(args: argparse.Namespace) -> str:
             context="training",
         )
         steps = math.ceil(len(x_train) / args.batch_size) * args.epochs
-        model = build_cnn(keras.optimizers.schedules.CosineDecay(args.learning_rate, steps))
+        model = build_cnn(
+            keras.optimizers.schedules.CosineDecay(args.learning_rate, steps),
+            label_smoothing=args.label_smoothing,
+            ema_momentum=args.ema_momentum,
+        )
         started = time.perf_counter()
         history = model.fit(
             dataset(x_train, y_train, args.batch_size, aug, args.seed, x_pen),

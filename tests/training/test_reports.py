@@ -195,7 +195,20 @@ def test_model_card_has_data_parameters_metrics_and_the_command():
     assert "| rotation |" not in card and "| aug_rotation_deg | 12.0 |" in card
     assert "elastic distortion (alpha 34, sigma 4 px)" in card and "| elastic_alpha |" not in card
     assert "Feedback" not in card
+    assert "adam at 0.001" in card and "cross-entropy." in card and "EMA" not in card
     assert len(card) <= reports.MAX_CARD_CHARS
+
+    tuned = {
+        "opt_learning_rate": "0.002",
+        "opt_label_smoothing": "0.1",
+        "opt_ema_momentum": "0.999",
+    }
+    # as `mlflow run` logs the entry point's own parameters: not listed twice
+    tuned |= {"learning_rate": "2e-3", "label_smoothing": "0.1", "ema_momentum": "0.999"}
+    tuned_card = reports.model_card(replace(facts, params={**params, **tuned}))
+    assert "cross-entropy with label smoothing 0.1." in tuned_card
+    assert "adam at 0.002" in tuned_card and "(EMA, momentum 0.999)" in tuned_card
+    assert "| opt_label_smoothing | 0.1 |" in tuned_card and "| label_smoothing |" not in tuned_card
 
     with_feedback = reports.model_card(replace(facts, params={**params, "feedback_images": "12"}))
     assert "12 user-labelled images" in with_feedback

@@ -1,0 +1,68 @@
+"""The CNN's training options: label smoothing and a moving average of the weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from training.network import SmoothedSparseCrossentropy, build_cnn
+
+PROBS = np.array([[0.7, 0.1, 0.05, 0.05, 0.02, 0.02, 0.02, 0.02, 0.01, 0.01]] * 2, np.float32)
+PROBS[1] = PROBS[1][::-1]
+LABELS = np.array([0, 3])
+
+
+def by_hand(smoothing: float) -> float:
+    """Mean cross-entropy against (1 - s) * one-hot + s / 10, as Szegedy et al. define it."""
+    targets = np.full(PROBS.shape, smoothing / 10)
+    targets[np.arange(len(LABELS)), LABELS] += 1 - smoothing
+    return float(np.mean(-(targets * np.log(PROBS)).sum(axis=1)))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_smoothed_loss_is_cross_entropy_against_smoothed_targets(smoothing: float) -> None:
+    loss = SmoothedSparseCrossentropy(smoothing)(LABELS, PROBS)
+    assert float(loss) == pytest.approx(by_hand(smoothing), rel=1e-5)
+
+
+def test_unsmoothed_equals_keras_sparse_loss() -> None:
+    ours = SmoothedSparseCrossentropy(0.0)(LABELS[:, None], PROBS)
+    keras_own = keras.losses.SparseCategoricalCrossentropy()(LABELS, PROBS)
+    assert float(ours) == pytest.approx(float(keras_own), rel=1e-5)
+
+
+def test_a_smoothed_model_saves_and_loads_with_its_loss(tmp_path: Path) -> None:
+    path = tmp_path / "cnn.keras"
+    build_cnn(label_smoothing=0.2).save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.loss, SmoothedSparseCrossentropy)
+    assert loaded.loss.label_smoothing == 0.2
+
+
+def test_default_model_trains_on_the_plain_sparse_loss() -> None:
+    assert build_cnn().loss == "sparse_categorical_crossentropy"
+
+
+def test_ema_ends_fit_with_the_averaged_weights() -> None:
+    """With the moving average on, the weights after fit are the average, not the last
+    step's; without it they are the last step's."""
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 64)
+
+    def last_step_and_final(ema_momentum: float) -> tuple[np.ndarray, np.ndarray]:
+        model = build_cnn(ema_momentum=ema_momentum)
+        seen: list[np.ndarray] = []
+        record = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: seen.append(model.layers[-1].kernel.numpy())
+        )
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[record])
+        return seen[-1], model.layers[-1].kernel.numpy()
+
+    last, final = last_step_and_final(0.0)
+    assert np.array_equal(last, final)
+    last, final = last_step_and_final(0.9)
+    assert not np.allclose(last, final)
