@@ -34,6 +34,7 @@ def build_cnn(
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-3,
     label_smoothing: float = 0.0,
     ema_momentum: float = 0.0,
+    name: str = "mnist_cnn",
 ) -> keras.Model:
     """Conv32 → Conv64 → MaxPool → Dropout .25 → Dense128 → Dropout .5 → softmax.
 
@@ -52,7 +53,7 @@ def build_cnn(
             layers.Dropout(0.5),
             layers.Dense(NUM_CLASSES, activation="softmax"),
         ],
-        name="mnist_cnn",
+        name=name,
     )
     ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum else {}
     model.compile(
@@ -60,6 +61,21 @@ def build_cnn(
         if label_smoothing
         else "sparse_categorical_crossentropy",
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate, **ema),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def ensemble(members: list[keras.Model]) -> keras.Model:
+    """One model whose output is the mean of the members' probabilities: a single graph, so
+    the ONNX export, the pyfunc and every server run it as they run one network."""
+    if len(members) == 1:
+        return members[0]
+    inputs = keras.Input(shape=INPUT_SHAPE)
+    averaged = layers.Average()([member(inputs) for member in members])
+    model = keras.Model(inputs, averaged, name=f"mnist_cnn_x{len(members)}")
+    model.compile(
+        loss="sparse_categorical_crossentropy",
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     return model

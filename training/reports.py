@@ -384,6 +384,14 @@ def model_card(facts: CardFacts) -> str:
         "|---|---:|---:|",
         f"| training (last epoch) | {_num(m.get('loss'))} | {_pct(m.get('accuracy'))} |",
         f"| validation (last epoch) | {_num(m.get('val_loss'))} | {_pct(m.get('val_accuracy'))} |",
+        *(
+            [
+                f"| validation, ensemble | {_num(m.get('ensemble_val_loss'))} | "
+                f"{_pct(m.get('ensemble_val_accuracy'))} |"
+            ]
+            if "ensemble_val_accuracy" in m
+            else []
+        ),
         f"| test | {_num(m.get('test_loss'))} | {_pct(test_accuracy)} |",
         "",
         "Test accuracy per digit:",
@@ -410,6 +418,16 @@ def model_card(facts: CardFacts) -> str:
             else "."
         ),
         f"- Augmentation: {_augmentation(p)}.",
+        *(
+            [
+                f"- An ensemble of {members} such networks, seeds {p.get('seed', '?')} "
+                f"onwards (each its own initial weights and augmentation draws), their "
+                "probabilities averaged in one graph; training and validation rows above are "
+                "the first network's.",
+            ]
+            if (members := int(p.get("members", 1) or 1)) > 1
+            else []
+        ),
         "- Environment: "
         + ", ".join(f"{k} {v}" for k, v in facts.environment.items())
         + ("." if facts.environment else "unknown."),

@@ -37,6 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="initial Adam rate, cosine-decayed to 0 over the run",
     )
     parser.add_argument(
+        "--members",
+        type=_positive,
+        default=1,
+        help="networks trained with seeds seed..seed+N-1 whose probabilities are averaged",
+    )
+    parser.add_argument(
         "--label-smoothing",
         type=float,
         default=0.0,
@@ -95,6 +101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _flag(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -118,12 +131,13 @@ def augmentation(args: argparse.Namespace) -> Augmentation:
     )
 
 
-def _mlflow_epoch_logger():
+def _mlflow_epoch_logger(prefix: str = ""):
     import keras
 
     class LogEpochs(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
+            metrics = {f"{prefix}{k}": float(v) for k, v in (logs or {}).items()}
+            mlflow.log_metrics(metrics, step=epoch)
 
     return LogEpochs()
 
@@ -133,7 +147,7 @@ def train(args: argparse.Namespace) -> str:
     import keras
 
     from training.augment import dataset
-    from training.network import build_cnn
+    from training.network import build_cnn, ensemble
 
     data = load_mnist(args.data_path).limited(args.limit)
     keras.utils.set_random_seed(args.seed)
@@ -172,6 +186,7 @@ def train(args: argparse.Namespace) -> str:
                 "lr_schedule": "cosine",
                 "opt_label_smoothing": args.label_smoothing,
                 "opt_ema_momentum": args.ema_momentum,
+                "members": args.members,
                 "aug_rotation_deg": aug.rotation_deg,
                 "aug_shift": aug.shift,
                 "aug_scale": aug.scale,
@@ -194,21 +209,36 @@ def train(args: argparse.Namespace) -> str:
             context="training",
         )
         steps = math.ceil(len(x_train) / args.batch_size) * args.epochs
-        model = build_cnn(
-            keras.optimizers.schedules.CosineDecay(args.learning_rate, steps),
-            label_smoothing=args.label_smoothing,
-            ema_momentum=args.ema_momentum,
-        )
         started = time.perf_counter()
-        history = model.fit(
-            dataset(x_train, y_train, args.batch_size, aug, args.seed, x_pen),
-            epochs=args.epochs,
-            validation_data=(x_val, y_val) if n_val else None,
-            callbacks=[_mlflow_epoch_logger()],
-            # A progress bar for people at a terminal, one line per epoch in logs.
-            verbose=1 if sys.stdout.isatty() else 2,
-        )
+        members, histories = [], []
+        for i in range(args.members):
+            # Member i: its own initial weights and augmentation draws (seed + i); member 0
+            # is exactly the single network a run with members=1 trains.
+            if i:
+                keras.utils.set_random_seed(args.seed + i)
+            member = build_cnn(
+                keras.optimizers.schedules.CosineDecay(args.learning_rate, steps),
+                label_smoothing=args.label_smoothing,
+                ema_momentum=args.ema_momentum,
+                name=f"mnist_cnn_{i}" if args.members > 1 else "mnist_cnn",
+            )
+            history = member.fit(
+                dataset(x_train, y_train, args.batch_size, aug, args.seed + i, x_pen),
+                epochs=args.epochs,
+                validation_data=(x_val, y_val) if n_val else None,
+                callbacks=[_mlflow_epoch_logger(prefix=f"member{i}_" if i else "")],
+                # A progress bar for people at a terminal, one line per epoch in logs.
+                verbose=1 if sys.stdout.isatty() else 2,
+            )
+            members.append(member)
+            histories.append(history.history)
+        model = ensemble(members)
         train_seconds = time.perf_counter() - started
+        if len(members) > 1 and n_val:
+            val_loss, val_accuracy = model.evaluate(x_val, y_val, verbose=0)
+            mlflow.log_metrics(
+                {"ensemble_val_loss": float(val_loss), "ensemble_val_accuracy": float(val_accuracy)}
+            )
         test_loss, test_accuracy = model.evaluate(x_test, data.y_test, verbose=0)
         mlflow.log_metrics(
             {
@@ -218,7 +248,8 @@ def train(args: argparse.Namespace) -> str:
             }
         )
         print(f"test accuracy {test_accuracy:.4f} after {train_seconds:.0f} s of training")
-        evaluation = reports.log_all(model, x_test, data.y_test, history.history)
+        # The learning curves are member 0's (a single network's, as in every other run).
+        evaluation = reports.log_all(model, x_test, data.y_test, histories[0])
 
         with tempfile.TemporaryDirectory() as tmp:
             keras_path = Path(tmp) / "mnist_cnn.keras"

@@ -1,4 +1,4 @@
-"""The CNN's training options: label smoothing and a moving average of the weights."""
+"""The CNN's training options: label smoothing, a moving average of the weights, ensembles."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import onnxruntime as ort
 import pytest
 
-from training.network import SmoothedSparseCrossentropy, build_cnn
+from training.network import SmoothedSparseCrossentropy, build_cnn, ensemble
+from training.register import export_onnx
+from training.train import parse_args
 
 PROBS = np.array([[0.7, 0.1, 0.05, 0.05, 0.02, 0.02, 0.02, 0.02, 0.01, 0.01]] * 2, np.float32)
 PROBS[1] = PROBS[1][::-1]
@@ -66,3 +69,30 @@ def test_ema_ends_fit_with_the_averaged_weights() -> None:
     assert np.array_equal(last, final)
     last, final = last_step_and_final(0.9)
     assert not np.allclose(last, final)
+
+
+def test_an_ensemble_averages_its_members_probabilities(tmp_path: Path) -> None:
+    members = [build_cnn(name=f"mnist_cnn_{i}") for i in range(3)]
+    model = ensemble(members)
+    x = np.random.default_rng(1).random((6, 28, 28, 1), dtype=np.float32)
+    expected = np.mean([m.predict(x, verbose=0) for m in members], axis=0)
+    assert not np.allclose(expected, members[0].predict(x, verbose=0))  # they do differ
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-6)
+    # What the pyfunc serves: the ONNX export and the saved Keras file, one graph each.
+    session = ort.InferenceSession(str(export_onnx(model, tmp_path / "x3.onnx")))
+    served = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    model.save(tmp_path / "x3.keras")
+    reloaded = keras.models.load_model(tmp_path / "x3.keras", compile=False)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), expected, atol=1e-6)
+
+
+def test_an_ensemble_of_one_is_that_network() -> None:
+    network = build_cnn()
+    assert ensemble([network]) is network
+
+
+@pytest.mark.parametrize("members", ["0", "-1", "two"])
+def test_members_must_be_a_whole_number_of_at_least_one(members: str) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--members", members])

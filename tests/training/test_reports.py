@@ -209,6 +209,17 @@ def test_model_card_has_data_parameters_metrics_and_the_command():
     assert "cross-entropy with label smoothing 0.1." in tuned_card
     assert "adam at 0.002" in tuned_card and "(EMA, momentum 0.999)" in tuned_card
     assert "| opt_label_smoothing | 0.1 |" in tuned_card and "| label_smoothing |" not in tuned_card
+    assert "ensemble" not in card
+
+    three = reports.model_card(
+        replace(
+            facts,
+            params={**params, "members": "3"},
+            metrics={**metrics, "ensemble_val_accuracy": 0.9912, "ensemble_val_loss": 0.03},
+        )
+    )
+    assert "An ensemble of 3 such networks, seeds 1 onwards" in three
+    assert "| validation, ensemble | 0.0300 | 99.12 % |" in three
 
     with_feedback = reports.model_card(replace(facts, params={**params, "feedback_images": "12"}))
     assert "12 user-labelled images" in with_feedback
