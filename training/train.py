@@ -232,6 +232,9 @@ def train(args: argparse.Namespace) -> str:
             )
             members.append(member)
             histories.append(history.history)
+            if args.members > 1:  # each member is a run of the single recipe: its own score
+                _, accuracy = member.evaluate(x_test, data.y_test, verbose=0)
+                mlflow.log_metric(f"member{i}_test_accuracy", float(accuracy))
         model = ensemble(members)
         train_seconds = time.perf_counter() - started
         if len(members) > 1 and n_val:
