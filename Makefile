@@ -44,8 +44,10 @@ evaluate: setup
 	$(MLFLOW_RUN) -e evaluate
 
 WILD_LIMIT ?= 2000
+# SPLIT=validation scores the validation digits training holds out (choose recipes there).
 eval-wild: setup  ## naive resize vs this pipeline on "real world" variants of MNIST test digits
-	$(MLFLOW_RUN) -e evaluate -P wild_limit=$(WILD_LIMIT)
+	$(MLFLOW_RUN) -e evaluate -P wild_limit=$(WILD_LIMIT) $(if $(SPLIT),-P split=$(SPLIT)) \
+	  $(if $(MODEL_URI),-P model_uri=$(MODEL_URI))
 
 promote: setup  ## VERSION=n to pick one (default the latest); FORCE=true skips the gate
 	$(MLFLOW_RUN) -e promote $(if $(VERSION),-P version=$(VERSION)) $(if $(FORCE),-P force=$(FORCE))
