@@ -1,0 +1,83 @@
+"""The gunicorn worker: gthread, with new connections going to a worker that has a free thread.
+
+Every worker polls the same listening socket and whichever wakes first accepts, whether or
+not its threads are free (benoitc/gunicorn#3433, #2817). With keep-alive clients that
+split decides a connection's worker for its whole life: 32 clients split 21/11 and 19/13
+as readily as 16/16 here, and the busier worker's requests then waited 2.5 times as long
+(in-app mean 22 against 8.5 ms), which set the service's p99. So a worker whose threads are all busy stops listening for a
+moment (``ACCEPT_DEFER_SECONDS``) and leaves the connection to a sibling with a free
+thread; if none takes it by then, the busy worker does. Nothing is refused, and a worker
+with a free thread accepts at once, as before.
+
+Relies on gthread's event loop of gunicorn 26 (``nr_conns``, ``keepalived_conns``, and
+``run`` re-reading ``worker_connections`` on each turn of the loop).
+"""
+
+from __future__ import annotations
+
+import time
+
+from gunicorn.workers.gthread import ThreadWorker
+
+ACCEPT_DEFER_SECONDS = 0.005
+
+
+class AcceptGate:
+    """When a worker with ``threads`` threads may accept: at once while one is free; with all
+    busy, only a connection that has waited ``defer`` seconds unclaimed (its siblings had
+    their chance), one per ``defer``."""
+
+    def __init__(self, threads: int, defer: float = ACCEPT_DEFER_SECONDS) -> None:
+        self.threads = threads
+        self.defer = defer
+        self.busy_since: float | None = None
+        self.brief = False  # open for one poll that does not wait: only a pending connection
+
+    def open(self, busy: int, now: float) -> bool:
+        self.brief = False
+        if busy < self.threads:
+            self.busy_since = None
+            return True
+        if self.busy_since is None:
+            self.busy_since = now
+        if now - self.busy_since < self.defer:
+            return False
+        self.busy_since = now  # one connection now, the next after another wait
+        self.brief = True
+        return True
+
+    def poll_timeout(self, timeout: float) -> float:
+        """How long the event loop may wait now without missing the gate's next turn."""
+        if self.brief:
+            return 0.0
+        if self.busy_since is not None:
+            return min(timeout, self.defer)
+        return timeout
+
+
+class BalancedThreadWorker(ThreadWorker):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Alone, a worker has nobody to leave a connection to.
+        self._gate = AcceptGate(self.cfg.threads) if self.cfg.workers > 1 else None
+
+    @property
+    def worker_connections(self) -> int:
+        # gthread accepts while nr_conns < worker_connections: a closed gate makes that false.
+        if self._gate is None or self._gate.open(self._busy_threads(), time.monotonic()):
+            return self._max_connections
+        return min(self.nr_conns, self._max_connections)
+
+    @worker_connections.setter
+    def worker_connections(self, value: int) -> None:
+        self._max_connections = value
+
+    def _busy_threads(self) -> int:
+        # Connections not waiting in the poller are in (or queued for) the thread pool.
+        idle = len(self.keepalived_conns) + len(getattr(self, "pending_conns", ()))
+        return self.nr_conns - idle
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        if self._gate is not None:
+            timeout = self._gate.poll_timeout(timeout)
+        super().wait_for_and_dispatch_events(timeout)
