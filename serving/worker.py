@@ -4,10 +4,11 @@ Every worker polls the same listening socket and whichever wakes first accepts, 
 not its threads are free (benoitc/gunicorn#3433, #2817). With keep-alive clients that
 split decides a connection's worker for its whole life: 32 clients split 21/11 and 19/13
 as readily as 16/16 here, and the busier worker's requests then waited 2.5 times as long
-(in-app mean 22 against 8.5 ms), which set the service's p99. So a worker whose threads are all busy stops listening for a
-moment (``ACCEPT_DEFER_SECONDS``) and leaves the connection to a sibling with a free
-thread; if none takes it by then, the busy worker does. Nothing is refused, and a worker
-with a free thread accepts at once, as before.
+(in-app mean 22 against 8.5 ms), which set the service's p99. So a worker whose threads
+are all busy stops listening for a moment (``ACCEPT_DEFER_SECONDS``) and leaves the
+connection to a sibling with a free thread; if none takes it by then, the busy worker
+does, one connection per wait. Nothing is refused, and a worker with a free thread
+accepts at once, as before.
 
 Relies on gthread's event loop of gunicorn 26 (``nr_conns``, ``keepalived_conns``, and
 ``run`` re-reading ``worker_connections`` on each turn of the loop).
