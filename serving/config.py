@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=2, ge=1)
     # Measured with make bench (balanced worker, frozen heap): 8 threads gave the best c=32
-    # p99 (40-46 ms against 47-50 ms with 16, for 5-10 % less throughput).
+    # p99 (40-46 ms against 47-54 ms with 16, for 5-10 % less throughput).
     threads: int = Field(default=8, ge=1)
     timeout: int = Field(default=60, ge=1, description="gunicorn worker timeout, seconds")
 

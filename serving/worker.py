@@ -10,8 +10,8 @@ connection to a sibling with a free thread; if none takes it by then, the busy w
 does, one connection per wait. Nothing is refused, and a worker with a free thread
 accepts at once, as before.
 
-Relies on gthread's event loop of gunicorn 26 (``nr_conns``, ``keepalived_conns``, and
-``run`` re-reading ``worker_connections`` on each turn of the loop).
+Relies on gthread's event loop of gunicorn 26 (``nr_conns``, ``keepalived_conns``,
+``pending_conns``, and ``run`` re-reading ``worker_connections`` on each turn of the loop).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class BalancedThreadWorker(ThreadWorker):
 
     def _busy_threads(self) -> int:
         # Connections not waiting in the poller are in (or queued for) the thread pool.
-        idle = len(self.keepalived_conns) + len(getattr(self, "pending_conns", ()))
+        idle = len(self.keepalived_conns) + len(self.pending_conns)
         return self.nr_conns - idle
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
+# Share of the training split held out (its tail) to validate on; evaluate can score it.
+VALIDATION_SPLIT = 0.1
 
 
 class DataError(Exception):
@@ -30,6 +32,11 @@ class Mnist:
         if limit < 0:
             raise DataError(f"limit must be positive, got {limit}")
         return Mnist(self.x_train[:limit], self.y_train[:limit], self.x_test, self.y_test)
+
+
+def validation_size(n_train: int, fraction: float) -> int:
+    """How many of ``n_train`` training images, at the tail, are held out for validation."""
+    return int(n_train * fraction)
 
 
 def resolve_path(data_path: str | os.PathLike | None) -> Path | None:

@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 
 from training import tracking
-from training.data import DataError, Mnist, load_mnist
+from training.data import VALIDATION_SPLIT, DataError, Mnist, load_mnist, validation_size
 from training.wild import evaluate_variants, markdown
 
 SPLITS = ("test", "validation")
@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="test: MNIST's test split; validation: the tail of the training split that "
         "training holds out (--validation-split of it)",
     )
-    parser.add_argument("--validation-split", type=float, default=0.1)
+    parser.add_argument("--validation-split", type=float, default=VALIDATION_SPLIT)
     parser.add_argument(
         "--wild-limit",
         type=int,
@@ -52,7 +52,7 @@ def held_out(data: Mnist, split: str, validation_split: float) -> tuple[np.ndarr
     """The digits to score: the test split, or the validation tail training holds out."""
     if split == "test":
         return data.x_test, data.y_test
-    n_val = int(len(data.x_train) * validation_split)
+    n_val = validation_size(len(data.x_train), validation_split)
     if n_val < 1:
         raise DataError(f"validation split {validation_split} of {len(data.x_train)} is empty")
     return data.x_train[-n_val:], data.y_train[-n_val:]

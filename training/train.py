@@ -15,7 +15,13 @@ import numpy as np
 from pyfunc.preprocess import pre_process
 from training import feedback, reports, tracking
 from training.augment import Augmentation
-from training.data import DataError, load_mnist, resolve_path
+from training.data import (
+    VALIDATION_SPLIT,
+    DataError,
+    load_mnist,
+    resolve_path,
+    validation_size,
+)
 from training.register import export_onnx, log_pyfunc
 from training.strokes import repen
 
@@ -28,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=0, help="first N training images; 0 = all")
     parser.add_argument("--model-name", default="digits", help="registered model name")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--validation-split", type=float, default=0.1)
+    parser.add_argument("--validation-split", type=float, default=VALIDATION_SPLIT)
     parser.add_argument("--experiment-name", default="digits")
     parser.add_argument(
         "--learning-rate",
@@ -154,7 +160,7 @@ def train(args: argparse.Namespace) -> str:
     keras.utils.set_random_seed(args.seed)
     x_all, x_test = pre_process(data.x_train), pre_process(data.x_test)
     # Validation is the tail of the training split; the test split is only for the final score.
-    n_val = int(len(x_all) * args.validation_split)
+    n_val = validation_size(len(x_all), args.validation_split)
     x_train, y_train = x_all[: len(x_all) - n_val], data.y_train[: len(x_all) - n_val]
     x_val, y_val = x_all[len(x_all) - n_val :], data.y_train[len(x_all) - n_val :]
     aug = augmentation(args)
