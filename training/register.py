@@ -50,6 +50,7 @@ def pip_requirements() -> list[str]:
         ("keras",),
         ("numpy",),
         ("pillow",),
+        ("scipy",),
         ("pandas",),
         ("onnxruntime",),
     ]

@@ -410,7 +410,16 @@ def test_big_photo_is_reduced_not_refused(x_test: np.ndarray) -> None:
     assert aligned_corr(out, x_test[0]) > 0.85
 
 
-def test_big_photo_work_image_is_small(digit: np.ndarray, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("size", "drafted", "work"),
+    [
+        ((4000, 3000), (500, 375), (375, 500)),  # reduced 8×, all of it by the decoder
+        ((640, 480), (320, 240), (240, 320)),  # 2×, by the decoder: never decoded whole
+        ((3000, 2000), (1500, 1000), (334, 500)),  # 6×: 2× by the decoder, then 3×
+        ((500, 400), (500, 400), (400, 500)),  # already work size: decoded as it is
+    ],
+)
+def test_big_photo_work_image_is_small(digit: np.ndarray, monkeypatch, size, drafted, work) -> None:
     drafts = []
     original = JpegImagePlugin.JpegImageFile.draft
 
@@ -420,11 +429,11 @@ def test_big_photo_work_image_is_small(digit: np.ndarray, monkeypatch) -> None:
         return result
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
-    ink = decode_image(variants.big_photo_jpeg(digit, size=(4000, 3000), seed=1))
-    assert max(ink.shape) <= 512
-    # The JPEG decoder itself scaled down (by 4 here) and skipped colour: pixels never
-    # existed at full size.
-    assert drafts == [("L", (1000, 750))]
+    ink = decode_image(variants.big_photo_jpeg(digit, size=size, seed=1))
+    assert ink.shape == work
+    # The JPEG decoder itself scaled down and skipped colour: pixels never existed at
+    # full size.
+    assert drafts == [("L", drafted)]
 
 
 def test_faint_pencil_is_stretched_to_full_ink(digit: np.ndarray) -> None:
