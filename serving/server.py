@@ -12,6 +12,7 @@ from gunicorn.app.base import BaseApplication
 
 from serving import metrics
 from serving.config import RELOAD_FILE_ENV, Settings
+from serving.worker import LoadBoard
 
 
 class DigitServer(BaseApplication):
@@ -19,6 +20,8 @@ class DigitServer(BaseApplication):
         self.settings = settings
         # Here in the master, before any worker forks and imports prometheus_client.
         self.metrics_dir, self._owns_metrics_dir = metrics.prepare_multiprocess_dir()
+        # Shared with the workers it forks (serving/worker.py); room for a reload's overlap.
+        self.load_board = LoadBoard(2 * settings.workers + 2)
         super().__init__()
 
     def load_config(self) -> None:
@@ -43,6 +46,7 @@ class DigitServer(BaseApplication):
 
     def _child_exit(self, server, worker) -> None:
         metrics.mark_worker_dead(worker.pid)
+        self.load_board.leave(worker.pid)  # a worker that died could not leave itself
 
     def _on_exit(self, server) -> None:
         if self._owns_metrics_dir:

@@ -42,24 +42,40 @@ def _connections_per_worker(master: psutil.Process, port: int, clients: set[int]
     return sorted(counts)
 
 
-def test_a_worker_with_busy_threads_leaves_new_connections_to_one_with_free_threads(
-    registry, tmp_path
-):
+def _stall(port: int, count: int) -> list[socket.socket]:
+    clients: list[socket.socket] = []
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", port), timeout=10)
+        client.sendall(PARTIAL)
+        clients.append(client)
+        time.sleep(0.2)  # accepted and busy before the next one comes
+    return clients
+
+
+def _spread(registry, tmp_path, stalled: int) -> list[int]:
+    """How many of ``stalled`` half-sent requests each worker holds."""
     extra = {"WORKERS": str(WORKERS), "THREADS": str(THREADS)}
     with run_server(registry.env, extra, tmp_path) as server:
         _wait_for_every_worker(server.log_path, WORKERS)
         port = urlsplit(server.url).port
         master = psutil.Process(server.proc.pid)
-        clients: list[socket.socket] = []
+        clients = _stall(port, stalled)
         try:
-            for _ in range(WORKERS * THREADS):
-                client = socket.create_connection(("127.0.0.1", port), timeout=10)
-                client.sendall(PARTIAL)
-                clients.append(client)
-                time.sleep(0.2)  # accepted and busy before the next one comes
             ports = {c.getsockname()[1] for c in clients}
-            # Plain gthread splits six such clients 3/3 only by chance (5 times in 16).
-            assert _connections_per_worker(master, port, ports) == [THREADS] * WORKERS
+            return _connections_per_worker(master, port, ports)
         finally:
             for client in clients:
                 client.close()
+
+
+def test_a_worker_with_busy_threads_leaves_new_connections_to_one_with_free_threads(
+    registry, tmp_path
+):
+    # Plain gthread splits six such clients 3/3 only by chance (5 times in 16).
+    assert _spread(registry, tmp_path, WORKERS * THREADS) == [THREADS] * WORKERS
+
+
+def test_connections_are_spread_before_any_worker_is_full(registry, tmp_path):
+    # Two clients, three threads each: without the shared board both may go to one worker
+    # (neither has all its threads busy), as 8 clients went 8/0 on 2 × 8 threads.
+    assert _spread(registry, tmp_path, WORKERS) == [1] * WORKERS
