@@ -132,15 +132,16 @@ class BalancedThreadWorker(ThreadWorker):
             return self._max_connections
         return min(self.nr_conns, self._max_connections)
 
+    @worker_connections.setter
+    def worker_connections(self, value: int) -> None:
+        self._max_connections = value
+
     def _least_elsewhere(self) -> int | None:
+        # Ours published first, so the siblings' view is as fresh as this turn of the loop.
         if self._slot is None:
             return None
         self._board.publish(self._slot, self._busy_threads())
         return self._board.least_elsewhere(self._slot)
-
-    @worker_connections.setter
-    def worker_connections(self, value: int) -> None:
-        self._max_connections = value
 
     def _busy_threads(self) -> int:
         # Connections not waiting in the poller are in (or queued for) the thread pool.
