@@ -6,9 +6,11 @@ split decides a connection's worker for its whole life: 32 clients split 21/11 a
 as readily as 16/16 here, and the busier worker's requests then waited 2.5 times as long
 (in-app mean 22 against 8.5 ms), which set the service's p99. So a worker whose threads
 are all busy stops listening for a moment (``ACCEPT_DEFER_SECONDS``) and leaves the
-connection to a sibling with a free thread; if none takes it by then, the busy worker
-does, one connection per wait. Nothing is refused, and a worker with a free thread
-accepts at once, as before.
+connection to a sibling with a free thread; a connection still waiting in the listening
+queue after that wait is taken by the busy worker (it looks at the queue without accepting,
+so a connection that arrived a moment ago is left to a free sibling: taking whatever was
+there every 5 ms raced free siblings and split 6 stalled clients on 2 × 3 threads 4/2).
+Nothing is refused, and a worker with a free thread accepts at once, as before.
 
 Below that, a :class:`LoadBoard` the master shares with its workers tells each how busy
 its siblings are, and a worker with more busy threads than the least busy sibling leaves
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import select
 import time
+from collections.abc import Callable
 from multiprocessing.sharedctypes import RawArray
 
 from gunicorn.workers.gthread import ThreadWorker
@@ -34,27 +38,40 @@ ACCEPT_DEFER_SECONDS = 0.005
 
 
 class AcceptGate:
-    """When a worker with ``threads`` threads may accept: at once while one is free; with all
-    busy, only a connection that has waited ``defer`` seconds unclaimed (its siblings had
-    their chance), one per ``defer``."""
+    """When a worker with ``threads`` threads may accept: at once while one is free (and, when
+    the siblings' load is known, none of them is less busy); otherwise only a connection
+    seen waiting unclaimed for ``defer`` seconds (its siblings had their chance)."""
 
     def __init__(self, threads: int, defer: float = ACCEPT_DEFER_SECONDS) -> None:
         self.threads = threads
         self.defer = defer
-        self.busy_since: float | None = None
+        self.crowded = False  # the last decision left connections to the siblings
+        self.unclaimed_since: float | None = None  # a connection first seen waiting
         self.brief = False  # open for one poll that does not wait: only a pending connection
 
-    def open(self, busy: int, now: float, least_elsewhere: int | None = None) -> bool:
-        """``least_elsewhere``: the fewest busy threads of a sibling, when known."""
+    def open(
+        self,
+        busy: int,
+        now: float,
+        least_elsewhere: int | None = None,
+        waiting: Callable[[], bool] = lambda: True,
+    ) -> bool:
+        """``least_elsewhere``: the fewest busy threads of a sibling, when known; ``waiting``:
+        whether a connection is waiting to be accepted now (asked only when crowded)."""
         self.brief = False
         if busy < self.threads and (least_elsewhere is None or busy <= least_elsewhere):
-            self.busy_since = None
+            self.crowded, self.unclaimed_since = False, None
             return True
-        if self.busy_since is None:
-            self.busy_since = now
-        if now - self.busy_since < self.defer:
+        self.crowded = True
+        if not waiting():  # none, or a sibling took it: the next one starts its own wait
+            self.unclaimed_since = None
             return False
-        self.busy_since = now  # one connection now, the next after another wait
+        if self.unclaimed_since is None:
+            self.unclaimed_since = now
+        if now - self.unclaimed_since < self.defer:
+            return False
+        # Taking a connection that arrived a moment ago would race a free sibling for it.
+        self.unclaimed_since = None
         self.brief = True
         return True
 
@@ -62,8 +79,8 @@ class AcceptGate:
         """How long the event loop may wait now without missing the gate's next turn."""
         if self.brief:
             return 0.0
-        if self.busy_since is not None:
-            return min(timeout, self.defer)
+        if self.crowded:
+            return min(timeout, self.defer / 2)
         return timeout
 
 
@@ -127,7 +144,7 @@ class BalancedThreadWorker(ThreadWorker):
     def worker_connections(self) -> int:
         # gthread accepts while nr_conns < worker_connections: a closed gate makes that false.
         if self._gate is None or self._gate.open(
-            self._busy_threads(), time.monotonic(), self._least_elsewhere()
+            self._busy_threads(), time.monotonic(), self._least_elsewhere(), self._waiting
         ):
             return self._max_connections
         return min(self.nr_conns, self._max_connections)
@@ -142,6 +159,10 @@ class BalancedThreadWorker(ThreadWorker):
             return None
         self._board.publish(self._slot, self._busy_threads())
         return self._board.least_elsewhere(self._slot)
+
+    def _waiting(self) -> bool:
+        """Whether a connection waits in a listening socket's queue (nothing is accepted)."""
+        return bool(select.select(self.sockets, [], [], 0)[0])
 
     def _busy_threads(self) -> int:
         # Connections not waiting in the poller are in (or queued for) the thread pool.

@@ -17,15 +17,28 @@ def test_a_worker_with_a_free_thread_accepts_at_once() -> None:
     assert gate.poll_timeout(1.0) == 1.0  # the event loop may sleep as usual
 
 
-def test_a_busy_worker_waits_then_takes_one_connection_per_wait() -> None:
+def waiting() -> bool:
+    return True
+
+
+def test_a_busy_worker_takes_a_connection_only_once_it_has_waited() -> None:
     gate = AcceptGate(threads=4, defer=0.02)
-    assert not gate.open(4, now=1.000)  # all busy: a sibling may take it
-    assert gate.poll_timeout(1.0) == 0.02  # look again when the wait is over
-    assert not gate.open(5, now=1.010)
-    assert gate.open(5, now=1.020)  # nobody did: this worker takes one that is waiting,
+    assert not gate.open(4, now=1.000, waiting=waiting)  # all busy: a sibling may take it
+    assert gate.poll_timeout(1.0) == 0.01  # look again within the wait
+    assert not gate.open(5, now=1.010, waiting=waiting)
+    assert gate.open(5, now=1.020, waiting=waiting)  # still unclaimed: this worker takes it,
     assert gate.poll_timeout(1.0) == 0.0  # without waiting for one to come
-    assert not gate.open(6, now=1.021)  # and the next waits again
-    assert gate.open(6, now=1.041)
+    assert not gate.open(6, now=1.021, waiting=waiting)  # and the next waits its own turn
+    assert gate.open(6, now=1.041, waiting=waiting)
+
+
+def test_a_connection_a_sibling_took_does_not_count_for_the_next() -> None:
+    gate = AcceptGate(threads=4, defer=0.02)
+    assert not gate.open(4, now=1.000, waiting=waiting)
+    assert not gate.open(4, now=1.015, waiting=lambda: False)  # a sibling accepted it
+    # One arriving now is not taken at once although the worker has been busy for 20 ms.
+    assert not gate.open(4, now=1.020, waiting=waiting)
+    assert gate.open(4, now=1.040, waiting=waiting)
 
 
 def test_a_freed_thread_opens_the_gate_again() -> None:
@@ -38,9 +51,9 @@ def test_a_freed_thread_opens_the_gate_again() -> None:
 def test_a_worker_busier_than_a_sibling_leaves_it_the_connection() -> None:
     gate = AcceptGate(threads=8, defer=0.02)
     assert gate.open(1, now=0.0, least_elsewhere=1)  # equally busy: no waiting
-    assert not gate.open(2, now=0.0, least_elsewhere=1)  # the sibling is freer
-    assert gate.poll_timeout(1.0) == 0.02
-    assert gate.open(2, now=0.02, least_elsewhere=1)  # it did not take it: this one does
+    assert not gate.open(2, now=0.0, least_elsewhere=1, waiting=waiting)  # a freer sibling
+    assert gate.poll_timeout(1.0) == 0.01
+    assert gate.open(2, now=0.02, least_elsewhere=1, waiting=waiting)  # it did not take it
 
 
 def test_the_board_reports_the_least_busy_other_worker() -> None:
