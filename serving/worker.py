@@ -143,9 +143,10 @@ class BalancedThreadWorker(ThreadWorker):
     @property
     def worker_connections(self) -> int:
         # gthread accepts while nr_conns < worker_connections: a closed gate makes that false.
-        if self._gate is None or self._gate.open(
-            self._busy_threads(), time.monotonic(), self._least_elsewhere(), self._waiting
-        ):
+        if self._gate is None:
+            return self._max_connections
+        busy = self._busy_threads()
+        if self._gate.open(busy, time.monotonic(), self._least_elsewhere(busy), self._waiting):
             return self._max_connections
         return min(self.nr_conns, self._max_connections)
 
@@ -153,11 +154,11 @@ class BalancedThreadWorker(ThreadWorker):
     def worker_connections(self, value: int) -> None:
         self._max_connections = value
 
-    def _least_elsewhere(self) -> int | None:
+    def _least_elsewhere(self, busy: int) -> int | None:
         # Ours published first, so the siblings' view is as fresh as this turn of the loop.
         if self._slot is None:
             return None
-        self._board.publish(self._slot, self._busy_threads())
+        self._board.publish(self._slot, busy)
         return self._board.least_elsewhere(self._slot)
 
     def _waiting(self) -> bool:
