@@ -73,6 +73,18 @@ def version(tool: str) -> str:
     return f"hey {proc.stdout.strip() or 'unknown'}"
 
 
+def write_bodies(path: Path, bodies: list[bytes]) -> Path:
+    """Several request bodies for one run, each sent in turn: ``path`` holds them end to end,
+    ``path`` + ``.lengths`` their sizes, one per line."""
+    path.write_bytes(b"".join(bodies))
+    path.with_name(path.name + ".lengths").write_text("".join(f"{len(b)}\n" for b in bodies))
+    return path
+
+
+def _is_bundle(body_file: Path) -> bool:
+    return body_file.with_name(body_file.name + ".lengths").is_file()
+
+
 def run(
     tool: str,
     url: str,
@@ -81,10 +93,14 @@ def run(
     concurrency: int,
     duration_s: float,
     work_dir: Path,
+    start: int = 0,
 ) -> LoadResult:
-    """One closed-loop run; POSTs the bytes of ``body_file`` to ``url``."""
+    """One closed-loop run; POSTs the bytes of ``body_file`` to ``url`` — or, for a file
+    from :func:`write_bodies`, its bodies in turn from the ``start``-th one (wrk only)."""
     if tool == "wrk":
-        argv = _wrk_argv(url, content_type, body_file, concurrency, duration_s, work_dir)
+        argv = _wrk_argv(url, content_type, body_file, concurrency, duration_s, work_dir, start)
+    elif _is_bundle(body_file):
+        raise ValueError("a different body per request needs wrk: hey sends one body")
     elif tool == "hey":
         argv = _hey_argv(url, content_type, body_file, concurrency, duration_s)
     else:
@@ -109,7 +125,7 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = {content_type!r}
-
+{bodies}
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -121,15 +137,51 @@ function done(summary, latency, requests)
 end
 """
 
+# Bodies in turn: thread t of T sends bodies start + t, start + t + T, … (wrapping around).
+_WRK_BODIES = """\
+local threads = 0
+function setup(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+  thread:set("step", {threads_total})
+end
+local bodies, n = {{}}, 0
+function init(args)
+  local offset = 0
+  for size in io.lines({lengths!r}) do
+    bodies[#bodies + 1] = wrk.body:sub(offset + 1, offset + tonumber(size))
+    offset = offset + tonumber(size)
+  end
+  n = {start} + id
+end
+function request()
+  local body = bodies[(n % #bodies) + 1]
+  n = n + step
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
 
 def _wrk_argv(
-    url: str, content_type: str, body_file: Path, concurrency: int, duration_s: float, work: Path
+    url: str,
+    content_type: str,
+    body_file: Path,
+    concurrency: int,
+    duration_s: float,
+    work: Path,
+    start: int = 0,
 ) -> list[str]:
     script = work / f"wrk-{body_file.stem}.lua"
-    # Lua string literals accept Python's repr of a plain ASCII path / content type.
-    script.write_text(_WRK_SCRIPT.format(body=str(body_file), content_type=content_type))
     # One wrk thread per core at most: more would only fight the server for the 2 cores.
     threads = max(1, min(concurrency, os.cpu_count() or 1))
+    bodies = ""
+    if _is_bundle(body_file):
+        lengths = body_file.with_name(body_file.name + ".lengths")
+        bodies = _WRK_BODIES.format(lengths=str(lengths), start=start, threads_total=threads)
+    # Lua string literals accept Python's repr of a plain ASCII path / content type.
+    script.write_text(
+        _WRK_SCRIPT.format(body=str(body_file), content_type=content_type, bodies=bodies)
+    )
     return [
         "wrk",
         f"-t{threads}",

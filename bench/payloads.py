@@ -3,6 +3,10 @@
 Each server takes its own encoding of the same image: this service a raw ``image/*`` body,
 ``mlflow models serve`` a ``dataframe_split`` JSON document with base64 (the pyfunc decodes
 it), the naive reference ``{"image": "<base64>"}``.
+
+``distinct28`` sends a different digit with every request, as real users do: this service
+keeps each new image as a file (fsynced) in its image log, which a repeated image, stored
+once, never exercises.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The seed's example image: MNIST test image #9 (a 9).
 SEED_INDEX = 9
 PHOTO_SIZE = (640, 480)
+# Distinct images for ``distinct28``: more than one server's whole run sends (≈ 45,000 here).
+DISTINCT_COUNT = 50_000
 
 
 @dataclass(frozen=True)
@@ -32,10 +38,12 @@ class Payload:
     image: bytes
     content_type: str
     digit: int  # the true digit, to check each server's answer once before measuring
+    # More images, when every request must send a different one (``image`` is the first).
+    others: tuple[bytes, ...] = ()
 
     @property
-    def base64(self) -> str:
-        return base64.b64encode(self.image).decode("ascii")
+    def images(self) -> tuple[bytes, ...]:
+        return (self.image, *self.others)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -44,6 +52,7 @@ class Payload:
             "bytes": len(self.image),
             "sha256": hashlib.sha256(self.image).hexdigest(),
             "true_digit": self.digit,
+            "distinct_images": len(self.images),
         }
 
 
@@ -75,6 +84,15 @@ def build_payloads() -> dict[str, Payload]:
             "image/jpeg",
             label,
         ),
+        "distinct28": Payload(
+            "distinct28",
+            f"a different 28×28 greyscale PNG with every request: the first {DISTINCT_COUNT:,} "
+            "MNIST training digits, in turn (so this service stores a new image each time)",
+            variants.png_bytes(data.x_train[0]),
+            "image/png",
+            int(data.y_train[0]),
+            tuple(variants.png_bytes(x) for x in data.x_train[1:DISTINCT_COUNT]),
+        ),
     }
 
 
@@ -87,16 +105,17 @@ class Request:
     body: bytes
 
 
-def request_for(api: str, payload: Payload) -> Request:
+def request_for(api: str, payload: Payload, image: bytes | None = None) -> Request:
+    """The request that sends ``image`` (default: the payload's first) to this kind of server."""
+    image = payload.image if image is None else image
     if api == "service":
-        return Request("/recognize", payload.content_type, payload.image)
+        return Request("/recognize", payload.content_type, image)
+    text = base64.b64encode(image).decode("ascii")
     if api == "mlflow":
-        doc = {"dataframe_split": {"columns": ["image"], "data": [[payload.base64]]}}
+        doc = {"dataframe_split": {"columns": ["image"], "data": [[text]]}}
         return Request("/invocations", "application/json", json.dumps(doc).encode())
     if api == "naive":
-        return Request(
-            "/predict", "application/json", json.dumps({"image": payload.base64}).encode()
-        )
+        return Request("/predict", "application/json", json.dumps({"image": text}).encode())
     raise ValueError(f"unknown api {api!r}")
 
 
