@@ -1,0 +1,87 @@
+"""The load generator against a real HTTP server: one body, or a different body per request."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from bench import loadgen
+
+pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the servers under test
+    received: ClassVar[list[bytes]]  # each test's server gets its own (see the fixture)
+    lock: ClassVar[threading.Lock]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with self.lock:
+            self.received.append(body)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # wrk drops its connections when its time is up
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, list[bytes]]]:
+    received: list[bytes] = []
+    handler = type("Handler", (_Recorder,), {"received": received, "lock": threading.Lock()})
+    httpd = _Server(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", received
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_one_body_is_sent_every_time(server, tmp_path: Path):
+    url, received = server
+    body = tmp_path / "one.body"
+    body.write_bytes(b"\x89PNG same image")
+    result = loadgen.run("wrk", url, "image/png", body, 2, 1, tmp_path)
+    assert result.responses > 10 and result.errors == 0
+    assert set(received) == {b"\x89PNG same image"}
+
+
+def test_bundled_bodies_are_sent_in_turn_without_repeats_from_the_start_given(
+    server, tmp_path: Path
+):
+    url, received = server
+    bodies = [f"image {i:06d} ".encode() * (1 + i % 7) for i in range(200_000)]
+    bundle = loadgen.write_bodies(tmp_path / "many.body", bodies)
+    first = loadgen.run("wrk", url, "image/png", bundle, 4, 1, tmp_path)
+    sent_first = list(received)
+    assert 10 < first.responses < len(bodies)  # a second's worth: no wrap-around
+    assert len(set(sent_first)) == len(sent_first)  # no body twice
+    assert set(sent_first) <= set(bodies[: len(sent_first) + 64])  # from the first on
+
+    start = len(sent_first) + 64  # as bench.run does between runs
+    received.clear()
+    loadgen.run("wrk", url, "image/png", bundle, 4, 1, tmp_path, start)
+    assert received and not set(received) & set(sent_first)
+    assert min(bodies.index(b) for b in set(received)) >= start
+
+
+def test_hey_refuses_bundled_bodies(tmp_path: Path):
+    bundle = loadgen.write_bodies(tmp_path / "many.body", [b"a", b"b"])
+    with pytest.raises(ValueError, match="needs wrk"):
+        loadgen.run("hey", "http://127.0.0.1:9/", "image/png", bundle, 1, 1, tmp_path)
