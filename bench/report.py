@@ -121,7 +121,8 @@ def markdown(results: dict) -> str:
     for name in _ordered_names(servers):
         s = servers[name]
         per = ", ".join(f"{p['role']} {p['peak_rss_mb']:.0f}" for p in s["peak_rss_mb_per_process"])
-        lines.append(f"| {name} | {s['label']} | {s['ready_s']:.2f} | {per} |")
+        label = f"{s['label']} (**{s['died']}**)" if s.get("died") else s["label"]
+        lines.append(f"| {name} | {label} | {s['ready_s']:.2f} | {per} |")
     lines += ["", "## Targets (issue #6)", ""]
     for t in results["targets"]:
         mark = {True: "met", False: "**missed**", None: "not measured"}[t["met"]]

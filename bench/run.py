@@ -271,6 +271,7 @@ def measure_server(
     print(f"   ready after {running.ready_s:.2f} s", flush=True)
     cells: list[dict[str, Any]] = []
     peaks: dict[int, dict[str, Any]] = {}
+    where = "start"
     try:
         if name == "service":
             status, body = servers.http_get(spec.url + "/ready", timeout=5)
@@ -278,6 +279,7 @@ def measure_server(
         idle = servers.TreeSampler(running.proc.pid).start().stop()
         record["idle"] = idle.as_dict()
         for payload in payloads.values():
+            where = payload.name
             req = request_for(spec.api, payload)
             body_file = _body_file(spec.api, payload, req, work)
             url = spec.url + req.path
@@ -297,6 +299,7 @@ def measure_server(
             sent += warm + _STRAGGLERS
             print(f"   {payload.name}: warmed up with {warm} requests", flush=True)
             for concurrency in args.concurrency:
+                where = f"{payload.name} c={concurrency}"
                 cell = measure_cell(
                     args, running, url, req.content_type, body_file, concurrency, sent
                 )
@@ -319,7 +322,12 @@ def measure_server(
                 time.sleep(1.0)  # let queues drain and the sampler's view settle
     except Exception:
         print(servers.log_tail(running.log_path), file=sys.stderr)
-        raise
+        if running.proc.poll() is None:
+            raise
+        # The server died (the naive reference has, once, inside Keras): keep what was
+        # measured, say so, and go on with the next server.
+        record["died"] = f"exited with code {running.proc.returncode} during {where}"
+        print(f"   !! {name} {record['died']}", flush=True)
     finally:
         servers.stop(running)
     record["peak_rss_mb_per_process"] = sorted(peaks.values(), key=lambda p: p["role"] != "main")
