@@ -1,7 +1,8 @@
 """`make bench`: this service, `mlflow models serve` and a naive reference under real load.
 
     python -m bench.run [--duration 8] [--concurrency 1,8,32,64] [--servers service,mlflow]
-                        [--payloads png28,photo640] [--loadgen wrk|hey] [--out bench/results]
+                        [--payloads png28,photo640,distinct28] [--loadgen wrk|hey]
+                        [--out bench/results]
     python -m bench.run --smoke      # 1 s cells at concurrency 1 and 8: checks the harness
 
 All three serve the same registered model (``MODEL_URI``, default
