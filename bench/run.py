@@ -33,7 +33,6 @@ from bench import loadgen, report, servers
 from bench.payloads import (
     PROJECT_ROOT,
     Payload,
-    Request,
     answered_digit,
     build_payloads,
     mnist_path,
@@ -282,7 +281,7 @@ def measure_server(
         for payload in payloads.values():
             where = payload.name
             req = request_for(spec.api, payload)
-            body_file = _body_file(spec.api, payload, req, work)
+            body_file = _body_file(spec.api, payload, work)
             url = spec.url + req.path
             # One request first: the server must answer it, and the answer is recorded.
             status, answer = servers.http_post(url, req.body, req.content_type)
@@ -338,13 +337,14 @@ def measure_server(
     return record, cells
 
 
-def _body_file(api: str, payload: Payload, first: Request, work: Path) -> Path:
+def _body_file(api: str, payload: Payload, work: Path) -> Path:
     """The file the load generator sends: one body, or all of a payload's distinct images."""
     path = work / f"{api}-{payload.name}.body"
-    if len(payload.images) == 1:
-        path.write_bytes(first.body)
+    bodies = [request_for(api, payload, image).body for image in payload.images]
+    if len(bodies) == 1:
+        path.write_bytes(bodies[0])
         return path
-    return loadgen.write_bodies(path, [request_for(api, payload, i).body for i in payload.images])
+    return loadgen.write_bodies(path, bodies)
 
 
 def measure_cell(
