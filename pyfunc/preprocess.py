@@ -9,8 +9,6 @@ into a 20×20 box, put the centre of mass at the centre of 28×28. Bad input onl
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import math
 import warnings
@@ -22,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from scipy import ndimage
 
+from pyfunc.encoding import b64decode
 from pyfunc.errors import ImageError, ImageTooLarge, NoDigit, UnsupportedFormat
 
 __all__ = [
@@ -719,24 +718,6 @@ def _place(patch: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- batches
 
 
-def _b64decode(text: str) -> bytes:
-    text = text.strip()
-    if text[:5].lower() == "data:":
-        header, comma, text = text.partition(",")
-        if not comma:
-            raise ImageError("malformed data URL: no ',' before the data")
-        if ";base64" not in header.lower():
-            raise ImageError("data URL must be base64-encoded (';base64,')")
-    text = "".join(text.split())
-    if "-" in text or "_" in text:  # URL-safe alphabet
-        text = text.replace("-", "+").replace("_", "/")
-    text += "=" * (-len(text) % 4)
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ImageError("invalid base64: the string is not base64-encoded image data") from exc
-
-
 def _check_array_size(shape: tuple[int, ...], limits: Limits) -> None:
     if len(shape) >= 2:
         _check_size(int(shape[1]), int(shape[0]), limits)
@@ -754,7 +735,7 @@ def _decode_one(item: Any, limits: Limits) -> Decoded:
     if isinstance(item, bytes | bytearray | memoryview):
         return Decoded(*_decode(item, limits))
     if isinstance(item, str):
-        return Decoded(*_decode(_b64decode(item), limits))
+        return Decoded(*_decode(b64decode(item), limits))
     if isinstance(item, np.ndarray | list | tuple):
         arr = np.asarray(item) if not isinstance(item, np.ndarray) else item
         if arr.dtype == object or not (
