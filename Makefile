@@ -13,7 +13,8 @@ endif
 MLFLOW_RUN := $(PY) -m mlflow run . --env-manager local --experiment-name digits
 QUICK_EPOCHS ?= 2
 
-.PHONY: setup test lint format train quick-train evaluate eval-wild promote serve stack ui bench clean
+.PHONY: setup test lint format train quick-train evaluate eval-wild promote models-serve serve stack ui bench \
+  clean help
 
 setup: $(VENV)/.installed
 
@@ -34,11 +35,11 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-train: setup  ## full training (12 epochs); more parameters: TRAIN_ARGS="-P rotation=10 -P stroke=false"
-	$(MLFLOW_RUN) -e train $(TRAIN_ARGS)
+train: setup  ## full training (12 epochs); parameters: ARGS="-P epochs=3 -P limit=10000"
+	$(MLFLOW_RUN) -e train $(TRAIN_ARGS) $(ARGS)
 
-quick-train: setup
-	$(MLFLOW_RUN) -e train -P epochs=$(QUICK_EPOCHS)
+quick-train: setup  ## a 2-epoch run (QUICK_EPOCHS=n); more parameters in ARGS="-P …"
+	$(MLFLOW_RUN) -e train -P epochs=$(QUICK_EPOCHS) $(ARGS)
 
 evaluate: setup
 	$(MLFLOW_RUN) -e evaluate
@@ -49,8 +50,16 @@ eval-wild: setup  ## naive resize vs this pipeline on "real world" variants of M
 	$(MLFLOW_RUN) -e evaluate -P wild_limit=$(WILD_LIMIT) $(if $(SPLIT),-P split=$(SPLIT)) \
 	  $(if $(MODEL_URI),-P model_uri=$(MODEL_URI))
 
-promote: setup  ## VERSION=n to pick one (default the latest); FORCE=true skips the gate
-	$(MLFLOW_RUN) -e promote $(if $(VERSION),-P version=$(VERSION)) $(if $(FORCE),-P force=$(FORCE))
+# PROMOTE_COMMAND lets a refused promotion name the command to type to override it.
+promote: setup  ## gated; VERSION=n picks one (default the latest); FORCE=true skips the gate
+	PROMOTE_COMMAND="make promote$(if $(VERSION), VERSION=$(VERSION))" \
+	  $(MLFLOW_RUN) -e promote $(if $(VERSION),-P version=$(VERSION)) \
+	  $(if $(FORCE),-P force=$(FORCE)) $(ARGS)
+
+MODELS_SERVE_PORT ?= 5001
+models-serve: setup  ## `mlflow models serve` of MODEL_URI (default Production) on :5001
+	$(VENV)/bin/mlflow models serve -m $(or $(MODEL_URI),models:/digits/Production) \
+	  --env-manager local -p $(MODELS_SERVE_PORT)
 
 stack: setup  ## tracking server on PostgreSQL + proxied artifacts, two replicas (8001, 8002)
 	MLFLOW_TRACKING_URI= bash deploy/stack.sh
@@ -72,3 +81,6 @@ ui: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+help:  ## every target, with its note where it has one
+	@grep -E '^[a-z][a-z-]*:([^=]|$$)' $(MAKEFILE_LIST) | sed -E 's/:[^#]*(## )?/\t/' | expand -t 16

@@ -13,6 +13,7 @@ alias are set, so ``models:/NAME/Production`` and ``models:/NAME@production`` ag
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -200,6 +201,16 @@ def record(client: MlflowClient, name: str, comparison: Comparison) -> None:
     client.update_model_version(name, comparison.candidate, description=text)
 
 
+def force_hint() -> str:
+    """The override in the words of the command the user typed: ``make promote`` names itself
+    in ``PROMOTE_COMMAND``, ``mlflow run`` sets ``MLFLOW_RUN_ID``, else the module's own flag."""
+    if command := os.environ.get("PROMOTE_COMMAND"):
+        return f"{command} FORCE=true"
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return "-P force=true"
+    return "--force true"
+
+
 def promote(args: argparse.Namespace) -> Comparison:
     tracking.configure()
     client = MlflowClient()
@@ -210,7 +221,7 @@ def promote(args: argparse.Namespace) -> Comparison:
         raise GateRefused(
             f"v{comparison.candidate} scores {100 * comparison.candidate_score:.2f} % against "
             f"v{comparison.champion}'s {100 * comparison.champion_score:.2f} % (margin "
-            f"{100 * comparison.margin:.2f} points): not promoted; --force true overrides"
+            f"{100 * comparison.margin:.2f} points): not promoted; {force_hint()} overrides"
         )
     make_production(client, args.model_name, comparison.candidate)
     print(f"{args.model_name} version {comparison.candidate} is now {STAGE} (alias @{ALIAS})")
