@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import locations
 from bench import loadgen, report, servers
 from bench.payloads import (
     PROJECT_ROOT,
@@ -394,9 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not loadgen.available(args.loadgen):
         raise SystemExit(f"{args.loadgen} not found: apt-get install -y {args.loadgen}")
-    tracking_uri = (
-        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
-    )
+    tracking_uri = locations.tracking_uri()
     env = base_env(tracking_uri)
     if mnist_path():
         env["MNIST_PATH"] = mnist_path() or ""

@@ -11,6 +11,7 @@ from serving import (
     admin,
     errors,
     feedback,
+    image_log,
     logs,
     metrics,
     model_store,
@@ -20,7 +21,6 @@ from serving import (
     web,
 )
 from serving.config import Settings, load_settings
-from serving.imagelog import extension as image_log
 
 
 def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,27 +10,25 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_ENV = "DIGITS_CONFIG"
+from imagelog import ImageLogConfig
+from locations import DEFAULT_DATA_DIR, DEFAULT_TRACKING_URI, settings_sources
+
 # Set by the gunicorn master for its workers: touching this file makes each check the
 # registry now (POST /admin/reload reaches one worker; this reaches the others).
 RELOAD_FILE_ENV = "DIGITS_RELOAD_FILE"
-DEFAULT_CONFIG_FILE = PROJECT_ROOT / "serving.toml"
 
 
-def _default_tracking_uri() -> str:
-    return f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+class Settings(ImageLogConfig, BaseSettings):
+    """Service configuration. Environment variables use the upper-case field names.
 
-
-class Settings(BaseSettings):
-    """Service configuration. Environment variables use the upper-case field names."""
+    The image log's keys (``IMAGE_LOG_BACKEND``, ``DATA_DIR`` …) come from
+    :class:`imagelog.ImageLogConfig`; the feedback export reads the same ones."""
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
-    mlflow_tracking_uri: str = Field(default_factory=_default_tracking_uri)
+    mlflow_tracking_uri: str = DEFAULT_TRACKING_URI
     model_uri: str = "models:/digits/Production"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -70,24 +67,12 @@ class Settings(BaseSettings):
     remote_timeout_seconds: float = Field(default=5.0, gt=0)
     remote_retries: int = Field(default=2, ge=0, le=10)
 
-    # The image log (serving/imagelog): every answered /recognize request, kept durably.
-    image_log_backend: Literal["sqlite", "postgres"] = "sqlite"
-    # sqlite: the index (imagelog.sqlite3) and images/ live here.
-    data_dir: Path = PROJECT_ROOT / "data"
-    # postgres: e.g. postgresql://postgres@127.0.0.1:5432/test; tables go in database_schema.
-    database_url: str = ""
-    database_schema: str = Field(default="image_log", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    # false: predictions are still logged (with the image's sha256), the bytes are not kept.
-    store_images: bool = True
-    # 0 = unlimited. Labelled records are kept unless retention_keep_labelled is false.
-    retention_max_age_days: float = Field(default=0, ge=0)
-    retention_max_count: int = Field(default=0, ge=0)
-    retention_keep_labelled: bool = True
+    # The image log (imagelog/, its other keys in ImageLogConfig): every answered
+    # /recognize request, kept durably.
+    data_dir: Path = DEFAULT_DATA_DIR
     # When a record cannot be written: "refuse" answers 503 storage_unavailable; "answer"
     # answers anyway with "logged": false.
     log_failure_policy: Literal["refuse", "answer"] = "refuse"
-    # How long a write may wait for the database (lock or connection) before it fails.
-    storage_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @classmethod
     def settings_customise_sources(
@@ -98,14 +83,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file is chosen when settings are built, not at import time.
-        config_file = Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if config_file.is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
-        elif os.environ.get(CONFIG_ENV):
-            raise FileNotFoundError(f"{CONFIG_ENV} names a missing file: {config_file}")
-        return tuple(sources)
+        return settings_sources(settings_cls, init_settings, env_settings)
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:

@@ -10,10 +10,10 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
+from imagelog.base import StorageError, utc_now
 from serving import request_id as serving_request_id
 from serving.errors import ApiError
-from serving.imagelog.base import StorageError, utc_now
-from serving.imagelog.extension import image_log
+from serving.image_log import image_log
 
 bp = Blueprint("feedback", __name__)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from pyfunc.preprocess import Limits
-from serving import metrics, payload, request_id
-from serving.imagelog import extension as image_log
+from serving import image_log, metrics, payload, request_id
 from serving.model_store import model_store
 
 bp = Blueprint("digits", __name__)

@@ -1,11 +1,11 @@
 """``python -m training.export_feedback --out PATH``: the labelled images users sent, as an
 ``.npz`` in the MNIST layout, ready to train on.
 
-Reads the image log the service writes (the same settings: ``IMAGE_LOG_BACKEND``,
-``DATA_DIR``, ``DATABASE_URL`` …). Each image goes through the model's own
-:func:`pyfunc.preprocess.pre_process`, and is stored as MNIST stores digits: uint8
-``(N, 28, 28)`` in ``x_train``, its current label in ``y_train``; ``x_test``/``y_test``
-are empty and ``request_ids`` says where each row came from.
+Reads the image log the service writes, with the same settings from the same file and
+environment (``IMAGE_LOG_BACKEND``, ``DATA_DIR``, ``DATABASE_URL`` …). Each image goes
+through the model's own :func:`pyfunc.preprocess.pre_process`, and is stored as MNIST
+stores digits: uint8 ``(N, 28, 28)`` in ``x_train``, its current label in ``y_train``;
+``x_test``/``y_test`` are empty and ``request_ids`` says where each row came from.
 """
 
 from __future__ import annotations
@@ -19,14 +19,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from imagelog import ImageLog, ImageLogConfig, StorageError, open_image_log
+from locations import DEFAULT_DATA_DIR, settings_sources
 from pyfunc.errors import ImageError
 from pyfunc.preprocess import SIZE, Limits, pre_process
-from serving.config import PROJECT_ROOT, Settings
-from serving.imagelog import ImageLog, StorageError, open_image_log
 
 log = logging.getLogger(__name__)
-DEFAULT_OUT = PROJECT_ROOT / "data" / "feedback.npz"
+DEFAULT_OUT = DEFAULT_DATA_DIR / "feedback.npz"
+
+
+class ExportSettings(ImageLogConfig, BaseSettings):
+    """The service's image log and image limits, read as the service reads them: explicit
+    values, then the environment, then the settings file (``DIGITS_CONFIG``/serving.toml)."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    max_image_side: int = Field(default=Limits.max_side, ge=28)
+    max_image_pixels: int = Field(default=Limits.max_pixels, ge=784)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return settings_sources(settings_cls, init_settings, env_settings)
 
 
 @dataclass(frozen=True)
@@ -80,9 +104,9 @@ def export(image_log: ImageLog, out: str | os.PathLike, limits: Limits | None = 
     return Export(out, len(ys), skipped)
 
 
-def export_configured(out: str | os.PathLike, settings: Settings | None = None) -> Export:
+def export_configured(out: str | os.PathLike, settings: ExportSettings | None = None) -> Export:
     """:func:`export` from the image log the settings name."""
-    settings = settings or Settings()
+    settings = settings or ExportSettings()
     limits = Limits(max_side=settings.max_image_side, max_pixels=settings.max_image_pixels)
     with open_image_log(settings) as image_log:
         return export(image_log, out, limits)

@@ -32,7 +32,7 @@ def load_for_training(path: str = "") -> FeedbackSet:
     if path:
         x, y = load_feedback(path)
         return FeedbackSet(x, y, _request_ids(path, len(y)), str(Path(path).resolve()))
-    from serving.imagelog import StorageError
+    from imagelog import StorageError
     from training.export_feedback import export_configured  # reads the image log settings
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -476,7 +476,7 @@ def environment() -> dict[str, str]:
 def _mlproject_parameters(entry_point: str) -> list[str] | None:
     import yaml
 
-    from training.tracking import PROJECT_ROOT
+    from locations import PROJECT_ROOT
 
     path = Path(PROJECT_ROOT) / "MLproject"
     if not path.is_file():

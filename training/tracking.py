@@ -3,18 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_tracking_uri() -> str:
-    return f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
-
-
-def tracking_uri() -> str:
-    """The configured tracking URI; MLflow 3 refuses a bare file store, so default to sqlite."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+from locations import DEFAULT_TRACKING_URI, PROJECT_ROOT, tracking_uri
 
 
 def configure() -> str:
@@ -36,7 +26,7 @@ def ensure_experiment(name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     location = None
-    if tracking_uri() == default_tracking_uri():
+    if tracking_uri() == DEFAULT_TRACKING_URI:
         location = (PROJECT_ROOT / "mlruns").as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 

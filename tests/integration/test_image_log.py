@@ -20,9 +20,9 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
+from imagelog import ImageLog, open_image_log
+from imagelog.base import sha256_hex
 from serving.config import Settings
-from serving.imagelog import ImageLog, open_image_log
-from serving.imagelog.base import sha256_hex
 from tests.support import Registry, Server, postgres_schema, run_checked, run_server
 from training.data import load_feedback
 from training.export_feedback import export_configured

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from serving.imagelog.extension import recorder
+from serving.image_log import recorder
 
 
 @pytest.fixture

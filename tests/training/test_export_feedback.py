@@ -7,22 +7,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imagelog import open_image_log
 from pyfunc.preprocess import pre_process
-from serving.config import Settings
-from serving.imagelog import open_image_log
-from tests.serving.imagelog.samples import make_record
+from tests.imagelog.samples import make_record
 from training.data import DataError, load_feedback, load_mnist
-from training.export_feedback import export, export_configured, main
+from training.export_feedback import ExportSettings, export, export_configured, main
 from training.feedback import load_for_training
 from training.variants import png_bytes
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(image_log_backend="sqlite", data_dir=tmp_path / "data")
+def settings(tmp_path: Path) -> ExportSettings:
+    return ExportSettings(image_log_backend="sqlite", data_dir=tmp_path / "data")
 
 
-def test_labelled_images_are_exported_as_mnist(settings: Settings, mnist, tmp_path: Path):
+def test_labelled_images_are_exported_as_mnist(settings: ExportSettings, mnist, tmp_path: Path):
     pngs = [png_bytes(mnist.x_test[i]) for i in range(4)]
     with open_image_log(settings) as log:
         for i, png in enumerate(pngs):
@@ -43,7 +42,7 @@ def test_labelled_images_are_exported_as_mnist(settings: Settings, mnist, tmp_pa
     assert load_for_training(str(result.path)).request_ids.tolist() == ["r0", "r2"]
 
 
-def test_an_empty_log_exports_an_empty_set(settings: Settings, tmp_path: Path):
+def test_an_empty_log_exports_an_empty_set(settings: ExportSettings, tmp_path: Path):
     result = export_configured(tmp_path / "feedback.npz", settings)
     assert result.count == 0
     x, y = load_feedback(result.path)
@@ -52,7 +51,7 @@ def test_an_empty_log_exports_an_empty_set(settings: Settings, tmp_path: Path):
         load_mnist(result.path)  # MNIST itself must still have both splits
 
 
-def test_an_image_pre_process_now_refuses_is_skipped(settings: Settings, tmp_path: Path):
+def test_an_image_pre_process_now_refuses_is_skipped(settings: ExportSettings, tmp_path: Path):
     from tests.cases import BAD_IMAGES
 
     blank = next(case for case in BAD_IMAGES if case.id == "blank-white").body
@@ -63,7 +62,9 @@ def test_an_image_pre_process_now_refuses_is_skipped(settings: Settings, tmp_pat
     assert (result.count, result.skipped) == (0, 1)
 
 
-def test_the_command_reads_the_configured_log(settings: Settings, mnist, tmp_path, monkeypatch):
+def test_the_command_reads_the_configured_log(
+    settings: ExportSettings, mnist, tmp_path, monkeypatch
+):
     with open_image_log(settings) as log:
         log.record(make_record("r", png_bytes(mnist.x_test[0])))
         log.label("r", 7)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from serving.imagelog import StorageError
-from serving.imagelog.base import sha256_hex
-from serving.imagelog.extension import close, describe, recorder
+from imagelog import StorageError
+from imagelog.base import sha256_hex
+from serving.image_log import close, describe, recorder
 from tests.support import postgres_schema
 
 
@@ -72,7 +72,7 @@ def test_a_rejected_request_is_not_stored_but_logged(app, client, caplog):
 
     blank = next(case for case in BAD_IMAGES if case.id == "blank-white")
     before = _log(app).count()
-    with caplog.at_level(logging.WARNING, logger="serving.imagelog.extension"):
+    with caplog.at_level(logging.WARNING, logger="serving.image_log"):
         response = client.post(
             "/recognize", data=blank.body, content_type="image/png", headers={"X-Request-ID": "r1"}
         )
@@ -147,9 +147,10 @@ def test_describe_reads_the_header_only(seed_png: bytes):
 def test_retention_runs_every_n_writes_one_at_a_time(monkeypatch, seed_png: bytes):
     from flask import Flask, g
 
+    from imagelog import Retention
     from pyfunc.model import Prediction
+    from serving import image_log
     from serving.config import Settings
-    from serving.imagelog import Retention, extension
 
     class FakeLog:
         retention = Retention(max_count=10)
@@ -165,9 +166,9 @@ def test_retention_runs_every_n_writes_one_at_a_time(monkeypatch, seed_png: byte
             self.runs += 1
             return 0
 
-    monkeypatch.setattr(extension, "RETENTION_EVERY", 3)
+    monkeypatch.setattr(image_log, "RETENTION_EVERY", 3)
     fake = FakeLog()
-    rec = extension.Recorder(fake, Settings())
+    rec = image_log.Recorder(fake, Settings())
     monkeypatch.setattr(rec, "_spawn", lambda work: work())  # at once, to count the runs
     with Flask("t").test_request_context():
         g.request_id = "r"

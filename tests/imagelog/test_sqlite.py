@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from serving.imagelog import StorageError
-from serving.imagelog.base import DuplicateRequestId, sha256_hex
-from serving.imagelog.sqlite import DB_NAME, SWEEP_EVERY, SWEPT_NAME, SqliteImageLog, _Pending
-from tests.serving.imagelog.samples import image, make_record
+from imagelog import StorageError
+from imagelog.base import DuplicateRequestId, sha256_hex
+from imagelog.sqlite import DB_NAME, SWEEP_EVERY, SWEPT_NAME, SqliteImageLog, _Pending
+from tests.imagelog.samples import image, make_record
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_a_full_disk_is_a_storage_error_and_leaves_no_trace(log: SqliteImageLog,
     def no_space(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("serving.imagelog.sqlite.os.fsync", no_space)
+    monkeypatch.setattr("imagelog.sqlite.os.fsync", no_space)
     with pytest.raises(StorageError, match="No space left"):
         log.record(make_record("a", image(1)))
     monkeypatch.undo()
@@ -154,7 +154,7 @@ def test_a_failed_staged_write_is_a_storage_error(log: SqliteImageLog, monkeypat
     def no_space(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("serving.imagelog.sqlite.os.fsync", no_space)
+    monkeypatch.setattr("imagelog.sqlite.os.fsync", no_space)
     staged = log.stage_image(sha256_hex(image(1)), "png", image(1))
     with pytest.raises(StorageError, match="No space left"):
         staged.wait()

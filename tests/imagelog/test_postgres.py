@@ -12,9 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from serving.imagelog import StorageError
-from serving.imagelog.postgres import SCHEMA_VERSION, PostgresImageLog
-from tests.serving.imagelog.samples import image, make_record
+from imagelog import StorageError
+from imagelog.postgres import SCHEMA_VERSION, PostgresImageLog
+from tests.imagelog.samples import image, make_record
 from tests.support import free_port, postgres_schema
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from serving.imagelog import Record
-from serving.imagelog.base import sha256_hex, utc_now
+from imagelog import Record
+from imagelog.base import sha256_hex, utc_now
 
 
 def make_record(request_id: str, image: bytes, *, age_days: float = 0, digit: int = 3) -> Record:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from serving.imagelog.base import (
+from imagelog.base import (
     DuplicateRequestId,
     Feedback,
     ImageLog,

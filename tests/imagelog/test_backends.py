@@ -7,10 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from serving.config import Settings
-from serving.imagelog import DuplicateRequestId, ImageLog, Retention, open_image_log
-from serving.imagelog.base import sha256_hex, utc_now
-from tests.serving.imagelog.samples import image, make_record
+from imagelog import DuplicateRequestId, ImageLog, ImageLogConfig, Retention, open_image_log
+from imagelog.base import sha256_hex, utc_now
+from tests.imagelog.samples import image, make_record
 
 
 @pytest.fixture
@@ -18,7 +17,7 @@ def open_log(image_log_config):
     opened: list[ImageLog] = []
 
     def open_(**overrides: object) -> ImageLog:
-        log = open_image_log(Settings(**{**image_log_config, **overrides}))
+        log = open_image_log(ImageLogConfig(**{**image_log_config, **overrides}))
         opened.append(log)
         return log
 

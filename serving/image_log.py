@@ -17,13 +17,8 @@ from dataclasses import dataclass
 from flask import Flask, Response, current_app, g, request
 from PIL import Image
 
-from pyfunc.model import Prediction
-from pyfunc.preprocess import sniff_format
-from serving import metrics
-from serving.config import Settings
-from serving.errors import ApiError
-from serving.imagelog import open_image_log
-from serving.imagelog.base import (
+from imagelog import open_image_log
+from imagelog.base import (
     EXTENSIONS,
     DuplicateRequestId,
     ImageLog,
@@ -34,6 +29,11 @@ from serving.imagelog.base import (
     sha256_hex,
     utc_now,
 )
+from pyfunc.model import Prediction
+from pyfunc.preprocess import sniff_format
+from serving import metrics
+from serving.config import Settings
+from serving.errors import ApiError
 
 log = logging.getLogger(__name__)
 EXTENSION = "digits_image_log"
@@ -179,7 +179,10 @@ class Recorder:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    recorder_ = Recorder(open_image_log(settings), settings)
+    # Up to one connection per thread, but few enough for replicas × workers to stay well
+    # inside PostgreSQL's default 100 connections.
+    opened = open_image_log(settings, pool_size=min(settings.threads, 8))
+    recorder_ = Recorder(opened, settings)
     app.extensions[EXTENSION] = recorder_
     recorder_.retain_in_background(sweep=True)
 

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from serving.imagelog.base import (
+from imagelog.base import (
     DuplicateRequestId,
     Feedback,
     ImageLog,

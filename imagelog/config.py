@@ -1,0 +1,40 @@
+"""What opening an image log needs to know, as one typed object.
+
+Plain data: nothing here reads the environment or a file. The service's settings and the
+feedback export extend it with their own sources, so both read the same keys
+(``IMAGE_LOG_BACKEND``, ``DATA_DIR``, ``DATABASE_URL`` …) with the same validation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from imagelog.base import Retention
+
+
+class ImageLogConfig(BaseModel):
+    image_log_backend: Literal["sqlite", "postgres"] = "sqlite"
+    # sqlite: the index (imagelog.sqlite3) and images/ live here.
+    data_dir: Path | None = None
+    # postgres: e.g. postgresql://postgres@127.0.0.1:5432/test; tables go in database_schema.
+    database_url: str = ""
+    database_schema: str = Field(default="image_log", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # false: predictions are still logged (with the image's sha256), the bytes are not kept.
+    store_images: bool = True
+    # 0 = unlimited. Labelled records are kept unless retention_keep_labelled is false.
+    retention_max_age_days: float = Field(default=0, ge=0)
+    retention_max_count: int = Field(default=0, ge=0)
+    retention_keep_labelled: bool = True
+    # How long a write may wait for the database (lock or connection) before it fails.
+    storage_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @property
+    def retention(self) -> Retention:
+        return Retention(
+            max_age_days=self.retention_max_age_days,
+            max_count=self.retention_max_count,
+            keep_labelled=self.retention_keep_labelled,
+        )
