@@ -8,6 +8,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from pyfunc.errors import ImageError
+from serving.schemas import Error, ErrorDetail
 
 
 class ApiError(Exception):
@@ -19,7 +20,8 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str):
-    response = jsonify(error={"code": code, "message": message})
+    body = Error(error=ErrorDetail(code=code, message=message))
+    response = jsonify(body.model_dump())
     response.status_code = status
     return response
 
