@@ -6,22 +6,14 @@ as every other client; the service serves its own assets, so it works with no CD
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, current_app, render_template
+from flask import Blueprint, Flask, render_template
 
 bp = Blueprint("web", __name__)
 
 
-def _routes(path: str, method: str) -> bool:
-    return any(
-        rule.rule == path and method in (rule.methods or ())
-        for rule in current_app.url_map.iter_rules()
-    )
-
-
 @bp.get("/")
 def index():
-    # The page tells a missing /feedback endpoint from an unknown request id (both 404).
-    return render_template("index.html", feedback_enabled=_routes("/feedback", "POST"))
+    return render_template("index.html")
 
 
 def init_app(app: Flask) -> None:

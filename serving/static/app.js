@@ -10,7 +10,6 @@
     ready: main.dataset.readyUrl,
     feedback: main.dataset.feedbackUrl,
   };
-  const feedbackEnabled = main.dataset.feedbackEnabled === "true";
 
   const pad = $("pad");
   const ctx = pad.getContext("2d");
@@ -272,9 +271,6 @@
         b.setAttribute("aria-pressed", String(b === button));
       }
       status.textContent = `Thank you! Recorded as ${label}.`;
-    } else if (!feedbackEnabled && (response.status === 404 || response.status === 405)) {
-      status.textContent =
-        "Thanks — but this server does not collect corrections yet, so it was not saved.";
     } else if (response.status === 404) {
       status.textContent =
         "The service no longer knows this prediction, so the correction was not saved.";

@@ -32,19 +32,6 @@ def test_index_links_only_its_own_assets(bare_app: Flask):
         assert not re.search(r"""(?:src|href|url\()\s*=?\s*["']?(?:https?:)?//""", text)
 
 
-def test_index_says_whether_feedback_is_collected(bare_app: Flask):
-    html = bare_app.test_client().get("/").get_data(as_text=True)
-    assert 'data-feedback-enabled="true"' in html  # serving/feedback.py is registered
-
-    from serving import web
-
-    bare = Flask("serving", root_path=bare_app.root_path)
-    web.init_app(bare)
-    bare.add_url_rule("/docs", "openapi.docs", lambda: "")
-    bare.add_url_rule("/openapi.json", "openapi.openapi_json", lambda: "")
-    assert 'data-feedback-enabled="false"' in bare.test_client().get("/").get_data(as_text=True)
-
-
 def test_every_control_has_a_label(bare_app: Flask):
     html = bare_app.test_client().get("/").get_data(as_text=True)
     assert re.search(r'<canvas id="pad"[^>]*aria-label="[^"]+"', html)
