@@ -7,7 +7,6 @@ MLflow's input shapes to it and turns the network's softmax into answers.
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +23,9 @@ KERAS_ARTIFACT = "keras_model"
 # The same weights exported to ONNX, run by ONNX Runtime when it is installed: about 5×
 # cheaper per call than TensorFlow for this network, and no TensorFlow in the process.
 ONNX_ARTIFACT = "onnx_model"
-# Threads the runtime may use per model (unset or 0: the runtime's default).
-THREADS_ENV = "DIGITS_INFERENCE_THREADS"
+# The ``model_config`` key (``mlflow.pyfunc.load_model(uri, model_config=...)``) for the
+# threads the runtime may use per model (absent or 0: the runtime's default).
+THREADS_CONFIG = "inference_threads"
 IMAGE_COLUMN = "image"
 
 
@@ -45,7 +45,7 @@ class DigitModel(mlflow.pyfunc.PythonModel):
         self.runtime: str | None = None
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        threads = int(os.environ.get(THREADS_ENV) or 0)
+        threads = int((context.model_config or {}).get(THREADS_CONFIG) or 0)
         onnx_path = context.artifacts.get(ONNX_ARTIFACT)
         if onnx_path and _has_onnxruntime():
             self._forward = _onnx_forward(onnx_path, threads)

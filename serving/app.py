@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask
@@ -24,9 +23,11 @@ from serving.config import Settings, load_settings
 
 
 def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
-    """Build the service; ``config`` overrides the file and environment settings."""
+    """Build the service; ``config`` overrides the file and environment settings.
+
+    Touches nothing process-wide (logging set-up, environment, MLflow's default URIs):
+    that is the entry point's business (serving/server.py)."""
     settings = config if isinstance(config, Settings) else load_settings(config)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -36,7 +37,11 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     logs.init_app(app)
     metrics.init_app(app)
     request_id.init_app(app)
-    model_store.init_app(app, settings)
+    # Wired here rather than by module-level hooks: metrics hear of every model swap (the
+    # first load included) and of every batch the model store's batcher runs.
+    model_store.init_app(
+        app, settings, on_swap=metrics.model_swapped, on_batch=metrics.observe_batch_size
+    )
     image_log.init_app(app, settings)
     app.register_blueprint(views.bp)
     app.register_blueprint(feedback.bp)

@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, request
 
-from serving import model_store
-
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -158,14 +156,13 @@ def route_label() -> str:
     return rule.rule if rule is not None else UNMATCHED_ROUTE
 
 
-def _served_version_changed(loaded: registry.LoadedModel) -> None:
+def model_swapped(loaded: registry.LoadedModel) -> None:
+    """The model store's ``on_swap``: report the version this worker serves now."""
     set_model_info(loaded.ref.name, loaded.ref.version)
 
 
 def init_app(app: Flask) -> None:
     metrics()  # create the series now rather than on the first request
-    # Before model_store.init_app in create_app, so the first load is reported too.
-    model_store.on_swap(_served_version_changed)
 
     @app.before_request
     def _start_timer() -> None:

@@ -12,10 +12,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import mlflow
 from flask import Flask, current_app
 from mlflow import MlflowClient
 
@@ -40,8 +40,18 @@ class CheckResult:
 
 
 class ModelStore:
-    def __init__(self, settings: Settings) -> None:
+    """``on_swap(loaded)`` is called each time another version starts serving (the first
+    load included); ``on_batch(n)`` hears the size of each batched forward pass."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_swap: Callable[[registry.LoadedModel], None] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.settings = settings
+        self._on_swap = on_swap
+        self._on_batch = on_batch
         self.current: registry.LoadedModel | None = None
         self.registry_state = "unknown"
         self.registry_error: str | None = None
@@ -49,7 +59,6 @@ class ModelStore:
         self.last_failure: dict[str, str] | None = None
         self._failed: set[registry.ModelRef] = set()
         self._check_lock = threading.Lock()
-        self._stop = threading.Event()
         self._reload_file = os.environ.get(RELOAD_FILE_ENV)
         self._reload_seen = self._reload_stamp()
 
@@ -79,7 +88,7 @@ class ModelStore:
     def _swap_to(self, ref: registry.ModelRef) -> CheckResult:
         started = time.perf_counter()
         try:
-            loaded = registry.load(ref, self.settings)
+            loaded = registry.load(ref, self.settings, on_batch=self._on_batch)
         except Exception as exc:  # broken artifacts, failed warm-up …
             self._failed.add(ref)
             self.last_failure = {"version": ref.version, "error": _describe(exc), "at": _now()}
@@ -97,8 +106,8 @@ class ModelStore:
             # Let requests that started on the old version finish before its batcher stops.
             threading.Timer(self.settings.timeout, old.model.close).start()
         self._failed.discard(ref)
-        for hook in _swap_hooks:
-            hook(loaded)
+        if self._on_swap is not None:
+            self._on_swap(loaded)
         log.info(
             "now serving %s version %s (was %s), loaded in %.1f s",
             ref.name,
@@ -117,8 +126,7 @@ class ModelStore:
         self.registry_state, self.registry_error, self.checked_at = "ok", None, _now()
 
     def _client(self) -> MlflowClient:
-        uri = self.settings.mlflow_tracking_uri
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return registry.client_for(self.settings)
 
     def _version(self) -> str | None:
         return self.current.ref.version if self.current else None
@@ -129,14 +137,12 @@ class ModelStore:
         self.check()
         threading.Thread(target=self._follow, name="model-poller", daemon=True).start()
 
-    def stop(self) -> None:
-        self._stop.set()
-
     def _follow(self) -> None:
         interval = self.settings.model_poll_interval
         backoff = 1.0
         next_check = time.monotonic() + (interval if self.current else backoff)
-        while not self._stop.wait(_TICK_SECONDS):
+        while True:  # a daemon thread: it ends with the worker
+            time.sleep(_TICK_SECONDS)
             stamp = self._reload_stamp()
             forced = stamp != self._reload_seen
             due = time.monotonic() >= next_check and (interval > 0 or self.current is None)
@@ -187,29 +193,21 @@ class ModelStore:
         }
 
 
-_swap_hooks: list = []
-
-
-def on_swap(hook) -> None:
-    """Call ``hook(loaded_model)`` whenever a worker starts serving another version."""
-    if hook not in _swap_hooks:
-        _swap_hooks.append(hook)
-
-
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def init_app(app: Flask, settings: Settings) -> None:
-    # MLflow's REST client retries for minutes by default; we have our own backoff and
-    # must not hold a worker's start (or a poll) that long when the registry is down.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-    store = ModelStore(settings)
+def init_app(
+    app: Flask,
+    settings: Settings,
+    on_swap: Callable[[registry.LoadedModel], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> ModelStore:
+    """Load the model now if the registry has one, then follow it in the background."""
+    store = ModelStore(settings, on_swap=on_swap, on_batch=on_batch)
     store.start()
     app.extensions[EXTENSION] = store
+    return store
 
 
 def model_store() -> ModelStore:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pyfunc.model import THREADS_ENV, DigitModel
+from pyfunc.model import THREADS_CONFIG, DigitModel
 from serving.config import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,12 @@ class LoadedModel:
     model: DigitModel | Any
 
 
+def client_for(settings: Settings) -> MlflowClient:
+    """A client of the registry ``settings`` name; MLflow's process-wide URIs stay untouched."""
+    uri = settings.mlflow_tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def resolve(client: MlflowClient, model_uri: str) -> ModelRef:
     """The concrete version a stage/alias/latest URI points at right now."""
     match = _MODELS_URI.match(model_uri)
@@ -67,9 +73,14 @@ def resolve(client: MlflowClient, model_uri: str) -> ModelRef:
     return ModelRef(name, str(max(int(v.version) for v in versions)))
 
 
-def load(ref: ModelRef, settings: Settings) -> LoadedModel:
+def load(
+    ref: ModelRef, settings: Settings, on_batch: Callable[[int], None] | None = None
+) -> LoadedModel:
     """The version, ready to answer: weights loaded and warmed up in this process, or, in
-    remote mode, a client for the scoring server that hosts it (checked by a warm-up call)."""
+    remote mode, a client for the scoring server that hosts it (checked by a warm-up call).
+
+    The registry is the one ``settings`` names, not MLflow's process-wide default; with
+    batching, ``on_batch(n)`` hears the size of every forward pass."""
     if settings.predictor == "remote":
         from serving.remote import RemotePredictor
 
@@ -81,16 +92,25 @@ def load(ref: ModelRef, settings: Settings) -> LoadedModel:
             # than flapping between ready and not ready with it.
             log.warning("remote predictor %s not answering yet: %s", remote.url, exc)
         return LoadedModel(ref, remote)
-    # Read by the model when it loads, in this worker (ONNX Runtime or TensorFlow threads).
-    os.environ[THREADS_ENV] = str(settings.inference_threads)
+    uri = settings.mlflow_tracking_uri
+    # Where the version's files are, asked of our registry: a models:/ URI would be looked
+    # up in MLflow's process-wide registry whatever URI download_artifacts is given.
+    location = client_for(settings).get_model_version_download_uri(ref.name, ref.version)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        pyfunc_model = mlflow.pyfunc.load_model(ref.uri)
+        local_path = mlflow.artifacts.download_artifacts(
+            location, tracking_uri=uri, registry_uri=uri
+        )
+        # ONNX Runtime or TensorFlow threads, read by the model as it loads in this worker.
+        # Versions logged without this model_config key load with the runtime's default
+        # (MLflow says so in a warning).
+        pyfunc_model = mlflow.pyfunc.load_model(
+            local_path, model_config={THREADS_CONFIG: settings.inference_threads}
+        )
     python_model = pyfunc_model.unwrap_python_model()
     if not isinstance(python_model, DigitModel):
         raise TypeError(f"{ref.uri} is not a digit model (got {type(python_model).__name__})")
     if settings.batching:
-        from serving import metrics
         from serving.batching import BatchingModel
 
         return LoadedModel(
@@ -99,7 +119,7 @@ def load(ref: ModelRef, settings: Settings) -> LoadedModel:
                 python_model,
                 settings.batch_max_size,
                 settings.batch_max_wait_us,
-                on_batch=metrics.observe_batch_size,
+                on_batch=on_batch,
             ),
         )
     return LoadedModel(ref, python_model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -72,6 +73,14 @@ def _settle_heap() -> None:
 
 
 def main() -> None:
+    # Process-wide set-up belongs here, in the entry point, not in create_app; the workers
+    # gunicorn forks inherit all of it.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # MLflow's REST client retries for minutes by default; the model store has its own
+    # backoff and must not hold a worker's start (or a poll) that long when the registry is
+    # down. MLflow reads these from the environment only: it has no per-client setting.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     settings = Settings()
     # Workers inherit this: a touch of the file makes each of them check the registry now.
     runtime = Path(tempfile.mkdtemp(prefix="digits-runtime-"))

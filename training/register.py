@@ -16,7 +16,7 @@ from mlflow.types.schema import AnyType, Array, ColSpec, Schema
 from PIL import Image
 
 import pyfunc
-from pyfunc.model import IMAGE_COLUMN, KERAS_ARTIFACT, ONNX_ARTIFACT, DigitModel
+from pyfunc.model import IMAGE_COLUMN, KERAS_ARTIFACT, ONNX_ARTIFACT, THREADS_CONFIG, DigitModel
 
 MODEL_ARTIFACT_PATH = "model"
 
@@ -85,6 +85,9 @@ def log_pyfunc(
         python_model=DigitModel(),
         artifacts=artifacts,
         code_paths=[str(Path(pyfunc.__file__).parent)],
+        # MLflow lets a loader override only the model_config keys logged here: the server
+        # passes its thread count at load time; 0 (the runtime's default) for other loaders.
+        model_config={THREADS_CONFIG: 0},
         signature=SIGNATURE,
         input_example=input_example(example_digit),
         pip_requirements=pip_requirements(),

@@ -100,12 +100,14 @@ def test_onnx_runtime_answers_as_the_keras_weights_do(model_dir, mnist, monkeypa
     # Both runtimes load the same registered version; only ONNX Runtime is used when present.
     from pyfunc import model as digit_model
 
-    monkeypatch.setenv(digit_model.THREADS_ENV, "1")
+    one_thread = {digit_model.THREADS_CONFIG: 1}
     assert (model_dir / "artifacts" / "mnist_cnn.onnx").is_file()
-    served = mlflow.pyfunc.load_model(str(model_dir)).unwrap_python_model()
+    served = mlflow.pyfunc.load_model(str(model_dir), model_config=one_thread)
+    served = served.unwrap_python_model()
     assert served.runtime == "onnxruntime"
     monkeypatch.setattr(digit_model, "_has_onnxruntime", lambda: False)
-    fallback = mlflow.pyfunc.load_model(str(model_dir)).unwrap_python_model()
+    fallback = mlflow.pyfunc.load_model(str(model_dir), model_config=one_thread)
+    fallback = fallback.unwrap_python_model()
     assert fallback.runtime == "tensorflow"
     batch = served.pre_process(mnist.x_test[:256])
     np.testing.assert_allclose(
