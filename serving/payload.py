@@ -1,22 +1,19 @@
 """Turning an HTTP request into the encoded image bytes the pyfunc decodes.
 
 Three ways in, one result: JSON ``{"image": "<base64>"}``, multipart field ``image``,
-or a raw ``image/*`` body. Image decoding itself is the pyfunc's job.
+or a raw ``image/*`` body. Base64 is decoded by the pyfunc's decoder and image decoding
+itself is the pyfunc's job.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-
 from flask import Request
 
+from pyfunc.encoding import b64decode
+from pyfunc.errors import ImageError
 from serving.config import Settings
 from serving.errors import ApiError
 
-_DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
-_WHITESPACE = re.compile(r"\s+")
 FIELD = "image"
 
 
@@ -49,13 +46,15 @@ def _from_json(request: Request, settings: Settings) -> bytes:
         raise ApiError(
             413, "base64_too_large", f"'image' exceeds {settings.max_base64_chars} characters"
         )
-    text = _WHITESPACE.sub("", _DATA_URL.sub("", text, count=1))
-    if not text:
-        raise ApiError(400, "empty_image", "'image' is empty")
     try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        # The pyfunc's own decoder, so that /recognize and `mlflow models serve` accept
+        # the same strings (URL-safe, unpadded, data URLs).
+        image = b64decode(text)
+    except ImageError:
         raise ApiError(400, "invalid_base64", "'image' is not valid base64") from None
+    if not image:
+        raise ApiError(400, "empty_image", "'image' is empty")
+    return image
 
 
 def _from_multipart(request: Request) -> bytes:

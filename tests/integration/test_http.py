@@ -23,6 +23,15 @@ def test_seed_image_is_a_nine(live_server: str, seed_png: bytes):
     assert body["request_id"]
 
 
+def test_url_safe_unpadded_base64_and_data_urls_are_accepted(live_server: str, seed_png: bytes):
+    # As the pyfunc (and so `mlflow models serve`) accepts them: one decoder for both.
+    urlsafe = base64.urlsafe_b64encode(seed_png).decode().rstrip("=")
+    for text in (urlsafe, f"data:image/png;base64,{urlsafe}"):
+        response = requests.post(f"{live_server}/recognize", json={"image": text}, timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.json()["digit"] == 9
+
+
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=lambda c: c.id)
 def test_bad_requests_get_json_errors(live_server: str, case: BadRequest):
     headers = dict(case.headers)

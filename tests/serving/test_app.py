@@ -49,6 +49,31 @@ def test_data_url_and_wrapped_base64_are_accepted(client, seed_png: bytes):
         assert client.post("/recognize", json={"image": text}).get_json()["digit"] == 9
 
 
+def test_url_safe_unpadded_base64_is_accepted_as_by_the_pyfunc(client, registry, seed_png: bytes):
+    # One decoder (pyfunc.encoding) for the HTTP layer and the pyfunc, so a string that
+    # `mlflow models serve` accepts is accepted by /recognize too, with the same answer.
+    import mlflow
+    import pandas as pd
+
+    text = base64.urlsafe_b64encode(seed_png).decode()
+    unpadded = text.rstrip("=")
+    assert unpadded != text and ({"-", "_"} & set(unpadded)), "not a URL-safe, unpadded case"
+    answer = client.post("/recognize", json={"image": unpadded})
+    assert answer.status_code == 200, answer.get_json()
+
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model("models:/digits/1")
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+    row = model.predict(pd.DataFrame({"image": [unpadded]})).iloc[0]
+    assert answer.get_json()["digit"] == row["digit"] == 9
+    assert answer.get_json()["probabilities"] == pytest.approx(list(row["probabilities"]))
+
+
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=lambda c: c.id)
 def test_bad_requests_get_json_errors(client, case: BadRequest):
     response = client.open(
