@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from serving.errors import ApiError
 from serving.model_store import model_store
+from serving.schemas import ModelVersion, ReloadResult
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -34,5 +35,6 @@ def reload():
     result = store.check(force=True)
     store.request_reload_everywhere()
     loaded = store.current
-    model = {"name": loaded.ref.name, "version": loaded.ref.version} if loaded else None
-    return jsonify(changed=result.changed, model=model, error=result.error, **store.status())
+    model = ModelVersion(name=loaded.ref.name, version=loaded.ref.version) if loaded else None
+    answer = ReloadResult(changed=result.changed, model=model, error=result.error, **store.status())
+    return jsonify(answer.model_dump())

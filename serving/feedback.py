@@ -1,7 +1,8 @@
 """``POST /feedback``: the true digit of an image the service answered for.
 
-Body: JSON ``{"request_id": "<id from /recognize>", "label": 0-9}``. Labelling again
-replaces the label; every change is kept with its time (see ``ImageLog.history``).
+Body: JSON ``{"request_id": "<id from /recognize>", "label": 0-9}``, validated by
+``serving.schemas.Feedback``. Labelling again replaces the label; every change is kept
+with its time (see ``ImageLog.history``).
 """
 
 from __future__ import annotations
@@ -9,37 +10,39 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, jsonify, request
+from pydantic import ValidationError
 
 from imagelog.base import StorageError, utc_now
 from serving import request_id as serving_request_id
 from serving.errors import ApiError
 from serving.image_log import image_log
+from serving.schemas import MAX_REQUEST_ID, Feedback, FeedbackReceipt
 
 bp = Blueprint("feedback", __name__)
 
-MAX_REQUEST_ID = 128  # as serving.request_id accepts from clients
+_MESSAGES = {
+    "invalid_body": 'send a JSON object {"request_id": …, "label": 0-9}',
+    "missing_request_id": "the JSON body needs a field 'request_id'",
+    "invalid_request_id": "'request_id' must be a non-empty string of at most "
+    f"{MAX_REQUEST_ID} characters",
+    "missing_label": "the JSON body needs a field 'label'",
+    "invalid_label": "'label' must be an integer from 0 to 9",
+}
 
 
-def parse(body: Any) -> tuple[str, int]:
-    """The request id and label of a decoded JSON body, or an ApiError (400)."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", 'send a JSON object {"request_id": …, "label": 0-9}')
-    if "request_id" not in body:
-        raise ApiError(400, "missing_request_id", "the JSON body needs a field 'request_id'")
-    request_id = body["request_id"]
-    if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID:
-        raise ApiError(
-            400,
-            "invalid_request_id",
-            f"'request_id' must be a non-empty string of at most {MAX_REQUEST_ID} characters",
-        )
-    if "label" not in body:
-        raise ApiError(400, "missing_label", "the JSON body needs a field 'label'")
-    label = body["label"]
-    # bool is an int in Python; true is not a digit.
-    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= 9:
-        raise ApiError(400, "invalid_label", "'label' must be an integer from 0 to 9")
-    return request_id, label
+def parse(body: Any) -> Feedback:
+    """A decoded JSON body as :class:`Feedback`, or an ApiError (400) naming the first
+    field that is wrong: ``missing_<field>``, ``invalid_<field>`` or ``invalid_body``."""
+    try:
+        return Feedback.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if not first["loc"]:  # not an object at all
+            code = "invalid_body"
+        else:
+            kind = "missing" if first["type"] == "missing" else "invalid"
+            code = f"{kind}_{first['loc'][0]}"
+        raise ApiError(400, code, _MESSAGES[code]) from None
 
 
 @bp.post("/feedback")
@@ -51,7 +54,8 @@ def feedback():
     body = request.get_json(silent=True)
     if body is None:
         raise ApiError(400, "malformed_json", "the request body is not valid JSON")
-    request_id, label = parse(body)
+    given = parse(body)
+    request_id, label = given.request_id, given.label
     labelled_at = utc_now()
     try:
         # An id the service would never assign was never logged: no need to ask the
@@ -65,8 +69,5 @@ def feedback():
         ) from exc
     if not found:
         raise ApiError(404, "unknown_request_id", f"no logged request has id {request_id!r}")
-    return jsonify(
-        request_id=request_id,
-        label=label,
-        labelled_at=labelled_at.isoformat(timespec="microseconds"),
-    )
+    receipt = FeedbackReceipt(request_id=request_id, label=label, labelled_at=labelled_at)
+    return jsonify(receipt.model_dump(mode="json"))

@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 from pyfunc.preprocess import Limits
 from serving import image_log, metrics, payload, request_id
 from serving.model_store import model_store
+from serving.schemas import ErrorDetail, Health, ModelVersion, NotReady, Ready, Recognition
 
 bp = Blueprint("digits", __name__)
 
@@ -31,22 +32,22 @@ def recognize():
     # Stored durably before the answer leaves; 503 if it cannot be (LOG_FAILURE_POLICY).
     logged = recorder.record(upload, prediction, loaded.ref.name, loaded.ref.version)
     metrics.observe_prediction(prediction.digit, prediction.confidence)
-    body = {
-        "digit": prediction.digit,
-        "confidence": prediction.confidence,
-        "probabilities": prediction.probabilities,
-        "low_confidence": prediction.confidence < settings.low_confidence_threshold,
-        "model": {"name": loaded.ref.name, "version": loaded.ref.version},
-        "request_id": request_id.current(),
-    }
-    if not logged:
-        body["logged"] = False
-    return jsonify(body)
+    answer = Recognition(
+        digit=prediction.digit,
+        confidence=prediction.confidence,
+        probabilities=prediction.probabilities,
+        low_confidence=prediction.confidence < settings.low_confidence_threshold,
+        model=_version(loaded),
+        request_id=request_id.current(),
+        logged=logged,
+    )
+    # `logged` is in the answer only when false.
+    return jsonify(answer.model_dump(exclude_defaults=True))
 
 
 @bp.get("/health")
 def health():
-    return jsonify(status="ok")
+    return jsonify(Health(status="ok").model_dump())
 
 
 @bp.get("/ready")
@@ -62,10 +63,14 @@ def ready():
         return _not_ready("model_unavailable", message, status)
     if problem and recorder.refuses_unlogged:  # every answer would be a 503 now
         return _not_ready("storage_unavailable", problem, status)
-    model = {"name": loaded.ref.name, "version": loaded.ref.version}
-    return jsonify({"status": "ready", "model": model, **status})
+    answer = Ready(status="ready", model=_version(loaded), **status)
+    return jsonify(answer.model_dump())
 
 
 def _not_ready(code: str, message: str, status: dict):
-    error = {"code": code, "message": message}
-    return jsonify({"status": "unavailable", "error": error, **status}), 503
+    error = ErrorDetail(code=code, message=message)
+    return jsonify(NotReady(status="unavailable", error=error, **status).model_dump()), 503
+
+
+def _version(loaded) -> ModelVersion:
+    return ModelVersion(name=loaded.ref.name, version=loaded.ref.version)

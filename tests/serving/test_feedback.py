@@ -33,6 +33,13 @@ def test_a_label_is_stored_and_a_new_one_replaces_it(app, client, request_id: st
     )
 
 
+def test_unknown_fields_are_ignored(client, request_id: str):
+    body = {"request_id": request_id, "label": 2, "comment": "a two, surely"}
+    response = client.post("/feedback", json=body)
+    assert response.status_code == 200, response.get_json()
+    assert set(response.get_json()) == {"request_id", "label", "labelled_at"}
+
+
 @pytest.mark.parametrize("unknown", ["never-seen", "has space", "nul\x00", "ünïcode", "a\n"])
 def test_an_unknown_request_id_is_404(client, unknown: str):
     response = client.post("/feedback", json={"request_id": unknown, "label": 3})
@@ -53,6 +60,9 @@ BAD_FEEDBACK = [
     ("request-id-number", {"request_id": 12, "label": 3}, 400, "invalid_request_id"),
     ("request-id-empty", {"request_id": "", "label": 3}, 400, "invalid_request_id"),
     ("request-id-too-long", {"request_id": "x" * 129, "label": 3}, 400, "invalid_request_id"),
+    # Checked in order, the first wrong field is named.
+    ("both-wrong", {"request_id": 12, "label": 10}, 400, "invalid_request_id"),
+    ("both-missing", {}, 400, "missing_request_id"),
     ("body-a-list", ["ID", 3], 400, "invalid_body"),
     ("body-a-number", 3, 400, "invalid_body"),
 ]
