@@ -14,7 +14,7 @@ MLFLOW_RUN := $(PY) -m mlflow run . --env-manager local --experiment-name digits
 QUICK_EPOCHS ?= 2
 
 .PHONY: setup test lint format train quick-train evaluate eval-wild promote models-serve serve stack ui bench \
-  clean help
+  clean help test-fast
 
 setup: $(VENV)/.installed
 
@@ -24,8 +24,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-test: setup lint
+test: setup lint  ## every test, with those that train by `mlflow run` and start servers (~10 min)
 	$(PY) -m pytest
+
+test-fast: setup  ## unit and in-process tests on a tiny model built by the tests (under a minute)
+	$(PY) -m pytest -m "not integration"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,8 @@
-"""Shared fixtures: MNIST, a real MLflow registry trained by `mlflow run`, the app, live servers."""
+"""Shared fixtures: MNIST, a real MLflow registry with a tiny model built here, the app.
+
+Tests that start real processes live in tests/integration/ (marked ``integration`` there);
+they get a registry trained by the real ``mlflow run`` instead (tests/integration/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support import (
-    PROJECT_ROOT,
-    Registry,
-    database_url_for_tests,
-    postgres_schema,
-    run_checked,
-    start_server,
-)
+from tests import tiny_model
+from tests.support import PROJECT_ROOT, Registry, database_url_for_tests, postgres_schema
 from training.data import Mnist, load_mnist
 
 
@@ -87,33 +85,18 @@ def seed_png(mnist: Mnist) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Registry:
-    """A fresh sqlite registry with one small model trained by the real `mlflow run`,
-    promoted to Production by the real promote entry point."""
+def registry(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Registry:
+    """A fresh sqlite registry whose Production `digits` (version 1) is the tiny softmax
+    model of tests/tiny_model.py, logged and promoted in this process in a few seconds."""
     reg = Registry.create(tmp_path_factory.mktemp("registry"))
-    run_checked(
-        reg.mlflow_run("train", limit=8000, epochs=3, data_path=mnist_path, seed=1),
-        env=reg.env,
-        timeout=600,
-    )
-    run_checked(reg.mlflow_run("promote"), env=reg.env, timeout=300)
+    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
+    tiny_model.register(reg.tracking_uri, onnx_path)
     return reg
 
 
 @pytest.fixture(scope="session")
 def empty_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     return Registry.create(tmp_path_factory.mktemp("empty-registry"))
-
-
-@pytest.fixture(scope="session")
-def live_server(registry: Registry, tmp_path_factory: pytest.TempPathFactory):
-    """`python -m serving` (gunicorn, 2 workers) on a free port, following the registry."""
-    with start_server(
-        registry.env,
-        {"MAX_BODY_BYTES": str(4 * 1024 * 1024), "MAX_BASE64_CHARS": str(512 * 1024)},
-        log_dir=tmp_path_factory.mktemp("server-logs"),
-    ) as url:
-        yield url
 
 
 @pytest.fixture

@@ -13,7 +13,10 @@ import pytest
 
 from bench import loadgen
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+pytestmark = [
+    pytest.mark.integration,  # runs wrk
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed"),
+]
 
 
 class _Recorder(BaseHTTPRequestHandler):

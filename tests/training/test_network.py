@@ -49,6 +49,7 @@ def test_default_model_trains_on_the_plain_sparse_loss() -> None:
     assert build_cnn().loss == "sparse_categorical_crossentropy"
 
 
+@pytest.mark.integration  # trains two networks with Keras
 def test_ema_ends_fit_with_the_averaged_weights() -> None:
     """With the moving average on, the weights after fit are the average, not the last
     step's; without it they are the last step's."""
@@ -71,6 +72,7 @@ def test_ema_ends_fit_with_the_averaged_weights() -> None:
     assert not np.allclose(last, final)
 
 
+@pytest.mark.integration  # exports an ensemble through tf2onnx and saves and reloads it
 def test_an_ensemble_averages_its_members_probabilities(tmp_path: Path) -> None:
     members = [build_cnn(name=f"mnist_cnn_{i}") for i in range(3)]
     model = ensemble(members)
