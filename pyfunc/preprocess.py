@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from pyfunc.encoding import b64decode
 from pyfunc.errors import ImageError, ImageTooLarge, NoDigit, UnsupportedFormat
+from pyfunc.paper import find_page, remove_rulings, shade
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -81,6 +82,9 @@ _BACKGROUND_RANK = 0.2
 _SATURATED_SHARE = 0.1
 _SATURATED_LEVEL = 0.9
 _INK_LEVEL = 0.1  # fraction of the peak above which a pixel counts as ink for that share
+# Border quartiles further apart than this share of the contrast: the border is split
+# between lit and shaded paper and its median cannot tell paper from ink.
+_SPLIT_BORDER = 0.25
 _TRANSPARENT = 0.02  # alpha below this everywhere: nothing visible
 _ALPHA_VARIES = 0.05  # alpha range below this: constant alpha, the colour carries the picture
 _UNIFORM_COLOUR = 0.1  # alpha-weighted colour spread below this: the ink is in the alpha
@@ -423,7 +427,7 @@ def _ink_from(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
             # Composite over the opposite of the ink colour so strokes stay visible.
             backdrop = np.float32(1.0 if colour < 0.5 else 0.0)
             grey = (alpha * grey + (np.float32(1) - alpha) * backdrop).astype(np.float32)
-    return _flatten(_polarise(grey))
+    return remove_rulings(_flatten(_polarise(find_page(grey))))
 
 
 def _ring(a: np.ndarray, width: int = 1) -> np.ndarray:
@@ -458,11 +462,20 @@ def _box2(a: np.ndarray) -> np.ndarray:
 
 def _polarise(grey: np.ndarray) -> np.ndarray:
     """Make ink bright: invert when the background (border median) is the lighter side."""
-    background = _median(_ring(grey))
+    ring = _ring(grey)
+    background = _median(ring)
     # Extremes of 2×2 means, so single-pixel noise does not decide the polarity.
     smooth = _box2(grey)
     lo, hi = float(smooth.min()), float(smooth.max())
-    if background - lo > hi - background:
+    invert = background - lo > hi - background
+    ranked = np.partition(ring, (ring.size // 4, 3 * ring.size // 4))
+    low, high = float(ranked[ring.size // 4]), float(ranked[3 * ring.size // 4])
+    if high - low > _SPLIT_BORDER * (hi - lo):
+        # Part of the border lit, part in shade: the median may be the shade, as far from the
+        # lit paper as from the ink. The paper is the quartile nearer its extreme: lit paper
+        # is near the brightest value, a black ground near the darkest.
+        invert = hi - high < low - lo
+    if invert:
         return (np.float32(1) - grey).astype(np.float32, copy=False)
     return grey
 
@@ -541,7 +554,7 @@ def _surface_terms(y: np.ndarray, x: np.ndarray, *, quadratic: bool) -> np.ndarr
 
 def _flatten(raw: np.ndarray) -> np.ndarray:
     """Remove uneven background, then the noise floor, keeping soft stroke edges."""
-    background = _background(raw)
+    background = shade(raw, _background(raw))
     flat = isinstance(background, float) and background == 0
     resid = raw if flat else (raw - background).astype(np.float32)
     # The noise floor is taken where noise is even: before the headroom division below.

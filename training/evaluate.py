@@ -73,6 +73,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
             for row in rows:
                 metrics[f"{prefix}wild_{row.variant}_accuracy"] = row.pipeline
                 metrics[f"{prefix}naive_{row.variant}_accuracy"] = row.naive
+                metrics[f"{prefix}wild_{row.variant}_confident_wrong"] = row.confident_wrong
             table = markdown(rows)
             mlflow.log_text(table, f"{prefix}wild_accuracy.md")
             print(table)

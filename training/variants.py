@@ -12,6 +12,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from training import photos
+
 __all__ = [
     "VARIANTS",
     "alpha_canvas_png",
@@ -154,4 +156,9 @@ VARIANTS: dict[str, Callable[[np.ndarray, int], bytes]] = {
     "rotated": lambda a, seed: rotated(a, 15.0 if seed % 2 else -15.0),
     "off_centre": lambda a, seed: off_centre(a, seed=seed),
     "thumbnail16": lambda a, seed: thumbnail16(a),
+    # Phone photos of a digit written on paper (training.photos).
+    "desk_photo": photos.desk_photo,
+    "ruled_paper": photos.ruled_paper,
+    "squared_paper": photos.squared_paper,
+    "shadow": photos.shadow,
 }

@@ -1,0 +1,324 @@
+"""Finding the writing, not the paper: the sheet in a desk photo, printed rulings, shadows.
+
+Helpers of :mod:`pyfunc.preprocess` (the one pre-processing path), kept apart because they
+are about the paper a digit is written on rather than the digit. All work on 2-D float32
+arrays at the pre-processing work size; images smaller than :data:`MIN_SIDE` (MNIST, small
+thumbnails) are left as they are: at that size there is no sheet edge or ruling to find.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+
+MIN_SIDE = 64
+
+# --- sheet on a desk
+_SHEET_SIDE = 128  # the sheet is looked for on a copy at most this big
+_SHEET_CONTRAST = 0.15  # sheet brighter than its surround by at least this (0-1 grey)
+_SHEET_AREA = (0.05, 0.97)  # share of the frame the sheet covers
+_SHEET_SOLIDITY = 0.9  # area / convex hull area: a sheet is convex
+_SHEET_WIDE = 0.12  # inscribed radius / longest extent: a sheet, not a stroke
+_SIDE_TURN = math.radians(12)  # hull edges within this of a side's direction continue it
+_SIDE_LENGTH = 0.2  # a side is at least this share of the sheet's longer extent
+_STRAIGHT_SHARE = 0.75  # share of the sheet's outline (off the frame) on straight sides
+_STEP_SHARE = 0.5  # the edge is a step: across 2 px the grey changes this share of the gap
+_DARK_DESK = 0.4  # one side in view: a surround this dark (next to the sheet) is no shade
+_TEXTURE = 2.0  # ... nor is one with this many times the sheet's fine detail
+_EDGE_MARGIN = 0.015  # of the work image's shorter side: cut off the sheet's own edge
+
+
+def _reduce(arr: np.ndarray, factor: int) -> np.ndarray:
+    img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.float32))
+    return np.asarray(img.reduce(factor), dtype=np.float32)
+
+
+def _otsu(values: np.ndarray, bins: int = 64) -> float:
+    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    p = hist.astype(np.float64) / max(1, hist.sum())
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(p)
+    mu = np.cumsum(p * centres)
+    total = mu[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total * w0 - mu) ** 2 / (w0 * (1 - w0))
+    between[~np.isfinite(between)] = -1
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def _sides(region: np.ndarray) -> tuple[int, float]:
+    """Straight sides of ``region``'s outline that are not the frame: how many, and which
+    share of the off-frame outline they make up (1.0 for a polygon, ~0 for a curve)."""
+    h, w = region.shape
+    edge = region & ~ndimage.binary_erosion(region)
+    pts = np.argwhere(edge).astype(np.float64)[:, ::-1]  # x, y
+    if len(pts) < 4:
+        return 0, 0.0
+    try:
+        hull = ConvexHull(pts)
+    except QhullError:
+        return 0, 0.0
+    v = pts[hull.vertices]  # counter-clockwise
+    seg = np.roll(v, -1, axis=0) - v
+    length = np.hypot(seg[:, 0], seg[:, 1])
+    angle = np.arctan2(seg[:, 1], seg[:, 0])
+    mid = v + seg / 2
+    on_frame = (np.abs(seg[:, 0]) < 1.5) & ((mid[:, 0] < 1.5) | (mid[:, 0] > w - 2.5)) | (
+        np.abs(seg[:, 1]) < 1.5
+    ) & ((mid[:, 1] < 1.5) | (mid[:, 1] > h - 2.5))
+    # Group consecutive edges into runs of one direction, starting after a frame edge or a
+    # turn so no run is split at the array's wrap-around.
+    n = len(v)
+    turns = [
+        i
+        for i in range(n)
+        if on_frame[i] or on_frame[i - 1] or abs(_wrap(angle[i] - angle[i - 1])) > _SIDE_TURN
+    ]
+    start = turns[0] if turns else 0
+    runs: list[float] = []
+    run_len, run_dir = 0.0, None
+    for k in range(n):
+        i = (start + k) % n
+        if on_frame[i]:
+            if run_len:
+                runs.append(run_len)
+            run_len, run_dir = 0.0, None
+            continue
+        if run_dir is None or abs(_wrap(angle[i] - run_dir)) > _SIDE_TURN:
+            if run_len:
+                runs.append(run_len)
+            run_len, run_dir = 0.0, angle[i]
+        run_len += float(length[i])
+    if run_len:
+        runs.append(run_len)
+    outline = float(length[~on_frame].sum())
+    if outline <= 0:
+        return 0, 0.0
+    extent = float(max(np.ptp(v[:, 0]), np.ptp(v[:, 1])))
+    sides = [r for r in runs if r >= _SIDE_LENGTH * extent]
+    return len(sides), sum(sides) / outline
+
+
+def _wrap(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+def find_page(grey: np.ndarray) -> np.ndarray:
+    """``grey`` (paper bright) with a sheet lying on a darker surface made the whole picture.
+
+    The sheet is the largest bright region (Otsu on a small copy, holes filled) when it is
+    big, convex, wide, bounded by straight sides with a sharp step to a darker surround,
+    with a corner in view (or one side next to a clearly
+    darker or textured surface). The picture
+    is then cropped to the sheet, a rim taken off its edge, and what is outside it (desk in
+    the corners of the crop) filled with the nearest paper. Anything else is returned as is.
+    """
+    h, w = grey.shape
+    if min(h, w) < MIN_SIDE:
+        return grey
+    f = max(1, math.ceil(max(h, w) / _SHEET_SIDE))
+    raw = _reduce(grey, f) if f > 1 else grey
+    # Blur away texture (wood grain, paper fibre) and thin ink: regions are what counts.
+    small = ndimage.uniform_filter(raw, 3, mode="nearest")
+    threshold = _otsu(small)
+    bright = small > threshold
+    if not bright.any() or bright.all():
+        return grey
+    inside, outside = float(np.median(small[bright])), float(np.median(small[~bright]))
+    if inside - outside < _SHEET_CONTRAST:
+        return grey
+    filled = ndimage.binary_fill_holes(bright)
+    labels, count = ndimage.label(filled)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    region = labels == int(np.argmax(sizes)) + 1
+    area = float(region.mean())
+    if not _SHEET_AREA[0] <= area <= _SHEET_AREA[1]:
+        return grey
+    # The frame border must show the surround somewhere: else the paper fills the picture.
+    if region[[0, -1], :].all() and region[:, [0, -1]].all():
+        return grey
+    radius = float(ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1].max())
+    ys, xs = np.nonzero(region)
+    extent = max(np.ptp(ys), np.ptp(xs)) + 1
+    if radius < _SHEET_WIDE * extent:
+        return grey
+    count_sides, straight = _sides(region)
+    if count_sides == 0 or straight < _STRAIGHT_SHARE:
+        return grey
+    try:
+        hull_area = ConvexHull(np.argwhere(region).astype(np.float64)).volume
+    except QhullError:
+        return grey
+    if region.sum() < _SHEET_SOLIDITY * hull_area:
+        return grey
+    # A sheet's edge is a step; a gradient of light crosses the threshold smoothly.
+    ring = region & ~ndimage.binary_erosion(region, iterations=2)
+    ring &= ~_frame(region.shape, 3)
+    out_ring = ndimage.binary_dilation(region, iterations=3) & ~region & ~_frame(region.shape, 3)
+    if not ring.any() or not out_ring.any():
+        return grey
+    step = float(np.median(small[ring])) - float(np.median(small[out_ring]))
+    if step < _STEP_SHARE * (inside - outside):
+        return grey
+    # Two sides at least (a corner, or both edges of a strip) make a sheet. One straight
+    # edge alone is as likely a shadow's edge across the paper, unless what lies beyond it
+    # is far darker than shade or textured (wood grain, a mat) where shaded paper is smooth.
+    if count_sides == 1 and outside > _DARK_DESK * inside:
+        core_in = ndimage.binary_erosion(region, iterations=3)
+        core_out = ndimage.binary_erosion(~region, iterations=3)
+        if not core_in.any() or not core_out.any():
+            return grey
+        detail = np.abs(raw - small)
+        if np.median(detail[core_out]) < _TEXTURE * np.median(detail[core_in]) + 0.004:
+            return grey
+    return _crop_to(grey, region, f)
+
+
+def _frame(shape: tuple[int, int], width: int) -> np.ndarray:
+    m = np.zeros(shape, dtype=bool)
+    m[:width], m[-width:], m[:, :width], m[:, -width:] = True, True, True, True
+    return m
+
+
+def _crop_to(grey: np.ndarray, region: np.ndarray, f: int) -> np.ndarray:
+    h, w = grey.shape
+    big = np.repeat(np.repeat(region, f, axis=0), f, axis=1)[:h, :w]
+    if big.shape != grey.shape:  # reduce() rounds up: pad the last block
+        big = np.pad(big, ((0, h - big.shape[0]), (0, w - big.shape[1])), mode="edge")
+    rim = max(2, round(_EDGE_MARGIN * min(h, w))) + f  # the blocky mask is f px off at most
+    page = ndimage.binary_erosion(big, iterations=rim, border_value=0)
+    if not page.any():
+        return grey
+    rows, cols = np.flatnonzero(page.any(axis=1)), np.flatnonzero(page.any(axis=0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop, keep = grey[y0:y1, x0:x1], page[y0:y1, x0:x1]
+    if keep.all():
+        return np.ascontiguousarray(crop)
+    # Outside the sheet: the nearest paper pixel's value, so no edge is left to mistake for ink.
+    _, (iy, ix) = ndimage.distance_transform_edt(~keep, return_indices=True)
+    return crop[iy, ix]
+
+
+# --- shadows
+_SHADE_WINDOW = 0.16  # of the shorter side: wider than any stroke, narrower than a shadow
+_SHADE_LEVEL = 0.05  # background this much darker than the smooth fit says ...
+_SHADE_SHARE = 0.03  # ... over this share of the picture: a shadow edge the fit cannot follow
+_SHADE_FRAME = 0.1  # ... and this share of its border
+
+
+def shade(raw: np.ndarray, background: np.ndarray | float) -> np.ndarray | float:
+    """The background of the ink map ``raw`` (ink bright), given the smooth fit
+    ``background``: replaced by a grey opening when the fit misses a shadow's edge.
+
+    A cast shadow darkens the paper up to a sharp or soft edge that no low-order surface
+    follows. An opening with a window wider than any stroke keeps exactly such large
+    regions and drops the strokes; it is used only when it finds shade the fit leaves out,
+    so paper under even or smoothly varying light keeps the fit.
+    """
+    h, w = raw.shape
+    if min(h, w) < MIN_SIDE:
+        return background
+    k = max(9, int(_SHADE_WINDOW * min(h, w)) | 1)
+    # Mirrored at the frame, a shadow's wedge running out of the picture stays wide enough
+    # for the window to fit in it.
+    opened = ndimage.grey_opening(raw, size=(k, k), mode="mirror")
+    shaded = opened - background > _SHADE_LEVEL
+    # A shadow is cast from outside the picture: it reaches the frame. A blot of ink wider
+    # than the window (a marker's dot) does not, and is no reason to leave the fit.
+    frame = np.concatenate([shaded[0], shaded[-1], shaded[:, 0], shaded[:, -1]])
+    if float(shaded.mean()) < _SHADE_SHARE or float(frame.mean()) < _SHADE_FRAME:
+        return background
+    # The opening is blocky on noisy paper: smooth it over a fraction of its window.
+    return ndimage.uniform_filter(opened, max(3, k // 4), mode="mirror")
+
+
+# --- printed rulings
+_RULE_RUN = 0.1  # a ruling is straight over runs of this share of the picture ...
+_RULE_SPAN = 0.6  # ... and crosses this share of it
+_RULE_EDGE_SPAN = 0.3  # ... or this share, running out of the frame
+_RULE_TILT = 2  # px each side: lines off square by up to ~4° still make runs
+_RULE_THICK = 4.0  # mean thickness (px) beyond the tilt band: anything thicker is a stroke
+_RULE_FLOOR = 0.02  # ink level below which nothing is a ruling
+_RULE_EXPLAINS = 1.6  # a pixel up to this many times the line's level is the line's
+_RULE_VARIES = 2.0  # a printed line's level varies along it by at most this factor
+
+
+def remove_rulings(ink: np.ndarray) -> np.ndarray:
+    """``ink`` (ink bright) without printed rulings: lines of ruled or squared paper and
+    margin lines, which cross most of the picture straight and thin.
+
+    A line is found as a long, thin band that survives an opening along it; its level is
+    the band's typical strength, followed along the line within a factor. Its pixels are
+    those no brighter than that (where two rulings cross, than both together), and they
+    are refilled from the nearer pixels on either side across the line: a pen stroke
+    crossing a ruling keeps its ink where the ruling ran, paper stays paper, and a stroke
+    darker than the ruling is never touched.
+    """
+    h, w = ink.shape
+    if min(h, w) < MIN_SIDE:
+        return ink
+    across = _line_levels(ink)
+    down = _line_levels(ink.T).T
+    if not across.any() and not down.any():
+        return ink
+    limit = np.float32(_RULE_EXPLAINS)
+    floor = np.float32(_RULE_FLOOR)
+    out = ink
+    if across.any():
+        out = _refill(out, (across > 0) & (out <= limit * (across + down) + floor))
+    if down.any():
+        out = _refill(out.T, (down.T > 0) & (limit * down.T + floor >= out.T)).T
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _line_levels(x: np.ndarray) -> np.ndarray:
+    """Per pixel, the level of a horizontal ruling through it (0 off the rulings)."""
+    h, w = x.shape
+    run = max(9, int(_RULE_RUN * w))
+    spread = ndimage.maximum_filter1d(x, 2 * _RULE_TILT + 1, axis=0, mode="nearest")
+    level = ndimage.minimum_filter1d(spread, run, axis=1, mode="nearest")
+    level = ndimage.maximum_filter1d(level, run, axis=1, mode="nearest")
+    candidate = level > _RULE_FLOOR
+    if not candidate.any():
+        return np.zeros_like(x)
+    labels, count = ndimage.label(candidate)
+    boxes = ndimage.find_objects(labels)
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    widest = 2 * _RULE_TILT + 1 + _RULE_THICK
+    keep = np.zeros(count + 1, dtype=bool)
+    for i, box in enumerate(boxes):
+        span = box[1].stop - box[1].start
+        # A tilted ruling may leave through the top or bottom before it spans the picture.
+        edge = box[0].start == 0 or box[0].stop == h or box[1].start == 0 or box[1].stop == w
+        spans = span >= _RULE_SPAN * w or (edge and span >= _RULE_EDGE_SPAN * w)
+        keep[i + 1] = spans and areas[i] <= widest * span
+    if not keep.any():
+        return np.zeros_like(x)
+    # The line's typical level: a bold stroke lying along a ruling for a while raises the
+    # band's level there, not the median over the whole line.
+    kept = np.flatnonzero(keep)
+    typical = np.zeros(count + 1, dtype=np.float32)
+    typical[kept] = ndimage.median(level, labels, kept)
+    base = typical[labels]
+    short = max(5, run // 4)
+    local = ndimage.minimum_filter1d(spread, short, axis=1, mode="nearest")
+    local = ndimage.maximum_filter1d(local, short, axis=1, mode="nearest")
+    local = np.where(local <= _RULE_VARIES * base + _RULE_FLOOR, np.maximum(local, base), base)
+    return np.where(keep[labels], local, 0).astype(np.float32)
+
+
+def _refill(x: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """``x`` with the ``line`` pixels replaced by the fainter of the nearest pixels off the
+    line above and below (per column)."""
+    h, w = x.shape
+    rows = np.arange(h)[:, None]
+    above = np.maximum.accumulate(np.where(line, -1, rows), axis=0)
+    below = np.minimum.accumulate(np.where(line, h, rows)[::-1], axis=0)[::-1]
+    cols = np.arange(w)[None, :]
+    up = np.where(above >= 0, x[np.clip(above, 0, h - 1), cols], 0)
+    down = np.where(below < h, x[np.clip(below, 0, h - 1), cols], 0)
+    return np.where(line, np.minimum(up, down), x).astype(np.float32)
