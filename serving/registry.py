@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -102,10 +105,9 @@ def load(
             location, tracking_uri=uri, registry_uri=uri
         )
         # ONNX Runtime or TensorFlow threads, read by the model as it loads in this worker.
-        # Versions logged without this model_config key load with the runtime's default
-        # (MLflow says so in a warning).
         pyfunc_model = mlflow.pyfunc.load_model(
-            local_path, model_config={THREADS_CONFIG: settings.inference_threads}
+            _declaring_threads(local_path),
+            model_config={THREADS_CONFIG: settings.inference_threads},
         )
     python_model = pyfunc_model.unwrap_python_model()
     if not isinstance(python_model, DigitModel):
@@ -123,3 +125,29 @@ def load(
             ),
         )
     return LoadedModel(ref, python_model)
+
+
+def _declaring_threads(local_path: str) -> str:
+    """``local_path``, or, for a version logged before the thread count was one of its
+    ``model_config`` keys, a copy whose MLmodel declares the key: MLflow lets a loader set
+    only the keys a model was logged with, and would load it with the runtime's default.
+
+    The copy stays, as MLflow's own downloads do: the loaded model may read its files."""
+    from mlflow.models import Model
+    from mlflow.models.model import MLMODEL_FILE_NAME, MODEL_CONFIG
+
+    meta = Model.load(local_path)
+    flavor = meta.flavors[mlflow.pyfunc.FLAVOR_NAME]
+    declared = flavor.get(MODEL_CONFIG) or {}
+    if THREADS_CONFIG in declared:
+        return local_path
+    copy = Path(tempfile.mkdtemp(prefix="digits-model-")) / "model"
+    shutil.copytree(local_path, copy)
+    flavor[MODEL_CONFIG] = {**declared, THREADS_CONFIG: 0}
+    meta.save(str(copy / MLMODEL_FILE_NAME))
+    log.info(
+        "%s was logged without model_config %r: loading a copy that declares it",
+        local_path,
+        THREADS_CONFIG,
+    )
+    return str(copy)

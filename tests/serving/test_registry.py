@@ -1,5 +1,6 @@
 """Loading a registered version: from the registry the settings name (MLflow's process-wide
-URIs untouched), with the inference thread count passed as the model's ``model_config``."""
+URIs untouched), with the inference thread count passed as the model's ``model_config``, for
+versions logged before that key existed too."""
 
 from __future__ import annotations
 
@@ -77,12 +78,18 @@ def test_the_thread_count_reaches_the_model_from_the_named_registry(
     assert loaded.model.classify([seed_png])[0].digit in range(10)
 
 
-def test_a_version_logged_without_model_config_still_loads(versions, threads_seen, seed_png):
+def test_a_version_logged_without_the_key_gets_the_thread_count_too(
+    versions, threads_seen, seed_png
+):
     reg, _, old = versions
     settings = Settings(mlflow_tracking_uri=reg.tracking_uri, inference_threads=3, batching=False)
     loaded = registry.load(old, settings)
-    assert threads_seen == [0]  # MLflow ignores the key it was not logged with: the default
+    assert threads_seen == [3]
     assert loaded.model.classify([seed_png])[0].digit in range(10)
+    # The registry's own copy is left as it was logged.
+    location = registry.client_for(settings).get_model_version_download_uri("digits", old.version)
+    meta = mlflow.models.Model.load(location.removeprefix("file://"))
+    assert not meta.flavors["python_function"].get("config")
 
 
 def test_batches_are_reported_to_the_callback_given(versions, seed_png):
