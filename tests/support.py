@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import shutil
 import signal
@@ -12,9 +13,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -106,6 +110,52 @@ def run_checked(argv: list[str], env: dict[str, str], timeout: float) -> str:
     return proc.stdout + proc.stderr
 
 
+def access_lines(log_path: Path) -> list[dict]:
+    """The service's JSON access-log lines (serving/logs.py) in a server's log file."""
+    lines = []
+    for text in log_path.read_text().splitlines():
+        if text.startswith("{"):
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(text))
+    return [line for line in lines if line.get("msg") == "request"]
+
+
+def wait_for_every_worker(url: str, log_path: Path, workers: int, deadline_s: float = 180) -> None:
+    """Until ``workers`` different gunicorn workers have each answered /ready with 200.
+
+    /ready answers once one worker is up while the others may still be loading their model
+    (and accept no connection meanwhile). Which worker answered a probe is the ``pid`` field
+    of its access-log line, found by the probe's request id; probes go four at a time on
+    new connections, so that a worker busy with one leaves the next to another."""
+    deadline = time.monotonic() + deadline_s
+    probes: set[str] = set()
+
+    def probe(request_id: str) -> None:
+        with contextlib.suppress(requests.RequestException):
+            requests.get(f"{url}/ready", timeout=30, headers={"X-Request-ID": request_id})
+
+    with ThreadPoolExecutor(4) as pool:
+        while True:
+            batch = [f"ready-probe-{uuid.uuid4().hex[:12]}" for _ in range(4)]
+            probes.update(batch)
+            list(pool.map(probe, batch))
+            pids = {
+                line["pid"]
+                for line in access_lines(log_path)
+                if line.get("request_id") in probes and line.get("status") == 200
+            }
+            if len(pids) >= workers:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(pids)} of {workers} workers answered /ready")
+            time.sleep(0.2)
+
+
+def server_log(log_dir: Path, url: str) -> Path:
+    """Where :func:`run_server` writes the log of the server at ``url``."""
+    return log_dir / f"server-{urlsplit(url).port}.log"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -147,7 +197,8 @@ def run_server(
     """Like :func:`start_server`, with the process at hand (to signal it mid-test)."""
     port = free_port()
     server_env = {**env, "HOST": "127.0.0.1", "PORT": str(port), **extra_env}
-    log_path = log_dir / f"server-{port}.log"
+    url = f"http://127.0.0.1:{port}"
+    log_path = server_log(log_dir, url)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "serving"],
@@ -157,7 +208,6 @@ def run_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
     try:
         try:
             wait_for(f"{url}/ready" if wait_ready else f"{url}/health", 200, 180, proc)

@@ -23,11 +23,13 @@ from tests.support import (
     add_version,
     base_env,
     free_port,
+    server_log,
     set_production,
     start_scorer,
     start_server,
     stop,
     wait_for,
+    wait_for_every_worker,
 )
 
 POLL = 1.0
@@ -100,15 +102,14 @@ def _load_seconds(log_dir: Path, version: str) -> float:
     return max(times)
 
 
-def _every_worker_serving(log_dir: Path, version: str, workers: int = 2) -> bool:
-    """Wait until each worker has loaded ``version`` at start: one still starting when the
-    registry changes would load the new version first (seen once on a loaded machine)."""
-    started = re.compile(rf"now serving digits version {version} \(was None\)")
+def _every_worker_serving(url: str, log_dir: Path, workers: int = 2) -> None:
+    """Wait until each worker has loaded the first version at start: one still starting when
+    the registry changes would load the new version first (seen once on a loaded machine)."""
+    wait_for_every_worker(url, server_log(log_dir, url), workers)
 
-    def count() -> int:
-        return sum(len(started.findall(log.read_text())) for log in log_dir.glob("server-*.log"))
 
-    return _wait(lambda: count() >= workers, timeout=120)
+def _answered(load: Load, version: str) -> int:
+    return sum(a.version == version for a in load.answers)
 
 
 def _versions(url: str, n: int = 12) -> set[str]:
@@ -120,13 +121,13 @@ def test_promotion_under_load_swaps_without_a_failed_request(tmp_path, model_dir
     set_production(reg.tracking_uri, add_version(reg.tracking_uri, str(model_dir)))
     extra = {"MODEL_POLL_INTERVAL": str(POLL), "WORKERS": "2"}
     with start_server(reg.env, extra, log_dir=tmp_path) as url, Load(url, seed_png) as load:
-        assert _every_worker_serving(tmp_path, "1")
-        time.sleep(1.0)
+        _every_worker_serving(url, tmp_path)
+        assert _wait(lambda: _answered(load, "1") >= 10, timeout=60)
         v2 = add_version(reg.tracking_uri, str(model_dir))
         promoted_at = time.monotonic()
         set_production(reg.tracking_uri, v2)
         assert _wait(lambda: _versions(url) == {v2}, timeout=60)
-        time.sleep(1.0)  # a little load on the new version too
+        assert _wait(lambda: _answered(load, v2) >= 10, timeout=60)  # load on it too
     answers = load.answers
     assert answers and all(a.status == 200 for a in answers), {a.status for a in answers}
     last_old = max(a.at for a in answers if a.version == "1") - promoted_at
@@ -148,7 +149,7 @@ def test_broken_version_leaves_the_old_one_serving(tmp_path, model_dir, seed_png
     for weights in [*broken.rglob("*.keras"), *broken.rglob("*.onnx")]:
         weights.write_bytes(b"these are not weights")
     with start_server(reg.env, {"MODEL_POLL_INTERVAL": str(POLL)}, log_dir=tmp_path) as url:
-        assert _every_worker_serving(tmp_path, "1")
+        _every_worker_serving(url, tmp_path)
         v2 = add_version(reg.tracking_uri, str(broken))
         set_production(reg.tracking_uri, v2)
 
@@ -172,7 +173,7 @@ def test_admin_reload_needs_the_token_and_reaches_every_worker(tmp_path, model_d
     set_production(reg.tracking_uri, add_version(reg.tracking_uri, str(model_dir)))
     extra = {"MODEL_POLL_INTERVAL": "0", "ADMIN_TOKEN": "s3cret", "WORKERS": "2"}
     with start_server(reg.env, extra, log_dir=tmp_path) as url:
-        assert _every_worker_serving(tmp_path, "1")
+        _every_worker_serving(url, tmp_path)
         assert requests.post(f"{url}/admin/reload", timeout=30).status_code == 401
         wrong = requests.post(
             f"{url}/admin/reload", timeout=30, headers={"Authorization": "Bearer nope"}
@@ -248,7 +249,13 @@ def test_registry_unreachable_at_start_and_while_running(tmp_path, model_dir, tr
         # Registry gone while running: keep serving, still ready, say so.
         stop(tracking_server["proc"])
         tracking_server["proc"] = None
-        time.sleep(3 * POLL)
+        assert _wait(
+            lambda: (
+                requests.get(f"{url}/ready", timeout=10).json()["registry"]["state"]
+                == "unreachable"
+            ),
+            timeout=30,
+        )
         ready = requests.get(f"{url}/ready", timeout=10)
         assert ready.status_code == 200
         assert ready.json()["registry"]["state"] == "unreachable"

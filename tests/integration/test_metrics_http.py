@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import run_server
+from tests.support import access_lines, run_server, wait_for_every_worker
 
 N_RECOGNIZE = 24
 N_BAD = 3
@@ -54,46 +52,15 @@ def digits_counts(samples) -> dict[str, float]:
     }
 
 
-def access_lines(log_path: Path) -> list[dict]:
-    lines = [json.loads(t) for t in log_path.read_text().splitlines() if t.startswith("{")]
-    return [line for line in lines if line.get("msg") == "request"]
-
-
 def _png(digit) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(digit).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def _wait_for_workers(url: str, log_path, n: int, timeout: float = 180) -> None:
-    """/ready answers once one worker is up; the others may still be loading TensorFlow."""
-    deadline = time.monotonic() + timeout
-    probe = 0
-    while time.monotonic() < deadline:
-        with ThreadPoolExecutor(4) as pool:
-            list(
-                pool.map(
-                    lambda k: requests.get(
-                        f"{url}/ready", timeout=30, headers={"X-Request-ID": f"probe-{k}"}
-                    ),
-                    range(probe, probe + 4),
-                )
-            )
-        probe += 4
-        pids = {
-            line["pid"]
-            for line in access_lines(log_path)
-            if str(line.get("request_id", "")).startswith("probe-") and line["status"] == 200
-        }
-        if len(pids) >= n:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"fewer than {n} workers answered within {timeout} s")
-
-
 def test_counts_are_exact_across_workers_and_logs_are_json(server, mnist):
     url, log_path, prom_dir = server
-    _wait_for_workers(url, log_path, 2)
+    wait_for_every_worker(url, log_path, 2)
     assert not (prom_dir / "counter_999999.db").exists()
     images = [base64.b64encode(_png(d)).decode() for d in mnist.x_test[:N_RECOGNIZE]]
 
