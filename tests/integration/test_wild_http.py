@@ -93,3 +93,36 @@ def test_unusable_images_as_base64_json(live_server: str, case: BadRequest):
     )
     assert response.status_code == case.status, response.text
     assert response.json()["error"]["code"] == case.code
+
+
+PHOTOS = ("desk_photo", "ruled_paper", "squared_paper", "shadow")
+
+
+@pytest.mark.parametrize("variant", PHOTOS)
+def test_phone_photos_answer_the_same_through_every_encoding(live_server: str, mnist, variant: str):
+    """A photo of a sheet on a desk, of ruled or squared paper, or with a shadow across the
+    digit: JSON base64, multipart and a raw body get one answer, and it is the digit."""
+    hits = 0
+    for i in range(3):
+        photo = VARIANTS[variant](mnist.x_test[i], i)
+        answers = [
+            requests.post(
+                f"{live_server}/recognize",
+                json={"image": base64.b64encode(photo).decode()},
+                timeout=30,
+            ),
+            requests.post(
+                f"{live_server}/recognize", files={"image": ("p.jpg", photo)}, timeout=30
+            ),
+            requests.post(
+                f"{live_server}/recognize",
+                data=photo,
+                headers={"Content-Type": "image/jpeg"},
+                timeout=30,
+            ),
+        ]
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        bodies = [a.json() for a in answers]
+        assert len({(b["digit"], tuple(b["probabilities"])) for b in bodies}) == 1
+        hits += bodies[0]["digit"] == mnist.y_test[i]
+    assert hits >= 2, f"{variant}: {hits}/3"
