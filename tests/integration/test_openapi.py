@@ -1,14 +1,21 @@
 """Schemathesis against the live server: every operation in /openapi.json, generated
 requests (valid and invalid, single calls and recognise → feedback sequences), every
-answer checked against the document."""
+answer checked against the document; and the docs page (Swagger UI) in a real browser."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import requests
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 # Not positive_data_acceptance: a schema-valid /recognize body (any base64 string, any
 # bytes) is rarely a decodable image, so 4xx answers to "valid" data are right here.
@@ -70,11 +77,39 @@ def test_document_describes_the_served_routes(live_server: str):
     assert {"application/json", "multipart/form-data", "image/png", "image/jpeg"} <= set(recognize)
 
 
-def test_docs_page_lists_every_operation(live_server: str):
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    """Headless Chromium, as in test_web_page.py (.ci/run installs it)."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,2000"):
+        options.add_argument(arg)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_docs_page_shows_every_operation_with_curl_examples(live_server: str, browser: WebDriver):
     doc = requests.get(f"{live_server}/openapi.json", timeout=10).json()
-    page = requests.get(f"{live_server}/docs", timeout=10)
-    assert page.status_code == 200
-    assert page.headers["Content-Type"].startswith("text/html")
-    for path, operations in doc["paths"].items():
-        for method in operations:
-            assert f'id="op-{operations[method]["operationId"]}"' in page.text, (method, path)
+    # Deep link: Swagger UI opens the /recognize operation.
+    browser.get(f"{live_server}/docs#/recognition/recognize")
+    WebDriverWait(browser, 30).until(
+        lambda d: d.find_element(By.ID, "swagger-ui").get_attribute("data-ready") == "true"
+    )
+    shown = {
+        (block.get_attribute("id") or "").rsplit("-", 1)[-1]
+        for block in browser.find_elements(By.CSS_SELECTOR, ".opblock[id^='operations-']")
+    }
+    documented = {op["operationId"] for ops in doc["paths"].values() for op in ops.values()}
+    assert shown == documented
+    recognize = browser.find_element(By.ID, "operations-recognition-recognize")
+    WebDriverWait(browser, 10).until(lambda _: "curl -s" in recognize.text)
+    assert "--data-binary @examples/seven.png" in recognize.text
+    # Nothing but this service was asked for anything.
+    origins = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => new URL(e.name).origin)"
+    )
+    assert set(origins) <= {live_server}, origins
