@@ -37,6 +37,12 @@ class Settings(ImageLogConfig, BaseSettings):
     # p99 (40-46 ms against 47-54 ms with 16, for 5-10 % less throughput).
     threads: int = Field(default=8, ge=1)
     timeout: int = Field(default=60, ge=1, description="gunicorn worker timeout, seconds")
+    # What takes the clients' connections (serving/front.py, docs/front.md): nginx reads
+    # whole requests before gunicorn sees them; "none" is gunicorn alone on HOST:PORT.
+    front: Literal["nginx", "none"] = "nginx"
+    # With FRONT=none: gunicorn listens on this unix socket instead of HOST:PORT, for a front
+    # that runs elsewhere (make stack's load balancer).
+    unix_socket: Path | None = None
 
     # Limits, enforced before any heavy work.
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)

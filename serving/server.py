@@ -5,6 +5,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,12 +16,21 @@ from gunicorn.app.base import BaseApplication
 
 from serving import metrics
 from serving.config import RELOAD_FILE_ENV, Settings
+from serving.front import MISSING_NGINX, Front, FrontConfig, find_nginx
 from serving.worker import LoadBoard
 
 
 class DigitServer(BaseApplication):
-    def __init__(self, settings: Settings) -> None:
+    """gunicorn with this service's worker; with ``front``, behind it on ``socket``."""
+
+    def __init__(
+        self, settings: Settings, front: Front | None = None, socket: Path | None = None
+    ) -> None:
         self.settings = settings
+        self.front = front
+        # Only a front on this machine can reach a unix socket, so its forwarding headers
+        # are believed there (and only there).
+        self.socket = socket or settings.unix_socket
         # Here in the master, before any worker forks and imports prometheus_client.
         self.metrics_dir, self._owns_metrics_dir = metrics.prepare_multiprocess_dir()
         # Shared with the workers it forks (serving/worker.py); room for a reload's overlap.
@@ -28,7 +40,7 @@ class DigitServer(BaseApplication):
     def load_config(self) -> None:
         s = self.settings
         options: dict[str, Any] = {
-            "bind": f"{s.host}:{s.port}",
+            "bind": f"unix:{self.socket}" if self.socket else f"{s.host}:{s.port}",
             "workers": s.workers,
             # gthread that hands a new connection to a worker with a free thread.
             "worker_class": "serving.worker.BalancedThreadWorker",
@@ -39,17 +51,29 @@ class DigitServer(BaseApplication):
             # serving/logs.py writes one JSON line per request instead.
             "accesslog": None,
             "errorlog": "-",
+            "when_ready": self._when_ready,
             "child_exit": self._child_exit,
             "on_exit": self._on_exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
 
+    def _when_ready(self, server) -> None:
+        # gunicorn's socket is bound; its workers are not forked yet.
+        if self.front is None:
+            return
+        self.front.start()
+        # nginx gone means nobody can reach the service: stop, so that a supervisor notices.
+        self.front.watch(lambda code: os.kill(os.getpid(), signal.SIGTERM))
+        server.log.info("front: nginx on http://%s -> %s", self.front.config.listen, self.socket)
+
     def _child_exit(self, server, worker) -> None:
         metrics.mark_worker_dead(worker.pid)
         self.load_board.leave(worker.pid)  # a worker that died could not leave itself
 
     def _on_exit(self, server) -> None:
+        if self.front is not None:
+            self.front.stop()
         if self._owns_metrics_dir:
             metrics.remove_multiprocess_dir(self.metrics_dir)
 
@@ -57,6 +81,12 @@ class DigitServer(BaseApplication):
         from serving.app import create_app  # runs in the worker, after the fork
 
         app = create_app(self.settings)
+        if self.socket is not None:
+            from werkzeug.middleware.proxy_fix import ProxyFix
+
+            # The front sets X-Forwarded-For to the client's address (never appends to what
+            # the client sent), so the last one is the truth: the access log's remote_addr.
+            app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
         _settle_heap()
         return app
 
@@ -82,8 +112,34 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     settings = Settings()
-    # Workers inherit this: a touch of the file makes each of them check the registry now.
+    nginx = find_nginx() if settings.front == "nginx" else None
+    if settings.front == "nginx" and nginx is None:
+        print(MISSING_NGINX, file=sys.stderr)
+        sys.exit(2)
     runtime = Path(tempfile.mkdtemp(prefix="digits-runtime-"))
+    # Workers inherit this: a touch of the file makes each of them check the registry now.
     os.environ.setdefault(RELOAD_FILE_ENV, str(runtime / "reload"))
+    front = socket = None
+    if nginx is not None:
+        socket = runtime / "gunicorn.sock"
+        front_dir = runtime / "front"
+        front_dir.mkdir(mode=0o700)
+        config = FrontConfig(
+            listen_host=settings.host,
+            listen_port=settings.port,
+            upstreams=(f"unix:{socket}",),
+            max_body_bytes=settings.max_body_bytes,
+            # gunicorn kills a worker after TIMEOUT: its answer cannot come later than that.
+            upstream_timeout=settings.timeout + 5,
+            directory=front_dir,
+        )
+        front = Front(config, nginx)
     print(f"serving {settings.model_uri} on http://{settings.host}:{settings.port}", flush=True)
-    DigitServer(settings).run()
+    master = os.getpid()
+    try:
+        DigitServer(settings, front, socket).run()
+    finally:
+        # gunicorn's forked workers leave through here too (SystemExit): only the master
+        # owns the directory.
+        if os.getpid() == master:
+            shutil.rmtree(runtime, ignore_errors=True)

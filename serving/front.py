@@ -1,0 +1,320 @@
+"""The front: nginx in front of gunicorn, so that slow and idle clients cost a connection in an
+event loop instead of a worker thread.
+
+gunicorn's gthread worker gives a connection a thread as soon as it has a request head, and
+keeps it until the body has arrived: 16 clients sending a byte every few seconds held all 16
+threads of the default (2 workers x 8 threads) and nobody else was answered. nginx reads the
+whole request (head, then body, to memory or a temporary file) before it opens a connection
+to gunicorn, gives up on clients that stall (``client_header_timeout``,
+``client_body_timeout``), and holds thousands of open connections in one process; gunicorn's
+own documentation recommends it for exactly this. Measured against gunicorn alone in
+docs/front.md.
+
+``python -m serving`` runs one nginx as its child (:class:`Front`): foreground, with a config
+generated into a private temporary directory that is removed on exit, in front of gunicorn
+on a unix socket in that directory. ``python -m serving.front`` runs the same front over
+several upstreams as the load balancer of ``make stack`` (deploy/stack.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# Debian installs nginx in /usr/sbin, which is not on every user's PATH.
+NGINX_SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+MISSING_NGINX = (
+    "nginx was not found (looked on PATH and in /usr/sbin): the service's front reads whole "
+    "requests before a worker thread sees them, so that slow clients cannot hold the workers. "
+    "Install it (`make setup` does where it can, or `apt-get install nginx`), or run gunicorn "
+    "alone with FRONT=none (then slow or idle clients can starve it; see docs/front.md)."
+)
+
+# A client that stalls this long while sending its head or between two reads of its body is
+# dropped; 10 s is ample for a phone on a bad network sending a few hundred kB.
+CLIENT_TIMEOUT_SECONDS = 10
+KEEPALIVE_SECONDS = 15
+# Bodies up to this stay in memory; larger ones go to a file in the front's directory.
+BODY_BUFFER = "256k"
+
+# The errors nginx answers itself, as the service's JSON ({"error": {"code", "message"}}),
+# never nginx's HTML pages. An upstream's own error bodies pass through untouched.
+FRONT_ERRORS = {
+    400: ("bad_request", "the request could not be read"),
+    408: ("request_timeout", "the request was not sent in time"),
+    413: ("request_entity_too_large", "the request body is over the size limit"),
+    414: ("request_uri_too_large", "the request line is too long"),
+    # nginx's own code for a header over its buffers; it is sent as 400.
+    494: ("request_header_fields_too_large", "a request header is too long"),
+    502: ("upstream_unavailable", "the service cannot be reached; try again"),
+    504: ("upstream_timeout", "the service did not answer in time"),
+}
+
+
+def find_nginx() -> str | None:
+    return shutil.which("nginx", path=NGINX_SEARCH_PATH)
+
+
+@dataclass(frozen=True)
+class FrontConfig:
+    listen_host: str
+    listen_port: int
+    # gunicorn's addresses as nginx writes them: "unix:/path/to.sock" or "127.0.0.1:8001".
+    upstreams: tuple[str, ...]
+    max_body_bytes: int
+    # How long a request may take inside gunicorn (its worker timeout).
+    upstream_timeout: int
+    directory: Path
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+def render(config: FrontConfig) -> str:
+    """nginx.conf for ``config``: everything it writes stays in ``config.directory``."""
+    d = config.directory
+    # Started as root, nginx would switch its workers to "nobody", who cannot reach the
+    # private directory nor the socket in it: they run as the service's own user instead.
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
+    # Several replicas: round robin, and a replica that refuses connections or answers 502/503
+    # is skipped for a while (nginx's passive health checks) and the request tried on the
+    # next. A 503 of this service means "not answered, not stored", so a POST may be retried.
+    several = len(config.upstreams) > 1
+    servers = "\n".join(
+        f"        server {u}{' max_fails=1 fail_timeout=5s' if several else ''};"
+        for u in config.upstreams
+    )
+    next_upstream = (
+        "proxy_next_upstream error http_502 http_503 non_idempotent;\n"
+        "            proxy_next_upstream_tries 2;"
+        if several
+        else "proxy_next_upstream off;"
+    )
+    # Locations by URI, not named ones: a request line too long to parse has no URI to
+    # redirect from and a named location would fail with a 500.
+    error_pages = "\n".join(
+        f"        error_page {status} /.front-error/{status};" for status in FRONT_ERRORS
+    )
+    error_locations = "\n".join(
+        f"        location = /.front-error/{status} {{\n"
+        f"            internal;\n"
+        f"            default_type application/json;\n"
+        f"            return {400 if status == 494 else status} "
+        f'\'{{"error": {{"code": "{code}", "message": "{message}"}}}}\\n\';\n'
+        f"        }}"
+        for status, (code, message) in FRONT_ERRORS.items()
+    )
+    return f"""\
+{user}daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 16384;
+pid {d}/nginx.pid;
+error_log stderr error;
+
+events {{
+    worker_connections 8192;
+}}
+
+http {{
+    server_tokens off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+
+    # The service logs every request it answers (serving/logs.py); the front logs only what
+    # it answered itself (refused, timed out, unreachable service).
+    map $upstream_addr $front_only {{ "" 1; default 0; }}
+    log_format front escape=json '{{"msg": "front", "status": $status, '
+        '"remote_addr": "$remote_addr", "request": "$request", "bytes_in": $request_length, '
+        '"seconds": $request_time}}';
+    access_log /dev/stderr front if=$front_only;
+
+    client_max_body_size {config.max_body_bytes};
+    client_body_buffer_size {BODY_BUFFER};
+    client_header_timeout {CLIENT_TIMEOUT_SECONDS}s;
+    client_body_timeout {CLIENT_TIMEOUT_SECONDS}s;
+    send_timeout {CLIENT_TIMEOUT_SECONDS}s;
+    keepalive_timeout {KEEPALIVE_SECONDS}s;
+    keepalive_requests 10000;
+    reset_timedout_connection on;
+
+    upstream service {{
+{servers}
+    }}
+
+    server {{
+        listen {config.listen} backlog=4096;
+{error_pages}
+
+        location / {{
+            proxy_pass http://service;
+            # Whole request first, then one short exchange with gunicorn per request: a new
+            # connection each time, so gunicorn's accept balancing (serving/worker.py) sees
+            # every request.
+            proxy_request_buffering on;
+            proxy_buffering on;
+            proxy_set_header Host $http_host;
+            # Set, not appended: what a client sends in these headers is not believed.
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_connect_timeout 5s;
+            proxy_send_timeout {config.upstream_timeout}s;
+            proxy_read_timeout {config.upstream_timeout}s;
+            {next_upstream}
+        }}
+
+{error_locations}
+    }}
+}}
+"""
+
+
+def _parent_death_signal(sig: int) -> Callable[[], None]:
+    """A preexec_fn making the child get ``sig`` when its parent dies (Linux's
+    PR_SET_PDEATHSIG), so that a master killed with -9 does not leave nginx behind."""
+    libc_name = ctypes.util.find_library("c")
+
+    def arm() -> None:
+        if libc_name:
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL(libc_name, use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+
+    return arm
+
+
+class Front:
+    """nginx as a child process: started, watched, stopped; its directory removed on stop."""
+
+    def __init__(self, config: FrontConfig, nginx: str) -> None:
+        self.config = config
+        self.nginx = nginx
+        self.proc: subprocess.Popen | None = None
+        self._stopping = False
+
+    def start(self, startup_timeout: float = 10.0) -> None:
+        """Writes the config, starts nginx and returns once it listens; RuntimeError if it
+        exits first. nginx writes its messages to our stderr (no pipe read by a thread: the
+        gunicorn master forks workers, and a thread holding stderr's lock at a fork would
+        leave it held in the child)."""
+        d = self.config.directory
+        conf = d / "nginx.conf"
+        conf.write_text(render(self.config))
+        argv = [self.nginx, "-p", str(d), "-c", str(conf), "-e", "stderr"]
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            # Its own process group: a Ctrl-C for the master reaches nginx through stop().
+            start_new_session=True,
+            preexec_fn=_parent_death_signal(signal.SIGTERM),
+        )
+        deadline = time.monotonic() + startup_timeout
+        while not _listening(self.config.listen_host, self.config.listen_port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"nginx did not start on {self.config.listen} (its own words are above)"
+                )
+            time.sleep(0.02)
+
+    def watch(self, on_exit: Callable[[int], None]) -> None:
+        """Calls ``on_exit(returncode)`` from a thread if nginx exits before stop()."""
+
+        def wait() -> None:
+            code = self.proc.wait()
+            if not self._stopping:
+                on_exit(code)
+
+        threading.Thread(target=wait, daemon=True).start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stops nginx (SIGQUIT: open requests finish first) and removes its directory."""
+        self._stopping = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        shutil.rmtree(self.config.directory, ignore_errors=True)
+
+
+def _listening(host: str, port: int) -> bool:
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    with contextlib.suppress(OSError), socket.create_connection((target, port), timeout=0.5):
+        return True
+    return False
+
+
+def private_directory(prefix: str = "digits-front-") -> Path:
+    """A directory only this user can enter (mkdtemp: mode 0700)."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m serving.front``: nginx alone in front of gunicorns already running
+    elsewhere (make stack's load balancer), until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m serving.front", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--upstream",
+        action="append",
+        required=True,
+        help="unix:/path.sock or host:port of a replica's gunicorn (repeat for each)",
+    )
+    parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    parser.add_argument("--upstream-timeout", type=int, default=60)
+    args = parser.parse_args(argv)
+    nginx = find_nginx()
+    if nginx is None:
+        print(MISSING_NGINX, file=sys.stderr)
+        return 2
+    config = FrontConfig(
+        args.host,
+        args.port,
+        tuple(args.upstream),
+        args.max_body_bytes,
+        args.upstream_timeout,
+        private_directory(),
+    )
+    front = Front(config, nginx)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        front.start()
+        front.watch(lambda code: done.set())
+        print(
+            f"front: nginx on http://{config.listen} -> {', '.join(config.upstreams)}", flush=True
+        )
+        done.wait()
+    finally:
+        front.stop()
+    return 0 if front.proc is None or front.proc.returncode in (0, None, -signal.SIGQUIT) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
