@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import os
 
 from flask import Blueprint, current_app, jsonify, request
 
+from serving import image_log
 from serving.errors import ApiError
 from serving.model_store import model_store
-from serving.schemas import ModelVersion, ReloadResult
+from serving.schemas import AdminStatus, ModelVersion, ReloadResult
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -36,5 +38,20 @@ def reload():
     store.request_reload_everywhere()
     loaded = store.current
     model = ModelVersion(name=loaded.ref.name, version=loaded.ref.version) if loaded else None
+    # ``error`` is a code; the details are in GET /admin/status and the log.
     answer = ReloadResult(changed=result.changed, model=model, error=result.error, **store.status())
+    return jsonify(answer.model_dump())
+
+
+@bp.get("/status")
+def status():
+    """This worker's state with the details public answers leave out: the errors' own
+    text (registry, model load, storage) and where the served model came from."""
+    _require_token()
+    recorder = image_log.recorder()
+    answer = AdminStatus(
+        pid=os.getpid(),
+        **model_store().admin_status(),
+        storage_error_detail=recorder.storage_problem(),
+    )
     return jsonify(answer.model_dump())

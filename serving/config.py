@@ -57,6 +57,13 @@ class Settings(ImageLogConfig, BaseSettings):
     model_poll_interval: float = Field(default=10.0, ge=0)
     # POST /admin/reload needs this token; unset disables the endpoint.
     admin_token: str | None = None
+    # The last version loaded successfully is kept here (serving/last_good.py), to serve when
+    # MODEL_URI's version cannot be loaded at start; default: DATA_DIR/serving-state.
+    state_dir: Path | None = None
+    # Set: /metrics is answered on this port of metrics_host only (an internal listener in
+    # the gunicorn master), not on the public port.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     # Dynamic micro-batching of the network's forward passes within a worker.
     batching: bool = True
@@ -79,6 +86,10 @@ class Settings(ImageLogConfig, BaseSettings):
     # When a record cannot be written: "refuse" answers 503 storage_unavailable; "answer"
     # answers anyway with "logged": false.
     log_failure_policy: Literal["refuse", "answer"] = "refuse"
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir or self.data_dir / "serving-state"
 
     @classmethod
     def settings_customise_sources(

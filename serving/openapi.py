@@ -246,7 +246,13 @@ _PATHS: dict[str, dict[str, Any]] = {
             "summary": "Readiness: 200 once a model is loaded, with its name and version",
             "description": _curl(f"curl -s {_URL}/ready"),
             "responses": {
-                "200": _answer("A model is loaded and answering", _json(schemas.Ready)),
+                "200": _answer(
+                    "A model is loaded and answering; `status` is `degraded` when it is not "
+                    "the one `MODEL_URI` names (that one failed to load: an earlier version, "
+                    "possibly the last good one kept on the machine, answers) or the registry "
+                    "cannot be reached, and `degraded` says why",
+                    _json(schemas.Ready),
+                ),
                 "503": _answer(
                     "No model loaded yet (the registry has no Production version, or it "
                     "cannot be reached), or the image log cannot store requests "
@@ -270,6 +276,32 @@ _PATHS: dict[str, dict[str, Any]] = {
                     "Checked; `changed` says whether a new version is served",
                     _json(schemas.ReloadResult),
                 ),
+                "401": _error(
+                    "No token sent",
+                    ["unauthorized"],
+                    "unauthorized",
+                    "send the admin token as 'Authorization: Bearer …'",
+                ),
+                "403": _error(
+                    "Wrong token, or no `ADMIN_TOKEN` configured",
+                    ["forbidden", "admin_disabled"],
+                    "forbidden",
+                    "wrong admin token",
+                ),
+            },
+        }
+    },
+    "/admin/status": {
+        "get": {
+            "operationId": "admin_status",
+            "tags": ["operations"],
+            "summary": "This worker's state with the details public answers leave out",
+            "description": "The errors' own text (registry, model load, storage) and where "
+            "the served model came from. Needs the admin token, as `/admin/reload`.\n\n"
+            + _curl(f'curl -s {_URL}/admin/status -H "Authorization: Bearer $ADMIN_TOKEN"'),
+            "security": [{"AdminBearer": []}, {"AdminToken": []}],
+            "responses": {
+                "200": _answer("The worker's state", _json(schemas.AdminStatus)),
                 "401": _error(
                     "No token sent",
                     ["unauthorized"],

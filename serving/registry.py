@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
-import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pyfunc.model import THREADS_CONFIG, DigitModel
+from pyfunc import loading
+from pyfunc.model import DigitModel
 from serving.config import Settings
 
 log = logging.getLogger(__name__)
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/]+)|@(?P<alias>[^/]+))/?$")
+MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<ref>[^/]+)|@(?P<alias>[^/]+))/?$")
 
 
 class NoModel(LookupError):
@@ -47,13 +44,12 @@ class LoadedModel:
 
 def client_for(settings: Settings) -> MlflowClient:
     """A client of the registry ``settings`` name; MLflow's process-wide URIs stay untouched."""
-    uri = settings.mlflow_tracking_uri
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return loading.registry_client(settings.mlflow_tracking_uri)
 
 
 def resolve(client: MlflowClient, model_uri: str) -> ModelRef:
     """The concrete version a stage/alias/latest URI points at right now."""
-    match = _MODELS_URI.match(model_uri)
+    match = MODELS_URI.match(model_uri)
     if not match:
         raise ValueError(
             f"MODEL_URI must look like models:/NAME/STAGE or models:/NAME@ALIAS, got {model_uri!r}"
@@ -77,13 +73,19 @@ def resolve(client: MlflowClient, model_uri: str) -> ModelRef:
 
 
 def load(
-    ref: ModelRef, settings: Settings, on_batch: Callable[[int], None] | None = None
+    ref: ModelRef,
+    settings: Settings,
+    on_batch: Callable[[int], None] | None = None,
+    keep: Callable[[Path], None] | None = None,
+    work_dir: Path | None = None,
 ) -> LoadedModel:
     """The version, ready to answer: weights loaded and warmed up in this process, or, in
     remote mode, a client for the scoring server that hosts it (checked by a warm-up call).
 
     The registry is the one ``settings`` names, not MLflow's process-wide default; with
-    batching, ``on_batch(n)`` hears the size of every forward pass."""
+    batching, ``on_batch(n)`` hears the size of every forward pass. ``keep`` and
+    ``work_dir`` are :func:`pyfunc.loading.load_version`'s: the download is removed once
+    loaded, after ``keep(path)`` has had a chance to copy it."""
     if settings.predictor == "remote":
         from serving.remote import RemotePredictor
 
@@ -95,23 +97,36 @@ def load(
             # than flapping between ready and not ready with it.
             log.warning("remote predictor %s not answering yet: %s", remote.url, exc)
         return LoadedModel(ref, remote)
-    uri = settings.mlflow_tracking_uri
-    # Where the version's files are, asked of our registry: a models:/ URI would be looked
-    # up in MLflow's process-wide registry whatever URI download_artifacts is given.
-    location = client_for(settings).get_model_version_download_uri(ref.name, ref.version)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        local_path = mlflow.artifacts.download_artifacts(
-            location, tracking_uri=uri, registry_uri=uri
-        )
+    python_model = loading.load_version(
+        settings.mlflow_tracking_uri,
+        ref.name,
+        ref.version,
         # ONNX Runtime or TensorFlow threads, read by the model as it loads in this worker.
-        pyfunc_model = mlflow.pyfunc.load_model(
-            _declaring_threads(local_path),
-            model_config={THREADS_CONFIG: settings.inference_threads},
-        )
-    python_model = pyfunc_model.unwrap_python_model()
-    if not isinstance(python_model, DigitModel):
-        raise TypeError(f"{ref.uri} is not a digit model (got {type(python_model).__name__})")
+        threads=settings.inference_threads,
+        keep=keep,
+        work_dir=work_dir,
+    )
+    return _serving(ref, python_model, settings, on_batch)
+
+
+def load_directory(
+    ref: ModelRef,
+    path: Path,
+    settings: Settings,
+    on_batch: Callable[[int], None] | None = None,
+) -> LoadedModel:
+    """Version ``ref`` from a copy kept on this machine (serving/last_good.py), loaded as
+    :func:`load` loads it from the registry."""
+    python_model = loading.load_directory(path, threads=settings.inference_threads)
+    return _serving(ref, python_model, settings, on_batch)
+
+
+def _serving(
+    ref: ModelRef,
+    python_model: DigitModel,
+    settings: Settings,
+    on_batch: Callable[[int], None] | None,
+) -> LoadedModel:
     if settings.batching:
         from serving.batching import BatchingModel
 
@@ -125,29 +140,3 @@ def load(
             ),
         )
     return LoadedModel(ref, python_model)
-
-
-def _declaring_threads(local_path: str) -> str:
-    """``local_path``, or, for a version logged before the thread count was one of its
-    ``model_config`` keys, a copy whose MLmodel declares the key: MLflow lets a loader set
-    only the keys a model was logged with, and would load it with the runtime's default.
-
-    The copy stays, as MLflow's own downloads do: the loaded model may read its files."""
-    from mlflow.models import Model
-    from mlflow.models.model import MLMODEL_FILE_NAME, MODEL_CONFIG
-
-    meta = Model.load(local_path)
-    flavor = meta.flavors[mlflow.pyfunc.FLAVOR_NAME]
-    declared = flavor.get(MODEL_CONFIG) or {}
-    if THREADS_CONFIG in declared:
-        return local_path
-    copy = Path(tempfile.mkdtemp(prefix="digits-model-")) / "model"
-    shutil.copytree(local_path, copy)
-    flavor[MODEL_CONFIG] = {**declared, THREADS_CONFIG: 0}
-    meta.save(str(copy / MLMODEL_FILE_NAME))
-    log.info(
-        "%s was logged without model_config %r: loading a copy that declares it",
-        local_path,
-        THREADS_CONFIG,
-    )
-    return str(copy)

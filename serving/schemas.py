@@ -181,11 +181,26 @@ class RegistryStatus(BaseModel):
 
 
 class LoadFailure(BaseModel):
-    """The last version that could not be loaded, and why."""
+    """The last version that could not be loaded, and why (the details are in the log and
+    `GET /admin/status`)."""
 
     version: str
+    code: Literal["artifacts_unavailable", "not_a_digit_model", "load_failed"]
     error: str
     at: str
+
+
+class Degraded(BaseModel):
+    """Why the model served is not (or may not be) the one `MODEL_URI` names: an older model
+    answers rather than none, and the operator is told here."""
+
+    code: Literal["load_failed", "registry_unreachable", "no_version"] = Field(
+        description="`load_failed`: the version behind `MODEL_URI` could not be loaded, an "
+        "earlier one (possibly the last good version kept on this machine) is served; "
+        "`registry_unreachable`: the registry cannot be asked; `no_version`: nothing is "
+        "behind `MODEL_URI` now."
+    )
+    message: str
 
 
 class ServiceStatus(BaseModel):
@@ -198,9 +213,13 @@ class ServiceStatus(BaseModel):
 
 
 class Ready(ServiceStatus):
-    status: Literal["ready"]
+    """`degraded` (still 200: a load balancer should keep sending traffic) when the model
+    served is not the one `MODEL_URI` names; `degraded` says why."""
+
+    status: Literal["ready", "degraded"]
     model: ModelVersion
     storage: StorageStatus
+    degraded: Degraded | None = None
 
 
 class NotReady(ServiceStatus):
@@ -218,6 +237,27 @@ class ReloadResult(BaseModel):
     model_uri: str
     registry: RegistryStatus
     last_load_failure: LoadFailure | None
+    degraded: Degraded | None = None
+
+
+class AdminStatus(BaseModel):
+    """A worker's state for operators: the public status plus the details (the errors' own
+    text, where the served model came from, the last good version kept on the machine)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pid: int
+    model: ModelVersion | None
+    model_uri: str
+    registry: RegistryStatus
+    last_load_failure: LoadFailure | None
+    degraded: Degraded | None = None
+    served_from: Literal["registry", "last_good"] | None
+    wanted_version: str | None
+    registry_error_detail: str | None
+    last_load_failure_detail: dict[str, str] | None
+    last_good: dict[str, str] | None
+    storage_error_detail: str | None
 
 
 class Text(RootModel[str]):
@@ -241,6 +281,7 @@ DOCUMENTED: tuple[type[BaseModel], ...] = (
     Ready,
     NotReady,
     ReloadResult,
+    AdminStatus,
     Text,
     OpenApiDocument,
 )

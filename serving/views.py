@@ -56,19 +56,25 @@ def ready():
     status = store.status()
     recorder = image_log.recorder()
     problem = recorder.storage_problem()
-    status["storage"] = {"state": "unavailable" if problem else "ok", "error": problem}
+    # Public: the problem's own text (SQL, paths) is for the log and /admin/status.
+    public_problem = STORAGE_PROBLEM if problem else None
+    status["storage"] = {"state": "unavailable" if problem else "ok", "error": public_problem}
     loaded = store.current
     if loaded is None:
-        message = store.registry_error or "loading"
-        return _not_ready("model_unavailable", message, status)
+        return _not_ready("model_unavailable", store.unavailable_reason(), status)
     if problem and recorder.refuses_unlogged:  # every answer would be a 503 now
-        return _not_ready("storage_unavailable", problem, status)
-    answer = Ready(status="ready", model=_version(loaded), **status)
+        return _not_ready("storage_unavailable", public_problem, status)
+    state = "degraded" if status["degraded"] else "ready"
+    answer = Ready(status=state, model=_version(loaded), **status)
     return jsonify(answer.model_dump())
+
+
+STORAGE_PROBLEM = "the image log cannot store requests now"
 
 
 def _not_ready(code: str, message: str, status: dict):
     error = ErrorDetail(code=code, message=message)
+    status = {k: v for k, v in status.items() if k != "degraded"}
     return jsonify(NotReady(status="unavailable", error=error, **status).model_dump()), 503
 
 

@@ -34,6 +34,10 @@ class GateRefused(Exception):
     """The candidate scored worse than the champion by more than the margin."""
 
 
+class CandidateDoesNotLoad(GateRefused):
+    """The candidate cannot be loaded from the registry the way the servers load it."""
+
+
 @dataclass
 class Comparison:
     candidate: str
@@ -171,9 +175,25 @@ def score(
     return scores
 
 
+def check_loads(name: str, version: str) -> None:
+    """Load the version from the registry as the servers do (pyfunc.loading: the same
+    download, model_config and warm-up), or refuse it with the reason."""
+    from pyfunc.loading import load_version
+
+    try:
+        load_version(mlflow.get_registry_uri(), name, version, threads=1)
+    except Exception as exc:
+        raise CandidateDoesNotLoad(
+            f"v{version} cannot be loaded from the registry the way the servers load it "
+            f"({type(exc).__name__}: {str(exc)[:300]}): not promoted; register a version "
+            "whose artifacts load"
+        ) from exc
+
+
 def compare(args: argparse.Namespace, client: MlflowClient) -> Comparison:
     candidate = args.version or latest_version(client, args.model_name)
     client.get_model_version(args.model_name, candidate)  # fails clearly if absent
+    check_loads(args.model_name, candidate)  # forced or not: a broken version serves nobody
     champion = production_version(client, args.model_name)
     comparison = Comparison(
         candidate,
