@@ -15,6 +15,7 @@ from imagelog.base import (
     Record,
     Retention,
     StorageError,
+    StorageTimeout,
     StoredRecord,
 )
 from imagelog.config import ImageLogConfig
@@ -28,16 +29,19 @@ __all__ = [
     "Record",
     "Retention",
     "StorageError",
+    "StorageTimeout",
     "StoredRecord",
     "open_image_log",
 ]
 
 
-def open_image_log(config: ImageLogConfig, pool_size: int = 8) -> ImageLog:
+def open_image_log(config: ImageLogConfig, pool_size: int = 8, max_inflight: int = 8) -> ImageLog:
     """The configured backend. Raises :class:`StorageError` if SQLite cannot be opened; a
     PostgreSQL server that is down only makes later calls fail (and later ones succeed).
 
-    ``pool_size`` caps PostgreSQL connections (one per thread at most is useful)."""
+    ``pool_size`` caps PostgreSQL connections (one per thread at most is useful);
+    ``max_inflight`` the calls inside the store at once (see :class:`imagelog.base.Guard`):
+    fewer than the caller's threads, so a hung store cannot take them all."""
     if config.image_log_backend == "postgres":
         from imagelog.postgres import PostgresImageLog  # psycopg only when used
 
@@ -48,6 +52,7 @@ def open_image_log(config: ImageLogConfig, pool_size: int = 8) -> ImageLog:
             retention=config.retention,
             timeout=config.storage_timeout_seconds,
             pool_size=pool_size,
+            max_inflight=max_inflight,
         )
     if config.data_dir is None:
         raise ValueError("the sqlite image log needs data_dir")
@@ -58,4 +63,5 @@ def open_image_log(config: ImageLogConfig, pool_size: int = 8) -> ImageLog:
         store_images=config.store_images,
         retention=config.retention,
         timeout=config.storage_timeout_seconds,
+        max_inflight=max_inflight,
     )

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
+import itertools
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +23,10 @@ def extension_for(input_format: str | None) -> str:
 
 class StorageError(Exception):
     """The log could not be written or read (disk full, database down, …)."""
+
+
+class StorageTimeout(StorageError):
+    """A wait on the storage (a lock, a connection, a statement) ran past its deadline."""
 
 
 class DuplicateRequestId(Exception):
@@ -50,6 +58,9 @@ class Record:
     model_name: str
     model_version: str
     image: bytes | None = None
+    # Bytes the upload carried after the image's end (a phone's appended data): counted,
+    # never stored. ``byte_size`` and ``sha256`` are the image's own bytes.
+    trailing_bytes: int = 0
 
     @property
     def extension(self) -> str:
@@ -74,6 +85,7 @@ class StoredRecord:
     model_version: str
     image_stored: bool
     label: int | None
+    trailing_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,26 +105,132 @@ class Feedback:
 
 @dataclass(frozen=True)
 class Retention:
-    """0 means unlimited; labelled records are kept when ``keep_labelled``."""
+    """0 means unlimited; labelled records are kept when ``keep_labelled``.
+
+    ``max_image_bytes`` caps the bytes of stored images: over it, the oldest unlabelled
+    records go first (labelled ones are never evicted for space)."""
 
     max_age_days: float = 0
     max_count: int = 0
     keep_labelled: bool = True
+    max_image_bytes: int = 0
 
     @property
     def active(self) -> bool:
-        return self.max_age_days > 0 or self.max_count > 0
+        return self.max_age_days > 0 or self.max_count > 0 or self.max_image_bytes > 0
 
     def cutoff(self, now: datetime) -> datetime | None:
         return now - timedelta(days=self.max_age_days) if self.max_age_days > 0 else None
+
+
+# A call inside the store for longer than this means the store is hung (see Guard): a
+# healthy one answers in milliseconds, a disk's worst fsync in well under a second.
+STALL_SECONDS = 1.0
+# /ready's probe waits at most this long (the probe is cached, so this is rare).
+PROBE_TIMEOUT = 2.0
+# Rows deleted per transaction by retention, so writers never queue behind one huge DELETE.
+RETENTION_BATCH = 500
+
+
+class Deadline:
+    """When a storage call must have finished; every wait inside it is bounded by this."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        """Seconds left (possibly <= 0)."""
+        return self.at - time.monotonic()
+
+    def remaining(self, waiting_for: str) -> float:
+        """Seconds left; :class:`StorageTimeout` naming ``waiting_for`` if none are."""
+        left = self.left()
+        if left <= 0:
+            raise StorageTimeout(f"{waiting_for}: no answer within {self.seconds:g} s")
+        return left
+
+
+class Guard:
+    """Keeps a hung store from holding every request thread of a worker.
+
+    Request-path calls enter through :meth:`call`, which gives each a :class:`Deadline`.
+    Two rules on top of the deadline: at most ``max_inflight`` calls are inside at once
+    (a worker keeps threads for /health and for requests that need no storage), and once a
+    call has been inside for longer than ``stall_seconds`` the store counts as hung: calls
+    waiting for a slot and new calls fail at once, instead of each waiting its full
+    deadline. A healthy store answers in milliseconds, so neither rule bites then.
+    """
+
+    def __init__(self, timeout: float, max_inflight: int, stall_seconds: float) -> None:
+        self.timeout = timeout
+        self.max_inflight = max(1, max_inflight)
+        self.stall_seconds = min(stall_seconds, timeout)
+        self._cond = threading.Condition()
+        self._inflight: dict[int, float] = {}
+        self._tokens = itertools.count()
+
+    def stalled_for(self) -> float:
+        """How long the oldest call has been inside beyond ``stall_seconds`` (0: not hung)."""
+        with self._cond:
+            oldest = min(self._inflight.values(), default=None)
+        if oldest is None:
+            return 0.0
+        return max(0.0, time.monotonic() - oldest - self.stall_seconds)
+
+    def _refuse_if_stalled(self, what: str) -> None:
+        if self.stalled_for() > 0:
+            raise StorageTimeout(
+                f"{what}: the store is not answering (a call has waited more than "
+                f"{self.stall_seconds:g} s)"
+            )
+
+    @contextlib.contextmanager
+    def call(self, what: str, timeout: float | None = None) -> Iterator[Deadline]:
+        deadline = Deadline(min(timeout, self.timeout) if timeout else self.timeout)
+        with self._cond:
+            while True:
+                self._refuse_if_stalled(what)
+                if len(self._inflight) < self.max_inflight:
+                    break
+                # Woken when a slot frees; the short slice re-checks for a stall.
+                self._cond.wait(min(0.05, deadline.remaining(what)))
+            token = next(self._tokens)
+            self._inflight[token] = time.monotonic()
+        try:
+            yield deadline
+        finally:
+            with self._cond:
+                del self._inflight[token]
+                self._cond.notify()
+
+    def wait_lock(self, lock: threading.Lock, deadline: Deadline, what: str) -> None:
+        """Acquire a process-local lock before ``deadline``, giving up early if the store
+        is hung (whoever holds the lock is then stuck in the store)."""
+        while not lock.acquire(timeout=min(0.05, deadline.remaining(what))):
+            self._refuse_if_stalled(what)
+
+
+def enough_to_free(rows: list[tuple], excess: int) -> list[tuple[int]]:
+    """The first of ``rows`` (seq, sha256, byte_size) whose images add up to ``excess``."""
+    chosen, freed, seen = [], 0, set()
+    for seq, sha, size in rows:
+        chosen.append((seq,))
+        if sha not in seen:
+            seen.add(sha)
+            freed += size
+        if freed >= excess:
+            break
+    return chosen
 
 
 class StagedImage(abc.ABC):
     """An image write started by :meth:`ImageLog.stage_image`."""
 
     @abc.abstractmethod
-    def wait(self) -> None:
-        """Block until the bytes are durable; :class:`StorageError` if they could not be."""
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the bytes are durable; :class:`StorageError` if they could not be,
+        :class:`StorageTimeout` if that takes longer than ``timeout`` seconds."""
 
     @abc.abstractmethod
     def discard(self) -> None:
@@ -126,9 +244,18 @@ class ImageLog(abc.ABC):
     safe to use from several threads, processes and (for PostgreSQL) machines at once.
     """
 
-    def __init__(self, store_images: bool = True, retention: Retention | None = None) -> None:
+    def __init__(
+        self,
+        store_images: bool = True,
+        retention: Retention | None = None,
+        timeout: float = 10.0,
+        max_inflight: int = 8,
+        stall_seconds: float = STALL_SECONDS,
+    ) -> None:
         self.store_images = store_images
         self.retention = retention or Retention()
+        self.timeout = timeout
+        self.guard = Guard(timeout, max_inflight, stall_seconds)
 
     def stage_image(self, sha256: str, extension: str, image: bytes) -> StagedImage | None:
         """Start storing an image's bytes in the background, before its record is ready.
@@ -182,7 +309,12 @@ class ImageLog(abc.ABC):
 
     @abc.abstractmethod
     def check(self) -> None:
-        """Raise :class:`StorageError` if a record could not be stored right now."""
+        """Raise :class:`StorageError` if a record could not be stored right now: a real
+        write (of a small file and a transaction), not a look at permissions."""
+
+    @abc.abstractmethod
+    def image_bytes(self) -> int:
+        """Bytes of the stored images (what ``Retention.max_image_bytes`` caps)."""
 
     def sweep(self, older_than: timedelta = timedelta(hours=1)) -> int:
         """Remove leftovers of requests that never committed (a killed worker's half-written

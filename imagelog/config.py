@@ -25,10 +25,15 @@ class ImageLogConfig(BaseModel):
     # false: predictions are still logged (with the image's sha256), the bytes are not kept.
     store_images: bool = True
     # 0 = unlimited. Labelled records are kept unless retention_keep_labelled is false.
-    retention_max_age_days: float = Field(default=0, ge=0)
+    # Unlabelled records are only worth keeping until someone could have labelled them.
+    retention_max_age_days: float = Field(default=90, ge=0)
     retention_max_count: int = Field(default=0, ge=0)
     retention_keep_labelled: bool = True
-    # How long a write may wait for the database (lock or connection) before it fails.
+    # Bytes of stored images (0 = unlimited): over it, the oldest unlabelled records are
+    # deleted first; labelled ones never are.
+    image_store_max_bytes: int = Field(default=5 * 1024**3, ge=0)
+    # Longest wait of a storage call (lock, connection, statement): past it, the request
+    # gets 503 storage_unavailable and its thread is free again.
     storage_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @property
@@ -37,4 +42,5 @@ class ImageLogConfig(BaseModel):
             max_age_days=self.retention_max_age_days,
             max_count=self.retention_max_count,
             keep_labelled=self.retention_keep_labelled,
+            max_image_bytes=self.image_store_max_bytes,
         )

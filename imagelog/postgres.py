@@ -7,14 +7,25 @@ a committed record is on disk before the client hears back.
 
 The schema is created and migrated by the first replica that starts (``schema_version``
 records what was applied); an advisory lock keeps replicas that start together from racing.
+
+Every wait has a deadline (``timeout``): a connection from the pool, connecting
+(``connect_timeout``), statements and locks on the server (``statement_timeout``,
+``lock_timeout``), a peer that vanished (TCP keepalives, ``tcp_user_timeout``), and, for
+a server that is alive to the kernel but never answers (stopped, wedged), a watchdog that
+cuts the connection of a call past its deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
+import os
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import psycopg
@@ -22,6 +33,10 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from imagelog.base import (
+    PROBE_TIMEOUT,
+    RETENTION_BATCH,
+    STALL_SECONDS,
+    Deadline,
     DuplicateRequestId,
     Feedback,
     ImageLog,
@@ -29,7 +44,9 @@ from imagelog.base import (
     Record,
     Retention,
     StorageError,
+    StorageTimeout,
     StoredRecord,
+    enough_to_free,
     utc_now,
 )
 
@@ -76,6 +93,10 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX feedback_request ON feedback (request_id, id)",
     ),
+    (
+        "ALTER TABLE requests ADD COLUMN trailing_bytes integer NOT NULL DEFAULT 0",
+        "CREATE TABLE probe (id smallint PRIMARY KEY, at timestamptz NOT NULL)",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -84,12 +105,118 @@ _RECORD_COLUMNS = (
     "r.request_id, r.created_at, r.sha256, r.byte_size, r.input_format, r.width, r.height, "
     "r.digit, r.confidence, r.probabilities, r.model_name, r.model_version, r.image_stored, "
     "(SELECT f.label FROM feedback f WHERE f.request_id = r.request_id "
-    "ORDER BY f.id DESC LIMIT 1)"
+    "ORDER BY f.id DESC LIMIT 1), r.trailing_bytes"
 )
+_UNLABELLED = "NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = requests.request_id)"
 
 
 def _stored(row: tuple) -> StoredRecord:
-    return StoredRecord(*row[:9], list(row[9]), *row[10:12], bool(row[12]), row[13])
+    return StoredRecord(*row[:9], list(row[9]), *row[10:12], bool(row[12]), row[13], row[14])
+
+
+def connection_options(schema: str, timeout: float) -> dict[str, object]:
+    """libpq parameters: every wait on the server or the network ends within ``timeout``."""
+    ms = max(1, round(timeout * 1000))
+    return {
+        "connect_timeout": max(2, round(timeout)),  # libpq's minimum is 2 s
+        # A peer that vanished (cable, crash of its machine): keepalives notice an idle
+        # connection, tcp_user_timeout one with data unacknowledged.
+        "keepalives": 1,
+        "keepalives_idle": max(1, round(timeout)),
+        "keepalives_interval": max(1, round(timeout / 3)),
+        "keepalives_count": 3,
+        "tcp_user_timeout": ms,
+        # Durability must not depend on the server's default; neither must how long a
+        # statement or a lock may take.
+        "options": f"-c search_path={schema} -c synchronous_commit=on "
+        f"-c statement_timeout={ms} -c lock_timeout={ms}",
+    }
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(
+        exc, PoolTimeout | psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable
+    )
+
+
+class _Alarm:
+    def __init__(self, at: float, conn: psycopg.Connection) -> None:
+        self.at, self.conn = at, conn
+        self.lock = threading.Lock()
+        self.fired = self.disarmed = False
+
+    def fire(self) -> None:
+        with self.lock:
+            if self.disarmed:
+                return
+            self.fired = True
+            log.warning("image log database: no answer by the deadline; connection cut")
+            # shutdown, not close: the fd stays psycopg's, and the call blocked on it
+            # returns an error now; the pool then discards the broken connection.
+            with contextlib.suppress(OSError, ValueError):
+                sock = socket.socket(fileno=_dup(self.conn.pgconn.socket))
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    sock.close()
+
+    def disarm(self) -> bool:
+        """Stop the alarm; True if it had fired (the connection is cut)."""
+        with self.lock:
+            self.disarmed = True
+            return self.fired
+
+
+def _dup(fd: int) -> int:
+    return os.dup(fd)
+
+
+class _Watchdog:
+    """One thread that cuts the connection of a call still running at its deadline.
+
+    ``statement_timeout`` needs a server that runs, and a stopped or wedged one (SIGSTOP,
+    a frozen VM) still has its kernel acknowledge our packets, so neither the server's
+    timeouts nor TCP keepalives or ``tcp_user_timeout`` ever fire: a blocked call would
+    wait forever, holding a request thread."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Alarm]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def arm(self, at: float, conn: psycopg.Connection) -> _Alarm:
+        alarm = _Alarm(at, conn)
+        with self._cond:
+            if self._thread is None:  # started by the first call, not by the constructor
+                self._thread = threading.Thread(
+                    target=self._run, name="imagelog-watchdog", daemon=True
+                )
+                self._thread.start()
+            heapq.heappush(self._heap, (at, next(self._order), alarm))
+            if self._heap[0][2] is alarm:
+                self._cond.notify()
+        return alarm
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed:
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        alarm = heapq.heappop(self._heap)[2]
+                        break
+                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                else:
+                    return
+            if not alarm.disarmed:
+                alarm.fire()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
 
 
 class PostgresImageLog(ImageLog):
@@ -101,14 +228,18 @@ class PostgresImageLog(ImageLog):
         retention: Retention | None = None,
         timeout: float = 10.0,
         pool_size: int = 4,
+        max_inflight: int | None = None,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
-        super().__init__(store_images, retention)
+        inflight = pool_size if max_inflight is None else max_inflight
+        super().__init__(store_images, retention, timeout, inflight, stall_seconds)
         if not url:
             raise ValueError("the postgres image log needs DATABASE_URL")
         self.schema = schema
-        self.timeout = timeout
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        self._watchdog = _Watchdog()
+        self._local = threading.local()  # the calling thread's deadline, for _check
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -116,12 +247,8 @@ class PostgresImageLog(ImageLog):
             timeout=timeout,
             open=False,
             # A connection the server dropped (restart, failover) is replaced, not used.
-            check=ConnectionPool.check_connection,
-            kwargs={
-                "connect_timeout": max(1, round(timeout)),
-                # Durability must not depend on the server's default.
-                "options": f"-c search_path={schema} -c synchronous_commit=on",
-            },
+            check=self._check,
+            kwargs=connection_options(schema, timeout),
             name=f"imagelog-{schema}",
         )
         # Connect in the background: a database that is down at start makes requests
@@ -131,27 +258,71 @@ class PostgresImageLog(ImageLog):
             self.ensure_schema()
 
     # -- connections and schema -------------------------------------------------------------
+    def _check(self, conn: psycopg.Connection) -> None:
+        """The pool's check of a connection it hands out, within the caller's deadline."""
+        deadline: Deadline = getattr(self._local, "deadline", None) or Deadline(self.timeout)
+        with self._watched(conn, deadline):
+            ConnectionPool.check_connection(conn)
+
+    @contextlib.contextmanager
+    def _watched(self, conn: psycopg.Connection, deadline: Deadline) -> Iterator[None]:
+        alarm = self._watchdog.arm(deadline.at, conn)
+        try:
+            yield
+        except psycopg.Error as exc:
+            if alarm.disarm():
+                raise StorageTimeout(
+                    f"image log database: no answer within {deadline.seconds:g} s"
+                ) from exc
+            raise
+        finally:
+            alarm.disarm()
+
     @contextlib.contextmanager
     def _connection(
-        self, migrate: bool = True, timeout: float | None = None
+        self,
+        migrate: bool = True,
+        deadline: Deadline | None = None,
+        watch: bool = True,
     ) -> Iterator[psycopg.Connection]:
-        """A pooled connection in a transaction, committed when the block succeeds."""
+        """A pooled connection in a transaction, committed when the block succeeds, all
+        before ``deadline`` (``watch=False``: only getting the connection is bounded, for
+        reads that stream for as long as their reader takes)."""
+        deadline = deadline or Deadline(self.timeout)
         if migrate:
-            self.ensure_schema()
+            self.ensure_schema(deadline)
         try:
-            with self._pool.connection(timeout=timeout) as conn:
-                yield conn
+            self._local.deadline = deadline
+            try:
+                conn = self._pool.getconn(timeout=deadline.remaining("image log connection"))
+            finally:
+                self._local.deadline = None
+            try:
+                with self._watched(conn, deadline) if watch else contextlib.nullcontext():
+                    try:
+                        yield conn
+                        conn.commit()
+                    except BaseException:
+                        with contextlib.suppress(psycopg.Error):
+                            conn.rollback()
+                        raise
+            finally:
+                self._pool.putconn(conn)  # after the watchdog let go of it
         except (psycopg.Error, PoolTimeout) as exc:
-            raise StorageError(f"image log database: {type(exc).__name__}: {exc}") from exc
+            kind = StorageTimeout if _is_timeout(exc) else StorageError
+            raise kind(f"image log database: {type(exc).__name__}: {exc}") from exc
 
-    def ensure_schema(self) -> None:
+    def ensure_schema(self, deadline: Deadline | None = None) -> None:
         """Create or migrate the schema once per process (a no-op when it is current)."""
         if self._schema_ready:
             return
-        with self._schema_lock:
+        deadline = deadline or Deadline(self.timeout)
+        if not self._schema_lock.acquire(timeout=deadline.remaining("image log schema")):
+            raise StorageTimeout("image log schema: another thread is still creating it")
+        try:
             if self._schema_ready:
                 return
-            with self._connection(migrate=False) as conn:
+            with self._connection(migrate=False, deadline=deadline) as conn:
                 conn.execute(
                     "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                     (_LOCK_CLASS + _MIGRATE, self.schema),
@@ -177,17 +348,32 @@ class PostgresImageLog(ImageLog):
                     conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
                     log.info("image log schema %s: version %d", self.schema, number)
             self._schema_ready = True
+        finally:
+            self._schema_lock.release()
 
     # -- the interface ----------------------------------------------------------------------
     def check(self) -> None:
-        # /ready asks this on every probe: answer within a probe's patience, not the pool's.
-        with self._connection(migrate=False, timeout=min(self.timeout, 2.0)) as conn:
-            conn.execute("SELECT 1")
-        self.ensure_schema()  # the server answers: a schema it refuses is reported too
+        # A real write transaction (a schema the server refuses is reported too), within
+        # a probe's patience rather than the pool's.
+        with (
+            self.guard.call("image log probe", timeout=PROBE_TIMEOUT) as deadline,
+            self._connection(deadline=deadline) as conn,
+        ):
+            conn.execute(
+                "INSERT INTO probe (id, at) VALUES (1, now()) "
+                "ON CONFLICT (id) DO UPDATE SET at = excluded.at"
+            )
+
+    def image_bytes(self) -> int:
+        with self._connection() as conn:
+            return conn.execute("SELECT coalesce(sum(byte_size), 0) FROM images").fetchone()[0]
 
     def record(self, entry: Record) -> None:
         keep = self.store_images and entry.image is not None
-        with self._connection() as conn:
+        with (
+            self.guard.call("image log write") as deadline,
+            self._connection(deadline=deadline) as conn,
+        ):
             if keep:
                 conn.execute(
                     "INSERT INTO images (sha256, data, byte_size, input_format) "
@@ -197,7 +383,8 @@ class PostgresImageLog(ImageLog):
             inserted = conn.execute(
                 "INSERT INTO requests (request_id, created_at, sha256, image_stored, byte_size, "
                 "input_format, width, height, digit, confidence, probabilities, model_name, "
-                "model_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "model_version, trailing_bytes) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (request_id) DO NOTHING",
                 (
                     entry.request_id,
@@ -213,6 +400,7 @@ class PostgresImageLog(ImageLog):
                     entry.probabilities,
                     entry.model_name,
                     entry.model_version,
+                    entry.trailing_bytes,
                 ),
             ).rowcount
             if not inserted:
@@ -223,7 +411,10 @@ class PostgresImageLog(ImageLog):
                     raise DuplicateRequestId(entry.request_id)
 
     def label(self, request_id: str, label: int, at: datetime | None = None) -> bool:
-        with self._connection() as conn:
+        with (
+            self.guard.call("image log label") as deadline,
+            self._connection(deadline=deadline) as conn,
+        ):
             # The foreign key makes this fail, not dangle, should retention delete the
             # record between the check and the insert.
             return (
@@ -251,7 +442,7 @@ class PostgresImageLog(ImageLog):
         return [Feedback(label, at) for label, at in rows]
 
     def records(self) -> Iterator[StoredRecord]:
-        with self._connection() as conn, conn.cursor(name="records") as cursor:
+        with self._connection(watch=False) as conn, conn.cursor(name="records") as cursor:
             cursor.execute(f"SELECT {_RECORD_COLUMNS} FROM requests r ORDER BY r.seq")
             for row in cursor:
                 yield _stored(row)
@@ -262,7 +453,7 @@ class PostgresImageLog(ImageLog):
         return bytes(row[0]) if row else None
 
     def labelled(self) -> Iterator[LabelledImage]:
-        with self._connection() as conn, conn.cursor(name="labelled") as cursor:
+        with self._connection(watch=False) as conn, conn.cursor(name="labelled") as cursor:
             cursor.execute(
                 "SELECT r.request_id, f.label, f.labelled_at, r.sha256, i.data "
                 "FROM requests r JOIN images i ON i.sha256 = r.sha256 "
@@ -285,52 +476,77 @@ class PostgresImageLog(ImageLog):
         policy = self.retention
         if not policy.active:
             return 0
-        unlabelled = (
-            "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = requests.request_id)"
-            if policy.keep_labelled
-            else ""
-        )
+        spare = f"AND {_UNLABELLED}" if policy.keep_labelled else ""
         cutoff = policy.cutoff(now or utc_now())
-        with self._connection() as conn:
-            # One replica at a time; the others have nothing left to do.
-            (mine,) = conn.execute(
-                "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))",
-                (_LOCK_CLASS + _RETAIN, self.schema),
-            ).fetchone()
-            if not mine:
-                return 0
-            gone: list[str] = []
-            if cutoff is not None:
-                gone += [
+        gone = 0
+        if cutoff is not None:
+            gone += self._delete_while(
+                lambda conn: conn.execute(
+                    f"SELECT seq FROM requests WHERE created_at < %s {spare} ORDER BY seq LIMIT %s",
+                    (cutoff, RETENTION_BATCH),
+                ).fetchall()
+            )
+        if policy.max_count:
+            gone += self._delete_while(
+                lambda conn: conn.execute(
+                    "SELECT seq FROM requests WHERE seq IN (SELECT seq FROM requests "
+                    f"WHERE true {spare} ORDER BY created_at DESC, seq DESC OFFSET %s) "
+                    "ORDER BY seq LIMIT %s",
+                    (policy.max_count, RETENTION_BATCH),
+                ).fetchall()
+            )
+        if policy.max_image_bytes:
+            gone += self._delete_while(self._over_quota)
+        if gone:
+            log.info("image log retention: %d record(s) deleted", gone)
+        return gone
+
+    def _over_quota(self, conn: psycopg.Connection) -> list[tuple[int]]:
+        """As in the SQLite backend: the oldest unlabelled records with a stored image,
+        as many as bring the images back under the quota."""
+        quota = self.retention.max_image_bytes
+        (total,) = conn.execute("SELECT coalesce(sum(byte_size), 0) FROM images").fetchone()
+        if total <= quota:
+            return []
+        rows = conn.execute(
+            f"SELECT seq, sha256, byte_size FROM requests WHERE image_stored AND {_UNLABELLED} "
+            "ORDER BY created_at, seq LIMIT %s",
+            (RETENTION_BATCH,),
+        ).fetchall()
+        return enough_to_free(rows, total - quota)
+
+    def _delete_while(self, select: Callable[[psycopg.Connection], list[tuple]]) -> int:
+        """Delete the records ``select`` names, a batch per transaction, until it names none
+        (or another replica is at it); images no stored record uses go with them."""
+        gone = 0
+        while True:
+            with self._connection() as conn:
+                (mine,) = conn.execute(
+                    "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))",
+                    (_LOCK_CLASS + _RETAIN, self.schema),
+                ).fetchone()
+                if not mine:  # one replica at a time; the others have nothing left to do
+                    return gone
+                seqs = [row[0] for row in select(conn)]
+                if not seqs:
+                    return gone
+                shas = {
                     sha
                     for (sha,) in conn.execute(
-                        f"DELETE FROM requests WHERE created_at < %s {unlabelled} RETURNING sha256",
-                        (cutoff,),
+                        "DELETE FROM requests WHERE seq = ANY(%s) RETURNING sha256", (seqs,)
                     )
-                ]
-            if policy.max_count:
-                gone += [
-                    sha
-                    for (sha,) in conn.execute(
-                        "DELETE FROM requests WHERE seq IN (SELECT seq FROM requests "
-                        f"WHERE true {unlabelled} ORDER BY created_at DESC, seq DESC "
-                        "OFFSET %s) RETURNING sha256",
-                        (policy.max_count,),
-                    )
-                ]
-            if gone:
-                # Writers insert into images (ROW EXCLUSIVE) in the same transaction as their
-                # request row: this lock waits for those in flight and holds off new ones, so
-                # the NOT EXISTS below sees every request that could still use an image.
+                }
+                # Writers insert into images (ROW EXCLUSIVE) in the same transaction as
+                # their request row: this lock waits for those in flight and holds off new
+                # ones, so the NOT EXISTS below sees every request that could use an image.
                 conn.execute("LOCK TABLE images IN SHARE ROW EXCLUSIVE MODE")
                 conn.execute(
                     "DELETE FROM images i WHERE i.sha256 = ANY(%s) AND NOT EXISTS "
                     "(SELECT 1 FROM requests r WHERE r.sha256 = i.sha256 AND r.image_stored)",
-                    (sorted(set(gone)),),
+                    (sorted(shas),),
                 )
-        if gone:
-            log.info("image log retention: %d record(s) deleted", len(gone))
-        return len(gone)
+            gone += len(seqs)
 
     def close(self) -> None:
         self._pool.close()
+        self._watchdog.close()

@@ -6,6 +6,11 @@ Layout under ``data_dir``::
     imagelog.lock               writers of every process queue on it (flock)
     imagelog.swept              its mtime: the last sweep of leftover files
     images/ab/cdef….png         the bytes of the image whose sha256 is abcdef…
+    images/.probe-<pid>         /ready's write probe, removed right after
+
+Every wait has a deadline (``timeout``): the process's own lock, the file lock, SQLite's
+busy handler and the file writes (done on a small pool of threads, so a disk that hangs
+costs a request its deadline, not its thread forever).
 
 Durability: an image file is written to a temporary name, fsynced, renamed into place
 and its directory fsynced *before* the row that refers to it is committed; commits use
@@ -28,11 +33,16 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from imagelog.base import (
+    PROBE_TIMEOUT,
+    RETENTION_BATCH,
+    STALL_SECONDS,
+    Deadline,
     DuplicateRequestId,
     Feedback,
     ImageLog,
@@ -41,7 +51,9 @@ from imagelog.base import (
     Retention,
     StagedImage,
     StorageError,
+    StorageTimeout,
     StoredRecord,
+    enough_to_free,
     sha256_hex,
     utc_now,
 )
@@ -53,6 +65,10 @@ LOCK_NAME = "imagelog.lock"  # writers of all processes queue on it (flock)
 IMAGES_DIR = "images"
 SWEPT_NAME = "imagelog.swept"  # its mtime: when leftovers were last swept
 SWEEP_EVERY = timedelta(days=1)
+# /ready writes and fsyncs this much: a disk that cannot take it cannot take an image.
+PROBE_BYTES = 64 * 1024
+# Polling the file lock: first and longest sleep between tries (see _flock).
+FLOCK_FIRST_SLEEP, FLOCK_MAX_SLEEP = 0.0002, 0.002
 
 # Version n is _MIGRATIONS[n - 1]; PRAGMA user_version holds the version applied.
 _MIGRATIONS: tuple[str, ...] = (
@@ -90,14 +106,19 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX feedback_request ON feedback (request_id, id);
     """,
+    """
+    ALTER TABLE requests ADD COLUMN trailing_bytes INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL);
+    """,
 )
 
 _RECORD_COLUMNS = (
     "r.request_id, r.created_at, r.sha256, r.byte_size, r.input_format, r.width, r.height, "
     "r.digit, r.confidence, r.probabilities, r.model_name, r.model_version, r.image_stored, "
     "(SELECT f.label FROM feedback f WHERE f.request_id = r.request_id "
-    "ORDER BY f.id DESC LIMIT 1)"
+    "ORDER BY f.id DESC LIMIT 1), r.trailing_bytes"
 )
+_UNLABELLED = "NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = requests.request_id)"
 
 
 def _ts(value: datetime) -> str:
@@ -125,6 +146,7 @@ def _stored(row: tuple) -> StoredRecord:
         model_version=row[11],
         image_stored=bool(row[12]),
         label=row[13],
+        trailing_bytes=row[14],
     )
 
 
@@ -132,15 +154,12 @@ class _StagedFile(StagedImage):
     def __init__(self, log: SqliteImageLog, sha256: str, path: Path, write: Future) -> None:
         self._log, self._sha256, self._path, self._write = log, sha256, path, write
 
-    def wait(self) -> None:
-        try:
-            self._write.result()
-        except OSError as exc:
-            raise StorageError(f"image file write failed: {exc}") from exc
+    def wait(self, timeout: float | None = None) -> None:
+        _result(self._write, timeout, "image file write")
 
     def discard(self) -> None:
         with contextlib.suppress(Exception):
-            self._write.result()
+            self._write.result(self._log.timeout)
         self._log._remove_unreferenced(self._sha256, self._path)
 
 
@@ -153,6 +172,22 @@ class _Pending:
     path: Path | None
     done: bool = False
     error: Exception | None = None
+
+
+def _result(write: Future, timeout: float | None, what: str) -> None:
+    try:
+        write.result(timeout)
+    except FutureTimeout:
+        raise StorageTimeout(f"{what}: not done within {timeout:.3g} s") from None
+    except OSError as exc:
+        raise StorageError(f"{what} failed: {exc}") from exc
+
+
+def _sqlite_error(exc: sqlite3.Error, what: str) -> StorageError:
+    # SQLite's busy handler gave up: another connection held the lock past our deadline.
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return StorageTimeout(f"{what}: {exc}")
+    return StorageError(f"{what}: {exc}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -185,12 +220,13 @@ class SqliteImageLog(ImageLog):
         store_images: bool = True,
         retention: Retention | None = None,
         timeout: float = 10.0,
+        max_inflight: int = 8,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
-        super().__init__(store_images, retention)
+        super().__init__(store_images, retention, timeout, max_inflight, stall_seconds)
         self.data_dir = Path(data_dir)
         self.images_dir = self.data_dir / IMAGES_DIR
         self.db_path = self.data_dir / DB_NAME
-        self.timeout = timeout
         # One connection per process, used under a lock: SQLite admits one writer at a
         # time anyway, and the slow part (writing and fsyncing the file) happens outside.
         self._lock = threading.Lock()
@@ -260,21 +296,43 @@ class SqliteImageLog(ImageLog):
         return self._conn or self._open()
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, deadline: Deadline | None = None) -> Iterator[sqlite3.Connection]:
         """A write transaction holding SQLite's write lock from its first statement."""
-        with self._lock, self._transaction() as conn:
-            yield conn
+        deadline = deadline or Deadline(self.timeout)
+        self.guard.wait_lock(self._lock, deadline, "image log lock (this process)")
+        try:
+            with self._transaction(deadline) as conn:
+                yield conn
+        finally:
+            self._lock.release()
+
+    def _flock(self, deadline: Deadline) -> None:
+        """Take the file lock all processes' writers queue on, before ``deadline``.
+
+        Polled in sub-millisecond steps rather than blocked on (a blocking flock has no
+        timeout): SQLite's own busy handler sleeps in growing steps (1, 2, 5, 10 … 100 ms)
+        while a sibling worker writes, which made the slowest answers under load wait tens
+        of milliseconds; these steps stay under FLOCK_MAX_SLEEP."""
+        sleep = FLOCK_FIRST_SLEEP
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            time.sleep(min(sleep, deadline.remaining("image log file lock")))
+            sleep = min(sleep * 2, FLOCK_MAX_SLEEP)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, deadline: Deadline) -> Iterator[sqlite3.Connection]:
         # Caller holds self._lock.
         conn = self._require()
         try:
-            # Queue for SQLite's write lock on a blocking file lock first: SQLite's own busy
-            # handler sleeps in growing steps (1, 2, 5, 10 … 100 ms) while a sibling worker
-            # writes, which made the slowest answers under load wait tens of milliseconds.
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            self._flock(deadline)
             try:
+                # A connection outside this code (another tool) may hold SQLite's lock.
+                busy_ms = max(1, int(deadline.remaining("image log database lock") * 1000))
+                conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
@@ -285,7 +343,7 @@ class SqliteImageLog(ImageLog):
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         except sqlite3.Error as exc:
-            raise StorageError(f"image log write failed: {exc}") from exc
+            raise _sqlite_error(exc, "image log write failed") from exc
         except OSError as exc:
             raise StorageError(f"image file write failed: {exc}") from exc
 
@@ -325,6 +383,33 @@ class SqliteImageLog(ImageLog):
             raise
         _fsync_dir(parent)
 
+    def _pool(self) -> ThreadPoolExecutor:
+        # Caller holds self._lock.
+        if self._stager is None:
+            self._stager = ThreadPoolExecutor(4, thread_name_prefix="imagelog-write")
+        return self._stager
+
+    def _write_file_within(self, path: Path, data: bytes, deadline: Deadline) -> None:
+        """Write a file on the pool, waiting no longer than ``deadline``."""
+        left = deadline.remaining("image file write")
+        self.guard.wait_lock(self._lock, deadline, "image log lock (this process)")
+        try:
+            write = self._pool().submit(self._write_file, path, data)
+        finally:
+            self._lock.release()
+        _result(write, left, "image file write")
+
+    def _probe_file(self) -> None:
+        path = self.images_dir / f".probe-{os.getpid()}-{threading.get_ident()}"
+        try:
+            with open(path, "wb") as out:
+                out.write(os.urandom(PROBE_BYTES))
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
     def _remove_unreferenced(self, sha256: str, path: Path) -> None:
         # Under the write lock: a record committing the same image re-creates a missing file.
         with contextlib.suppress(StorageError), self._write() as conn:
@@ -335,10 +420,24 @@ class SqliteImageLog(ImageLog):
 
     # -- the interface ----------------------------------------------------------------------
     def check(self) -> None:
-        with self._lock:
-            self._require()
-        if self.store_images and not os.access(self.images_dir, os.W_OK | os.X_OK):
-            raise StorageError(f"image directory {self.images_dir} is not writable")
+        with self.guard.call("image log probe", timeout=PROBE_TIMEOUT) as deadline:
+            if self.store_images:
+                left = deadline.remaining("image log probe")
+                self.guard.wait_lock(self._lock, deadline, "image log lock (this process)")
+                try:
+                    self._require()
+                    probe = self._pool().submit(self._probe_file)
+                finally:
+                    self._lock.release()
+                _result(probe, left, f"write probe in {self.images_dir}")
+            with self._write(deadline) as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (_ts(utc_now()),)
+                )
+
+    def image_bytes(self) -> int:
+        with self._read() as conn:
+            return conn.execute("SELECT coalesce(sum(byte_size), 0) FROM images").fetchone()[0]
 
     def sweep(self, older_than: timedelta = timedelta(hours=1)) -> int:
         """As :meth:`ImageLog.sweep`, at most once a day per data directory: it reads every
@@ -386,39 +485,53 @@ class SqliteImageLog(ImageLog):
         if not self.store_images or self._conn is None or path.exists():
             return None
         with self._lock:
-            if self._stager is None:
-                self._stager = ThreadPoolExecutor(4, thread_name_prefix="imagelog-stage")
-            write = self._stager.submit(self._write_file, path, image)
+            write = self._pool().submit(self._write_file, path, image)
         return _StagedFile(self, sha256, path, write)
 
     def record(self, entry: Record) -> None:
+        with self.guard.call("image log write") as deadline:
+            self._record(entry, deadline)
+
+    def _record(self, entry: Record, deadline: Deadline) -> None:
         if self._conn is None:  # opening failed before: retry now, before writing a file
-            with self._lock:
+            self.guard.wait_lock(self._lock, deadline, "image log lock (this process)")
+            try:
                 self._require()
+            finally:
+                self._lock.release()
         keep = self.store_images and entry.image is not None
         rel = self._relpath(entry.sha256, entry.extension) if keep else None
         path = self.data_dir / rel if rel else None
         if path is not None and not path.exists():
-            try:
-                self._write_file(path, entry.image)
-            except OSError as exc:
-                raise StorageError(f"image file write failed: {exc}") from exc
+            self._write_file_within(path, entry.image, deadline)
         pending = _Pending(entry, rel, path)
         with self._queue_lock:
             self._queue.append(pending)
         # Group commit: whichever thread gets the connection commits every record queued
         # so far in one transaction, so concurrent requests share one fsync of the WAL.
-        with self._lock:
+        try:
+            self.guard.wait_lock(self._lock, deadline, "image log lock (this process)")
+        except StorageTimeout:
+            with self._queue_lock:
+                if pending in self._queue:
+                    self._queue.remove(pending)
+                    raise
+            # A committer took it already: it may still land, and a retry of the same
+            # request id is then a no-op. The client hears it failed, which it may have.
+            raise
+        try:
             if not pending.done:
-                self._commit_queued()
+                self._commit_queued(deadline)
+        finally:
+            self._lock.release()
         if pending.error is not None:
             raise pending.error
 
-    def _commit_queued(self) -> None:
+    def _commit_queued(self, deadline: Deadline) -> None:
         with self._queue_lock:
             batch, self._queue = self._queue, []
         try:
-            with self._transaction() as conn:
+            with self._transaction(deadline) as conn:
                 for pending in batch:
                     # One bad record (a reused request id) must not fail its neighbours.
                     conn.execute("SAVEPOINT record")
@@ -456,7 +569,7 @@ class SqliteImageLog(ImageLog):
         inserted = conn.execute(
             "INSERT INTO requests (request_id, created_at, sha256, image_stored, byte_size, "
             "input_format, width, height, digit, confidence, probabilities, model_name, "
-            "model_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "model_version, trailing_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (request_id) DO NOTHING",
             (
                 entry.request_id,
@@ -472,6 +585,7 @@ class SqliteImageLog(ImageLog):
                 json.dumps(entry.probabilities),
                 entry.model_name,
                 entry.model_version,
+                entry.trailing_bytes,
             ),
         ).rowcount
         if not inserted:
@@ -482,7 +596,7 @@ class SqliteImageLog(ImageLog):
                 raise DuplicateRequestId(entry.request_id)
 
     def label(self, request_id: str, label: int, at: datetime | None = None) -> bool:
-        with self._write() as conn:
+        with self.guard.call("image log label") as deadline, self._write(deadline) as conn:
             return (
                 conn.execute(
                     "INSERT INTO feedback (request_id, label, labelled_at) SELECT ?, ?, ? "
@@ -555,46 +669,74 @@ class SqliteImageLog(ImageLog):
         policy = self.retention
         if not policy.active:
             return 0
-        unlabelled = (
-            "AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = requests.request_id)"
-            if policy.keep_labelled
-            else ""
-        )
+        spare = f"AND {_UNLABELLED}" if policy.keep_labelled else ""
         cutoff = policy.cutoff(now or utc_now())
-        with self._write() as conn:
-            gone: list[str] = []
-            if cutoff is not None:
-                gone += [
-                    sha
-                    for (sha,) in conn.execute(
-                        f"DELETE FROM requests WHERE created_at < ? {unlabelled} RETURNING sha256",
-                        (_ts(cutoff),),
-                    ).fetchall()
-                ]
-            if policy.max_count:
-                gone += [
-                    sha
-                    for (sha,) in conn.execute(
-                        "DELETE FROM requests WHERE seq IN (SELECT seq FROM requests "
-                        f"WHERE 1 {unlabelled} ORDER BY created_at DESC, seq DESC "
-                        "LIMIT -1 OFFSET ?) RETURNING sha256",
-                        (policy.max_count,),
-                    ).fetchall()
-                ]
-            # Files go while we hold the write lock, so no writer can be about to reuse one.
-            for sha in sorted(set(gone)):
-                row = conn.execute(
-                    "DELETE FROM images WHERE sha256 = ? AND NOT EXISTS "
-                    "(SELECT 1 FROM requests WHERE sha256 = ? AND image_stored = 1) "
-                    "RETURNING path",
-                    (sha, sha),
-                ).fetchone()
-                if row:
-                    with contextlib.suppress(FileNotFoundError):
-                        (self.data_dir / row[0]).unlink()
+        gone = 0
+        if cutoff is not None:
+            gone += self._delete_while(
+                lambda conn: conn.execute(
+                    f"SELECT seq FROM requests WHERE created_at < ? {spare} ORDER BY seq LIMIT ?",
+                    (_ts(cutoff), RETENTION_BATCH),
+                ).fetchall()
+            )
+        if policy.max_count:
+            gone += self._delete_while(
+                lambda conn: conn.execute(
+                    "SELECT seq FROM requests WHERE seq IN (SELECT seq FROM requests "
+                    f"WHERE 1 {spare} ORDER BY created_at DESC, seq DESC LIMIT -1 OFFSET ?) "
+                    "ORDER BY seq LIMIT ?",
+                    (policy.max_count, RETENTION_BATCH),
+                ).fetchall()
+            )
+        if policy.max_image_bytes:
+            gone += self._delete_while(self._over_quota)
         if gone:
-            log.info("image log retention: %d record(s) deleted", len(gone))
-        return len(gone)
+            log.info("image log retention: %d record(s) deleted", gone)
+        return gone
+
+    def _over_quota(self, conn: sqlite3.Connection) -> list[tuple[int]]:
+        """The oldest unlabelled records with a stored image whose deletion brings the
+        images back under the quota (approximately: an image a newer record shares is not
+        freed, and the next round takes more)."""
+        quota = self.retention.max_image_bytes
+        (total,) = conn.execute("SELECT coalesce(sum(byte_size), 0) FROM images").fetchone()
+        if total <= quota:
+            return []
+        rows = conn.execute(
+            f"SELECT seq, sha256, byte_size FROM requests WHERE image_stored = 1 AND {_UNLABELLED} "
+            "ORDER BY created_at, seq LIMIT ?",
+            (RETENTION_BATCH,),
+        ).fetchall()
+        return enough_to_free(rows, total - quota)
+
+    def _delete_while(self, select) -> int:
+        """Delete the records ``select`` names, a batch per transaction, until it names none;
+        images no stored record uses any more go with them."""
+        gone = 0
+        while True:
+            with self._write() as conn:
+                seqs = [row[0] for row in select(conn)]
+                if not seqs:
+                    return gone
+                marks = ",".join("?" * len(seqs))
+                shas = {
+                    sha
+                    for (sha,) in conn.execute(
+                        f"DELETE FROM requests WHERE seq IN ({marks}) RETURNING sha256", seqs
+                    ).fetchall()
+                }
+                # Files go while we hold the write lock, so no writer can be about to reuse one.
+                for sha in sorted(shas):
+                    row = conn.execute(
+                        "DELETE FROM images WHERE sha256 = ? AND NOT EXISTS "
+                        "(SELECT 1 FROM requests WHERE sha256 = ? AND image_stored = 1) "
+                        "RETURNING path",
+                        (sha, sha),
+                    ).fetchone()
+                    if row:
+                        with contextlib.suppress(FileNotFoundError):
+                            (self.data_dir / row[0]).unlink()
+                gone += len(seqs)
 
     def close(self) -> None:
         with self._lock:

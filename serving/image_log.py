@@ -4,6 +4,12 @@ Failure policy (``LOG_FAILURE_POLICY``): with ``refuse`` (the default) an answer
 could not be logged is not given: the client gets 503 ``storage_unavailable`` and may
 retry, so no answered request is ever missing from the log. With ``answer`` the client
 gets the prediction with ``"logged": false`` and a warning is logged.
+
+A store that hangs counts as failed: every call has a deadline
+(``STORAGE_TIMEOUT_SECONDS``) and fails at once while another is stuck (see
+:class:`imagelog.base.Guard`), so request threads are never all held by the store.
+Nothing is written before the model has decoded the image: bodies it refuses leave
+no trace on disk. What trails the image in the upload is counted, not stored.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,16 +26,15 @@ from PIL import Image
 
 from imagelog import open_image_log
 from imagelog.base import (
-    EXTENSIONS,
     DuplicateRequestId,
     ImageLog,
     Record,
     StagedImage,
     StorageError,
-    extension_for,
     sha256_hex,
     utc_now,
 )
+from pyfunc.container import image_end
 from pyfunc.model import Prediction
 from pyfunc.preprocess import sniff_format
 from serving import metrics
@@ -39,6 +45,11 @@ log = logging.getLogger(__name__)
 EXTENSION = "digits_image_log"
 # Retention runs when a worker starts and after every this many of its writes.
 RETENTION_EVERY = 500
+# ... and after this share of the image quota was written by the worker, so a client
+# sending large images cannot overshoot the quota by much between two runs.
+RETENTION_QUOTA_SHARE = 20
+# /ready's write probe is reused for this long: probes stay cheap however often they come.
+PROBE_CACHE_SECONDS = 1.5
 _LOGGED_PATHS = ("/recognize", "/feedback")
 
 
@@ -54,14 +65,24 @@ def describe(image: bytes) -> tuple[str | None, int | None, int | None]:
 
 @dataclass
 class Upload:
-    """An image received by /recognize, described once, possibly already being stored."""
+    """An image received by /recognize, described once. ``image`` is the picture's own
+    bytes; ``trailing`` counts those the upload carried after its end."""
 
     image: bytes
     sha256: str
     input_format: str | None
     width: int | None
     height: int | None
+    trailing: int = 0
     staged: StagedImage | None = None
+
+
+def own_bytes(body: bytes) -> tuple[bytes, int]:
+    """The image in ``body`` without what follows its end, and how many bytes that was."""
+    end = image_end(body)
+    if end is None or end >= len(body):
+        return body, 0
+    return body[:end], len(body) - end
 
 
 class Recorder:
@@ -71,29 +92,41 @@ class Recorder:
         self.image_log = image_log
         self.policy = settings.log_failure_policy
         self._writes = 0
+        self._bytes_since_retention = 0
+        quota = image_log.retention.max_image_bytes
+        self._retention_bytes = quota // RETENTION_QUOTA_SHARE if quota else 0
         self._counter_lock = threading.Lock()
         self._retention_running = threading.Lock()
+        self._probe_lock = threading.Lock()
+        self._probed: tuple[float, str | None] = (float("-inf"), None)
 
-    def stage(self, image: bytes) -> Upload:
-        """Start keeping ``image`` while the model works; pass the result to :meth:`record`
-        once answered, or to :meth:`discard` if the request fails."""
+    def stage(self, body: bytes) -> Upload:
+        """Describe an upload for :meth:`record` (or :meth:`discard` if the request fails).
+
+        Writes nothing: the model has not decoded the image yet, and bodies it refuses
+        (junk behind a PNG signature, say) must not cost any disk."""
+        image, trailing = own_bytes(body)
         fmt, width, height = describe(image)
-        upload = Upload(image, sha256_hex(image), fmt, width, height)
-        if fmt not in EXTENSIONS:
-            return upload  # not an image we accept: the model will refuse it, keep nothing
-        try:
-            upload.staged = self.image_log.stage_image(upload.sha256, extension_for(fmt), image)
-        except Exception as exc:  # staging is an optimisation: record() writes it anyway
-            log.warning("image staging failed (written with the record): %s", exc)
-        return upload
+        return Upload(image, sha256_hex(image), fmt, width, height, trailing)
 
     def storage_problem(self) -> str | None:
-        """Why a record could not be stored right now, or None if it could."""
-        try:
-            self.image_log.check()
-        except StorageError as exc:
-            return str(exc)
-        return None
+        """Why a record could not be stored right now, or None if it could: a real write
+        probe, reused for PROBE_CACHE_SECONDS (one thread probes, the others use its
+        answer)."""
+        at, problem = self._probed
+        if time.monotonic() - at < PROBE_CACHE_SECONDS:
+            return problem
+        with self._probe_lock:
+            at, problem = self._probed
+            if time.monotonic() - at < PROBE_CACHE_SECONDS:
+                return problem
+            try:
+                self.image_log.check()
+                problem = None
+            except StorageError as exc:
+                problem = str(exc)
+            self._probed = (time.monotonic(), problem)
+        return problem
 
     @property
     def refuses_unlogged(self) -> bool:
@@ -110,6 +143,7 @@ class Recorder:
             created_at=utc_now(),
             sha256=upload.sha256,
             byte_size=len(upload.image),
+            trailing_bytes=upload.trailing,
             input_format=upload.input_format,
             width=upload.width,
             height=upload.height,
@@ -122,7 +156,7 @@ class Recorder:
         )
         try:
             if upload.staged is not None:
-                upload.staged.wait()
+                upload.staged.wait(self.image_log.timeout)
             self.image_log.record(entry)
         except DuplicateRequestId:
             raise ApiError(
@@ -142,13 +176,18 @@ class Recorder:
                 "storage_unavailable",
                 "the request could not be stored, so it is not answered; try again later",
             ) from exc
-        self._count_write()
+        self._count_write(len(upload.image))
         return True
 
-    def _count_write(self) -> None:
+    def _count_write(self, size: int) -> None:
         with self._counter_lock:
             self._writes += 1
-            due = self._writes % RETENTION_EVERY == 0
+            self._bytes_since_retention += size
+            due = self._writes % RETENTION_EVERY == 0 or (
+                self._retention_bytes and self._bytes_since_retention >= self._retention_bytes
+            )
+            if due:
+                self._bytes_since_retention = 0
         if due:
             self.retain_in_background()
 
@@ -181,7 +220,11 @@ class Recorder:
 def init_app(app: Flask, settings: Settings) -> None:
     # Up to one connection per thread, but few enough for replicas × workers to stay well
     # inside PostgreSQL's default 100 connections.
-    opened = open_image_log(settings, pool_size=min(settings.threads, 8))
+    # ... and one thread fewer than the worker's inside the store at once, so a hung store
+    # leaves a thread for /health and for requests that need no storage.
+    opened = open_image_log(
+        settings, pool_size=min(settings.threads, 8), max_inflight=max(1, settings.threads - 1)
+    )
     recorder_ = Recorder(opened, settings)
     app.extensions[EXTENSION] = recorder_
     recorder_.retain_in_background(sweep=True)

@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 
 from imagelog import StorageError
-from imagelog.base import DuplicateRequestId, sha256_hex
-from imagelog.sqlite import DB_NAME, SWEEP_EVERY, SWEPT_NAME, SqliteImageLog, _Pending
+from imagelog.base import Deadline, DuplicateRequestId, sha256_hex
+from imagelog.sqlite import (
+    _MIGRATIONS,
+    DB_NAME,
+    SWEEP_EVERY,
+    SWEPT_NAME,
+    SqliteImageLog,
+    _Pending,
+)
 from tests.imagelog.samples import image, make_record
 
 
@@ -85,7 +92,7 @@ def test_several_opens_of_a_new_log_migrate_once(tmp_path: Path):
     logs[0].record(make_record("a", image(1)))
     assert [other.count() for other in logs] == [1, 1, 1]
     version = logs[1]._conn.execute("PRAGMA user_version").fetchone()[0]
-    assert version == 1
+    assert version == len(_MIGRATIONS)
     for opened in logs:
         opened.close()
 
@@ -94,9 +101,9 @@ def test_concurrent_records_share_commits_and_all_land(log: SqliteImageLog, monk
     commits = []
     real = log._commit_queued
 
-    def counting() -> None:
+    def counting(deadline: Deadline) -> None:
         commits.append(len(log._queue))
-        real()
+        real(deadline)
 
     monkeypatch.setattr(log, "_commit_queued", counting)
     barrier = threading.Barrier(16)
@@ -122,7 +129,7 @@ def test_a_reused_request_id_fails_only_its_own_record_in_a_group(log: SqliteIma
     pending = [_Pending(r, None, None) for r in queued]
     log._queue.extend(pending)
     with log._lock:
-        log._commit_queued()
+        log._commit_queued(Deadline(5))
     assert isinstance(pending[0].error, DuplicateRequestId)
     assert pending[1].error is None and pending[1].done
     assert log.get("fresh") is not None and log.get("taken").sha256 == sha256_hex(image(1))

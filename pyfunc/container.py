@@ -1,0 +1,135 @@
+"""Where an image file ends: the container's own structure, nothing decoded.
+
+Phones append data after a JPEG's end (maker trailers, depth maps, a second picture), and
+anything may follow a PNG's ``IEND``: decoders ignore it, so an upload can carry megabytes
+the picture does not need. :func:`image_end` walks the container (PNG chunks, JPEG
+segments and scans, GIF blocks, the RIFF size of WebP, the BMP header's file size) to the
+offset where the picture ends. Written by hand because Pillow does not report where it
+stopped reading, and each walk is a few lines of the format's specification.
+"""
+
+from __future__ import annotations
+
+import struct
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def image_end(data: bytes) -> int | None:
+    """Offset just past the image in ``data``; None when the container is not one of PNG,
+    JPEG, GIF, WebP or BMP, or is cut short before its end."""
+    try:
+        if data.startswith(PNG_SIGNATURE):
+            return _png_end(data)
+        if data.startswith(b"\xff\xd8"):
+            return _jpeg_end(data)
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            return _gif_end(data)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return _riff_end(data)
+        if data[:2] == b"BM":
+            return _bmp_end(data)
+    except (IndexError, struct.error):
+        return None
+    return None
+
+
+def trailing_bytes(data: bytes) -> int:
+    """How many bytes follow the image's end (0 when it cannot be told)."""
+    end = image_end(data)
+    return 0 if end is None else len(data) - end
+
+
+def _png_end(data: bytes) -> int | None:
+    pos = len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4 : pos + 8]
+        pos += 12 + length  # length, type, data, CRC
+        if kind == b"IEND":
+            return pos if pos <= len(data) else None
+    return None
+
+
+# Markers without a length field: TEM, RSTn (standalone), SOI.
+_STANDALONE = {0x01, 0xD8} | set(range(0xD0, 0xD8))
+
+
+def _jpeg_end(data: bytes) -> int | None:
+    pos, size = 2, len(data)
+    while pos < size:
+        if data[pos] != 0xFF:
+            return None  # not a marker where one must be
+        while pos < size and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= size:
+            return None
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:  # EOI
+            return pos
+        if marker in _STANDALONE:
+            continue
+        (length,) = struct.unpack_from(">H", data, pos)
+        if length < 2:
+            return None
+        pos += length
+        if marker == 0xDA:  # SOS: entropy-coded data runs to the next real marker
+            pos = _scan_end(data, pos)
+            if pos is None:
+                return None
+    return None
+
+
+def _scan_end(data: bytes, pos: int) -> int | None:
+    """Offset of the marker ending the entropy-coded segment from ``pos``: an 0xFF followed
+    by a byte other than 0x00 (a stuffed 0xFF) or RSTn (which belong to the scan)."""
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= len(data):
+            return None
+        following = data[pos + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+            pos += 1
+            continue
+        return pos
+
+
+def _sub_blocks_end(data: bytes, pos: int) -> int:
+    while True:
+        length = data[pos]
+        pos += 1 + length
+        if length == 0:
+            return pos
+
+
+def _gif_end(data: bytes) -> int | None:
+    flags = data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    while True:
+        block = data[pos]
+        if block == 0x3B:  # trailer
+            return pos + 1
+        if block == 0x21:  # extension: label, then sub-blocks
+            pos = _sub_blocks_end(data, pos + 2)
+        elif block == 0x2C:  # image descriptor, local colour table, LZW code size, data
+            local = data[pos + 9]
+            pos += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0)
+            pos = _sub_blocks_end(data, pos + 1)
+        else:
+            return None
+
+
+def _riff_end(data: bytes) -> int | None:
+    (size,) = struct.unpack_from("<I", data, 4)
+    end = 8 + size
+    if end > len(data):
+        return None
+    return min(end + (size & 1), len(data))  # chunks are padded to even sizes
+
+
+def _bmp_end(data: bytes) -> int | None:
+    (size,) = struct.unpack_from("<I", data, 2)
+    (offset,) = struct.unpack_from("<I", data, 10)
+    # Some writers leave the size 0 or wrong: trust it only when it is plausible.
+    return size if offset < size <= len(data) else None
