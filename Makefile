@@ -14,9 +14,15 @@ MLFLOW_RUN := $(PY) -m mlflow run . --env-manager local --experiment-name digits
 QUICK_EPOCHS ?= 2
 
 .PHONY: setup test lint format train quick-train evaluate eval-wild promote models-serve serve stack ui bench \
-  clean help test-fast
+  clean help test-fast attack
 
+# nginx is the service's front (docs/front.md): a system package, installed where we can.
 setup: $(VENV)/.installed
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; \
+	  else echo "make setup: nginx is missing and installing it needs root and apt-get:" \
+	    "install it (sudo apt-get install nginx), or serve with FRONT=none (docs/front.md)" >&2; fi
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -78,6 +84,11 @@ bench: setup
 	@command -v wrk >/dev/null && command -v hey >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk hey)
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# hostile clients against a live `python -m serving` while a normal client asks (bench/attack.py);
+# ATTACK_ARGS="--scenarios slow-heads,slow-bodies", "--service-env FRONT=none", "--list".
+attack: setup  ## slow clients, bombs, malformed bodies … against a live server: held or not
+	$(PY) -m bench.attack $(ATTACK_ARGS)
 
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)
