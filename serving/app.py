@@ -8,8 +8,10 @@ from flask import Flask
 
 from serving import (
     admin,
+    bodies,
     errors,
     feedback,
+    headers,
     image_log,
     logs,
     metrics,
@@ -33,6 +35,9 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     errors.init_app(app)
+    bodies.init_app(app)
+    # CSP, frame, nosniff … on every response, the errors' included.
+    headers.init_app(app)
     # First, so their after_request hooks run last and see the final response.
     logs.init_app(app)
     metrics.init_app(app)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from imagelog.base import StorageError, utc_now
 from serving import request_id as serving_request_id
+from serving.bodies import json_body
 from serving.errors import ApiError
 from serving.image_log import image_log
 from serving.schemas import MAX_REQUEST_ID, Feedback, FeedbackReceipt
@@ -51,10 +52,7 @@ def feedback():
         raise ApiError(
             415, "unsupported_media_type", 'send application/json {"request_id": …, "label": 0-9}'
         )
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "malformed_json", "the request body is not valid JSON")
-    given = parse(body)
+    given = parse(json_body())
     request_id, label = given.request_id, given.label
     labelled_at = utc_now()
     try:

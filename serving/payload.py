@@ -11,6 +11,7 @@ from flask import Request
 
 from pyfunc.encoding import b64decode
 from pyfunc.errors import ImageError
+from serving.bodies import json_body
 from serving.config import Settings
 from serving.errors import ApiError
 
@@ -34,9 +35,7 @@ def image_bytes(request: Request, settings: Settings) -> bytes:
 
 
 def _from_json(request: Request, settings: Settings) -> bytes:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "malformed_json", "the request body is not valid JSON")
+    body = json_body()
     if not isinstance(body, dict) or FIELD not in body:
         raise ApiError(400, "missing_image", "the JSON body needs a field 'image'")
     text = body[FIELD]

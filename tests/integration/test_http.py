@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import http.client
+import json
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -55,6 +58,64 @@ def test_body_over_the_cap_is_413(live_server: str):
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_entity_too_large"
+
+
+def _post_chunked(url: str, path: str, data: bytes, content_type: str) -> tuple[int, dict]:
+    """POST ``data`` with Transfer-Encoding: chunked (no Content-Length), 64 KiB a chunk."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        chunks = (data[i : i + 65536] for i in range(0, len(data), 65536))
+        conn.request(
+            "POST", path, body=chunks, headers={"Content-Type": content_type}, encode_chunked=True
+        )
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def gunicorn_alone(registry, tmp_path_factory: pytest.TempPathFactory):
+    """`python -m serving` without a front: gunicorn's chunked bodies reach the app."""
+    with start_server(
+        registry.env,
+        {"FRONT": "none", "WORKERS": "1", "MAX_BODY_BYTES": str(4 * 1024 * 1024)},
+        log_dir=tmp_path_factory.mktemp("gunicorn-alone-logs"),
+    ) as url:
+        yield url
+
+
+@pytest.mark.parametrize("server", ["live_server", "gunicorn_alone"])
+def test_chunked_body_over_the_cap_is_413_not_cut(request, server: str, seed_png: bytes):
+    # MAX_BODY_BYTES = 4 MiB: cut there, this body would be a whole PNG and answered 200.
+    url = request.getfixturevalue(server)
+    cap = 4 * 1024 * 1024
+    data = seed_png + b"\0" * (cap + 1024 - len(seed_png))
+    status, body = _post_chunked(url, "/recognize", data, "image/png")
+    assert status == 413, body
+    assert body["error"]["code"] == "request_entity_too_large"
+    if server == "gunicorn_alone":
+        assert f"{cap} bytes (MAX_BODY_BYTES)" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("server", ["live_server", "gunicorn_alone"])
+def test_chunked_body_within_the_cap_is_answered(request, server: str, seed_png: bytes):
+    text = json.dumps({"image": base64.b64encode(seed_png).decode()})
+    url = request.getfixturevalue(server)
+    status, body = _post_chunked(url, "/recognize", text.encode(), "application/json")
+    assert status == 200, body
+    assert body["digit"] == 9
+
+
+@pytest.mark.parametrize("path", ["/recognize", "/feedback"])
+def test_deeply_nested_json_is_400(live_server: str, path: str):
+    data = b"[" * 100_000 + b"]" * 100_000
+    response = requests.post(
+        live_server + path, data=data, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "malformed_json"
 
 
 def test_base64_over_the_cap_is_413(live_server: str):
