@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from pyfunc.errors import ImageError
+from pyfunc import reject
+from pyfunc.errors import ImageError, NoDigit
 from pyfunc.preprocess import Limits
 from pyfunc.preprocess import pre_process as _pre_process
 
@@ -34,6 +35,8 @@ class Prediction:
     digit: int
     confidence: float
     probabilities: list[float]
+    # P(no digit) from the model's rejector (pyfunc.reject); None without one.
+    not_digit_score: float | None = None
 
 
 class DigitModel(mlflow.pyfunc.PythonModel):
@@ -43,6 +46,7 @@ class DigitModel(mlflow.pyfunc.PythonModel):
         self.limits = limits or Limits()
         self._forward: Callable[[np.ndarray], Any] | None = None
         self.runtime: str | None = None
+        self.rejector: reject.Rejector | None = None
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         threads = int((context.model_config or {}).get(THREADS_CONFIG) or 0)
@@ -53,6 +57,7 @@ class DigitModel(mlflow.pyfunc.PythonModel):
         else:  # versions logged before the ONNX export, or no onnxruntime installed
             self._forward = _keras_forward(context.artifacts[KERAS_ARTIFACT], threads)
             self.runtime = "tensorflow"
+        self.rejector = reject.load(context.artifacts.get(reject.REJECT_ARTIFACT))
         # The first call allocates and plans; do it now rather than on a user's request.
         self.probabilities(np.zeros((1, 28, 28, 1), dtype=np.float32))
 
@@ -69,7 +74,29 @@ class DigitModel(mlflow.pyfunc.PythonModel):
 
     def classify(self, model_input: Any, limits: Limits | None = None) -> list[Prediction]:
         """One :class:`Prediction` per input image."""
-        return predictions(self.probabilities(self.pre_process(model_input, limits)))
+        batch = self.pre_process(model_input, limits)
+        return self.answer(batch, self.probabilities(batch))
+
+    def judge(self, batch: np.ndarray, probs: np.ndarray) -> list[Prediction | NoDigit]:
+        """Per image of a pre-processed batch and its softmax: the prediction, or the
+        :class:`NoDigit` the rejector refuses it with."""
+        rejector = getattr(self, "rejector", None)  # absent on objects pickled before it
+        if rejector is None:
+            return list(predictions(probs))
+        scores = rejector.scores(batch, probs)
+        refusals = rejector.refusals_for(scores)
+        return [
+            refusal or replace(p, not_digit_score=float(s))
+            for p, s, refusal in zip(predictions(probs), scores, refusals, strict=True)
+        ]
+
+    def answer(self, batch: np.ndarray, probs: np.ndarray) -> list[Prediction]:
+        """:meth:`judge`, raising the first refusal (naming the image in a batch)."""
+        judged = self.judge(batch, probs)
+        for i, item in enumerate(judged):
+            if isinstance(item, NoDigit):
+                raise item if len(judged) == 1 else NoDigit(f"image {i}: {item}")
+        return judged  # type: ignore[return-value]  # no refusal left in it
 
     def predict(
         self,
@@ -78,14 +105,24 @@ class DigitModel(mlflow.pyfunc.PythonModel):
         model_input,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        predictions = self.classify(model_input)
+        batch = self.pre_process(model_input)
+        probs = self.probabilities(batch)
+        # One row per image, refused or not, so one image spoils no other.
+        judged = self.judge(batch, probs)
+        rows = predictions(probs)
         return pd.DataFrame(
             {
-                "digit": [p.digit for p in predictions],
-                "confidence": [p.confidence for p in predictions],
-                "probabilities": [p.probabilities for p in predictions],
+                "digit": [p.digit for p in rows],
+                "confidence": [p.confidence for p in rows],
+                "probabilities": [p.probabilities for p in rows],
+                "no_digit": [isinstance(j, NoDigit) for j in judged],
+                "not_digit_score": [_score(j) for j in judged],
             }
         )
+
+
+def _score(judged: Prediction | NoDigit) -> float | None:
+    return getattr(judged, "not_digit_score", None)  # a reject.Refused carries one too
 
 
 def _has_onnxruntime() -> bool:

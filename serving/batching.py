@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from pyfunc.errors import ImageError
-from pyfunc.model import DigitModel, Prediction, predictions
+from pyfunc.model import DigitModel, Prediction
 from pyfunc.preprocess import Decoded, Limits, decode_images, normalise_decoded, stack
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,20 @@ class BatchingModel:
     def classify(self, images: Sequence[Any], limits: Limits | None = None) -> list[Prediction]:
         decoded = decode_images(list(images), limits or self.model.limits)
         if self._closed:  # a straggler after a model swap: answer it directly
-            return predictions(self.model.probabilities(stack(normalise_decoded(decoded))))
+            batch = stack(normalise_decoded(decoded))
+            return self.model.answer(batch, self.model.probabilities(batch))
         if self.max_wait == 0 and self._jobs.empty() and self._pass.acquire(blocking=False):
             try:
-                probs = self.model.probabilities(stack(normalise_decoded(decoded)))
+                batch = stack(normalise_decoded(decoded))
+                probs = self.model.probabilities(batch)
             finally:
                 self._pass.release()
             self._report(1)
-            return predictions(probs)
+            return self.model.answer(batch, probs)
         job = _Job(decoded)
         self._jobs.put(job)
-        return predictions(job.future.result())
+        # The rejector's verdict (DigitModel.answer) is the caller's, outside the pass.
+        return self.model.answer(*job.future.result())
 
     def close(self) -> None:
         """Stop after the queued work; later callers are answered without batching."""
@@ -119,7 +122,8 @@ class BatchingModel:
                     continue
             start = 0
             for job in jobs:
-                job.future.set_result(probs[start : start + len(job.images)])
+                end = start + len(job.images)
+                job.future.set_result((batch[start:end], probs[start:end]))
                 start += len(job.images)
             if jobs:
                 self._report(len(jobs))

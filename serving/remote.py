@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import requests
 
+from pyfunc.errors import NoDigit
 from pyfunc.model import IMAGE_COLUMN, Prediction
 from pyfunc.preprocess import Limits, pre_process
+from pyfunc.reject import Refused
 from serving.config import Settings
 from serving.errors import ApiError
 
@@ -43,9 +45,16 @@ class RemotePredictor:
             }
         }
         rows = self._post(payload)["predictions"]
+        for i, r in enumerate(rows):
+            if r.get("no_digit"):  # the model's rejector refused it (pyfunc.reject)
+                refused = Refused(float(r["not_digit_score"]))
+                raise refused if len(rows) == 1 else NoDigit(f"image {i}: {refused}")
         return [
             Prediction(
-                int(r["digit"]), float(r["confidence"]), [float(p) for p in r["probabilities"]]
+                int(r["digit"]),
+                float(r["confidence"]),
+                [float(p) for p in r["probabilities"]],
+                r.get("not_digit_score"),
             )
             for r in rows
         ]

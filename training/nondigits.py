@@ -38,6 +38,7 @@ __all__ = [
     "MEASURE_FONTS",
     "Sample",
     "build",
+    "build_category",
     "digit_glyphs",
     "font_paths",
     "skeleton",
@@ -378,22 +379,27 @@ def _kinds(
         yield Sample(category, kind, make(kind, rng))
 
 
-def build(split: str, per_category: int = 572, seed: int = 0) -> list[Sample]:
-    """The non-digit set of ``split``: ``per_category`` images in each category (letters
-    go through A-Z a-z in turn, one font after another)."""
+def build_category(
+    split: str, category: str, per_category: int = 572, seed: int = 0
+) -> list[Sample]:
+    """``per_category`` images of one category of the split's set (letters go through
+    A-Z a-z in turn, one font after another: 572 is every letter in each of 11 fonts)."""
     font_paths(split)  # checks the split's name
-    samples: list[Sample] = []
-    for category in CATEGORIES:
-        if category in ("printed", "drawn"):
-            samples += _letters(split, category, per_category, seed)
-        elif category == "scribble":
-            make = lambda kind, rng: _as_sent(_scribble(kind, rng), rng)  # noqa: E731
-            samples += _kinds(split, category, per_category, seed, SCRIBBLES, make)
-        elif category == "texture":
-            samples += _kinds(split, category, per_category, seed, TEXTURES, _texture)
-        else:
-            samples += _kinds(split, category, per_category, seed, PHOTOS, _photo)
-    return samples
+    if category in ("printed", "drawn"):
+        return list(_letters(split, category, per_category, seed))
+    if category == "scribble":
+        make = lambda kind, rng: _as_sent(_scribble(kind, rng), rng)  # noqa: E731
+        return list(_kinds(split, category, per_category, seed, SCRIBBLES, make))
+    if category == "texture":
+        return list(_kinds(split, category, per_category, seed, TEXTURES, _texture))
+    if category == "photo":
+        return list(_kinds(split, category, per_category, seed, PHOTOS, _photo))
+    raise ValueError(f"category must be one of {CATEGORIES}, got {category!r}")
+
+
+def build(split: str, per_category: int = 572, seed: int = 0) -> list[Sample]:
+    """The non-digit set of ``split``: ``per_category`` images in each category."""
+    return [s for c in CATEGORIES for s in build_category(split, c, per_category, seed)]
 
 
 def digit_glyphs(split: str, n: int, seed: int = 0) -> tuple[list[bytes], np.ndarray]:

@@ -17,6 +17,8 @@ from PIL import Image
 
 import pyfunc
 from pyfunc.model import IMAGE_COLUMN, KERAS_ARTIFACT, ONNX_ARTIFACT, THREADS_CONFIG, DigitModel
+from pyfunc.reject import REJECT_ARTIFACT
+from training.rejector import fit_artifact
 
 MODEL_ARTIFACT_PATH = "model"
 
@@ -28,6 +30,8 @@ SIGNATURE = ModelSignature(
             ColSpec("long", "digit"),
             ColSpec("double", "confidence"),
             ColSpec(Array("double"), "probabilities"),
+            ColSpec("boolean", "no_digit"),
+            ColSpec("double", "not_digit_score"),
         ]
     ),
 )
@@ -80,6 +84,8 @@ def log_pyfunc(
     artifacts = {KERAS_ARTIFACT: str(keras_path)}
     if onnx_path is not None:
         artifacts[ONNX_ARTIFACT] = str(onnx_path)
+    # The no-digit rejector, fitted for these very weights (training.rejector).
+    artifacts[REJECT_ARTIFACT] = str(fit_artifact(Path(keras_path), onnx_path))
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT_PATH,
         python_model=DigitModel(),

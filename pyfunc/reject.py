@@ -1,0 +1,127 @@
+"""Saying "I can't read this": which normalised images hold no digit.
+
+The network answers one of ten digits for anything, and its softmax is as sure of a printed
+"A" as of many real digits. A second, much smaller convolutional network looks at the same
+normalised 28×28 image, together with the first network's probabilities in decreasing order
+(how sure it is, not of which digit), and scores how unlike a handwritten digit it is; above
+a threshold chosen on held-out digits the image is refused with ``no_digit``. The rule, its
+training data and the curve it was chosen on are in ``docs/rejection.md``.
+
+It is trained with Keras when a version is registered (``training.rejector``) and stored as
+plain weight arrays in an ``.npz`` artifact of that version, run here in numpy: two small
+convolutions and two dense layers are a few lines, load without unpickling anything, and
+need no second ONNX session per worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from pyfunc.errors import NoDigit
+
+REJECT_ARTIFACT = "rejector"
+FORMAT = 2
+
+
+def ranked(probs: np.ndarray) -> np.ndarray:
+    """The network's probabilities per image in decreasing order, ``(N, 10)`` float32."""
+    return -np.sort(-np.asarray(probs, dtype=np.float32), axis=1)
+
+
+def _conv_relu(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Keras Conv2D, 'valid' padding, stride 1, channels last, ReLU."""
+    kh, kw = kernel.shape[:2]
+    windows = sliding_window_view(x, (kh, kw), axis=(1, 2))  # (N, H', W', C, kh, kw)
+    out = np.einsum("nhwcij,ijco->nhwo", windows, kernel, optimize=True) + bias
+    return np.maximum(out, 0.0)
+
+
+def _pool2(x: np.ndarray) -> np.ndarray:
+    """Keras MaxPooling2D(2): 2×2 blocks, an odd last row/column dropped."""
+    n, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class Refused(NoDigit):
+    """A decodable image with marks the rejector does not read as a digit."""
+
+    def __init__(self, score: float, threshold: float | None = None) -> None:
+        above = f", refused above {threshold:.2f}" if threshold is not None else ""
+        super().__init__(
+            "no handwritten digit recognised: the image has marks, but they do not look like "
+            f"a digit (not-a-digit score {score:.2f}{above})"
+        )
+        self.not_digit_score = score
+
+
+@dataclass(frozen=True)
+class Rejector:
+    """Conv(3×3)+ReLU+MaxPool(2) blocks on the image, then dense ReLU layers on the
+    flattened features joined with the ranked probabilities, a logistic output scoring
+    P(no digit), and the score above which an image is refused."""
+
+    convs: tuple[tuple[np.ndarray, np.ndarray], ...]  # (kernel (3, 3, in, out), bias)
+    dense: tuple[tuple[np.ndarray, np.ndarray], ...]  # (weights (in, out), bias); last: 1 out
+    threshold: float
+
+    def scores(self, batch: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """P(no digit) per image of a normalised ``(N, 28, 28, 1)`` batch, ``(N,)``."""
+        h = np.asarray(batch, dtype=np.float32)
+        for kernel, bias in self.convs:
+            h = _pool2(_conv_relu(h, kernel, bias))
+        h = np.concatenate([h.reshape(len(h), -1), ranked(probs)], axis=1)
+        for w, b in self.dense[:-1]:
+            h = np.maximum(h @ w + b, 0.0)
+        w, b = self.dense[-1]
+        z = (h @ w + b)[:, 0].astype(np.float64)
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+
+    def refusals(self, batch: np.ndarray, probs: np.ndarray) -> list[Refused | None]:
+        """For each image the refusal it gets, or None when it reads as a digit."""
+        return self.refusals_for(self.scores(batch, probs))
+
+    def refusals_for(self, scores: np.ndarray) -> list[Refused | None]:
+        return [Refused(float(s), self.threshold) if s > self.threshold else None for s in scores]
+
+    def with_threshold(self, threshold: float) -> Rejector:
+        return Rejector(self.convs, self.dense, float(threshold))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {}
+        for kind, layers in (("conv", self.convs), ("dense", self.dense)):
+            for i, (w, b) in enumerate(layers):
+                arrays[f"{kind}{i}_w"], arrays[f"{kind}{i}_b"] = w, b
+        np.savez(
+            path,
+            format=np.int64(FORMAT),
+            convs=np.int64(len(self.convs)),
+            dense=np.int64(len(self.dense)),
+            threshold=np.float64(self.threshold),
+            **arrays,
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Rejector:
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["format"]) != FORMAT:
+                raise ValueError(f"{path}: rejector format {int(z['format'])}, expected {FORMAT}")
+
+            def layers(kind: str) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+                return tuple(
+                    (z[f"{kind}{i}_w"].astype(np.float32), z[f"{kind}{i}_b"].astype(np.float32))
+                    for i in range(int(z[f"{kind}s" if kind == "conv" else kind]))
+                )
+
+            return cls(layers("conv"), layers("dense"), float(z["threshold"]))
+
+
+def load(path: str | Path | None) -> Rejector | None:
+    """The artifact's rejector; None for model versions logged without one."""
+    return Rejector.load(path) if path else None

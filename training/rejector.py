@@ -1,0 +1,294 @@
+"""Fitting a model version's no-digit rejector (:mod:`pyfunc.reject`) when it is registered.
+
+Digits: MNIST training digits, clean and sent through the client variants of
+:mod:`training.variants` (so a thumbnail, a canvas export or a photo of paper looks like a
+digit to it too), and digits printed and drawn in the fitting fonts (so "printed" is not
+learnt as "no digit"). Non-digits: the fitting half of :mod:`training.nondigits`, without the
+letters that are digits' twins (an O *is* a 0 to a reader; refusing it would refuse zeros).
+Both go through the product's own pre-processing; what it already refuses needs no rejector.
+
+The refusal threshold is then set on digits neither network trained on (the validation tail
+of the training split, through every variant): the score that at most
+:data:`DIGIT_REFUSAL` of them exceed. The measuring fonts are not used here at all.
+
+``python -m training.rejector --model-uri models:/digits/Production`` fits one for an
+already registered version and registers a new version of the same weights with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from pyfunc.errors import ImageError
+from pyfunc.preprocess import decode_images, normalise_decoded
+from pyfunc.reject import REJECT_ARTIFACT, Rejector, ranked
+from training import nondigits
+from training.data import VALIDATION_SPLIT, load_mnist, validation_size
+from training.variants import VARIANTS
+
+__all__ = ["REJECT_ARTIFACT", "fit", "fit_artifact", "normalised", "threshold_for"]
+
+Forward = Callable[[np.ndarray], np.ndarray]  # normalised (N, 28, 28, 1) -> softmax (N, 10)
+
+CLEAN_DIGITS = 6000  # training digits as they are (cheap: MNIST's own form)
+VARIANT_DIGITS = 2000  # training digits sent through a client variant each
+VALIDATION_DIGITS = 1300  # validation digits, each through a variant, for the threshold
+GLYPH_DIGITS = 880
+# Draws of the fitting non-digit set (different seeds): more non-digits caught the most
+# (docs/rejection.md); fewer for small training runs (a draw is ~2,000 usable images).
+NONDIGIT_DRAWS = 4
+DIGITS_PER_DRAW = 12_000
+EPOCHS = 20
+# Share of validation digits the rejector alone may refuse: the rest of the 0.5 % budget of
+# digits refused or flagged goes to the low-confidence flag.
+DIGIT_REFUSAL = 0.002
+
+
+# --------------------------------------------------------------------------- data
+
+
+def normalised(images: Sequence[bytes | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Images -> their normalised ``(N, 28, 28, 1)`` batch (zeros where refused) and a mask
+    of those the pre-processing refused (``NoDigit`` and other image errors)."""
+    results: list[np.ndarray | ImageError] = []
+    for image in images:
+        try:
+            results.append(normalise_decoded(decode_images([image]))[0])
+        except ImageError as exc:
+            results.append(exc)
+    refused = np.array([isinstance(r, ImageError) for r in results], dtype=bool)
+    batch = np.zeros((len(results), 28, 28, 1), dtype=np.float32)
+    for i, r in enumerate(results):
+        if not isinstance(r, ImageError):
+            batch[i, :, :, 0] = r
+    return batch, refused
+
+
+def as_variants(x: np.ndarray, offset: int = 0) -> list[bytes]:
+    """Each digit through one client variant, in turn (digit i gets variant i mod count)."""
+    builders = list(VARIANTS.values())
+    return [builders[(offset + i) % len(builders)](d, offset + i) for i, d in enumerate(x)]
+
+
+def _render(job: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk of images built and normalised (in a worker process)."""
+    kind, *args = job
+    if kind == "variants":
+        x, offset = args
+        return normalised(as_variants(x, offset))
+    if kind == "glyphs":
+        split, n, seed = args
+        return normalised(nondigits.digit_glyphs(split, n, seed)[0])
+    split, category, seed = args
+    samples = nondigits.build_category(split, category, seed=seed)
+    return normalised([s.data for s in samples if not s.lookalike])
+
+
+def _render_all(jobs: list[tuple], workers: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(jobs) == 1:
+        return [_render(job) for job in jobs]
+    # spawn, not fork: the training process has TensorFlow loaded, which is not fork-safe.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_render, jobs))
+
+
+def _kept(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    return np.concatenate([batch[~refused] for batch, refused in parts])
+
+
+def _chunks(x: np.ndarray, size: int, offset: int = 0) -> list[tuple]:
+    return [("variants", x[i : i + size], offset + i) for i in range(0, len(x), size)]
+
+
+# --------------------------------------------------------------------------- the network
+
+
+def build_net(seed: int = 0):
+    """The rejector as Keras trains it; :func:`to_rejector` copies its weights out."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    image, probs = keras.Input((28, 28, 1), name="image"), keras.Input((10,), name="ranked")
+    h = layers.Conv2D(16, 3, activation="relu")(image)
+    h = layers.MaxPooling2D(2)(h)
+    h = layers.Conv2D(32, 3, activation="relu")(h)
+    h = layers.MaxPooling2D(2)(h)
+    h = layers.Concatenate()([layers.Flatten()(h), probs])
+    h = layers.Dropout(0.3)(h)
+    h = layers.Dense(32, activation="relu")(h)
+    out = layers.Dense(1, activation="sigmoid")(h)
+    net = keras.Model([image, probs], out, name="rejector")
+    net.compile("adam", keras.losses.BinaryCrossentropy(label_smoothing=0.02))
+    return net
+
+
+def to_rejector(net, threshold: float) -> Rejector:
+    from keras import layers
+
+    convs = tuple(
+        tuple(np.asarray(v, dtype=np.float32) for v in layer.get_weights())
+        for layer in net.layers
+        if isinstance(layer, layers.Conv2D)
+    )
+    dense = tuple(
+        tuple(np.asarray(v, dtype=np.float32) for v in layer.get_weights())
+        for layer in net.layers
+        if isinstance(layer, layers.Dense)
+    )
+    return Rejector(convs, dense, threshold)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def fit(
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    forward: Forward,
+    seed: int = 0,
+    epochs: int = EPOCHS,
+    digit_refusal: float = DIGIT_REFUSAL,
+    workers: int | None = None,
+) -> Rejector:
+    """A rejector for the network ``forward``: trained on ``x_train`` digits and the fitting
+    non-digits, its threshold set on ``x_val`` digits (uint8 (N, 28, 28) arrays)."""
+    draws = max(1, min(NONDIGIT_DRAWS, len(x_train) // DIGITS_PER_DRAW))
+    positives = _chunks(x_train[:VARIANT_DIGITS], 250)
+    positives.append(("glyphs", "fit", GLYPH_DIGITS, seed))
+    negatives = [
+        ("nondigits", "fit", c, seed + d) for d in range(draws) for c in nondigits.CATEGORIES
+    ]
+    held_out = _chunks(x_val[:VALIDATION_DIGITS], 250, offset=1)
+    parts = _render_all(positives + negatives + held_out, workers)
+    a, b = len(positives), len(positives) + len(negatives)
+    clean, clean_refused = normalised(list(x_train[-CLEAN_DIGITS:]))
+    pos = np.concatenate([clean[~clean_refused], _kept(parts[:a])])
+    neg, val = _kept(parts[a:b]), _kept(parts[b:])
+
+    x = np.concatenate([pos, neg])
+    p = ranked(forward(x))
+    y = np.concatenate([np.zeros(len(pos)), np.ones(len(neg))]).astype(np.float32)
+    net = build_net(seed)
+    net.fit(
+        [x, p],
+        y,
+        batch_size=128,
+        epochs=epochs,
+        # Non-digits are the fewer: weighted up to balance the classes.
+        class_weight={0: 1.0, 1: len(pos) / max(1, len(neg))},
+        shuffle=True,
+        verbose=0,
+    )
+    rejector = to_rejector(net, 1.0)
+    return rejector.with_threshold(threshold_for(rejector, val, forward, digit_refusal))
+
+
+def threshold_for(
+    rejector: Rejector, digits: np.ndarray, forward: Forward, digit_refusal: float
+) -> float:
+    """The score that at most ``digit_refusal`` of ``digits`` (normalised) exceed."""
+    scores = rejector.scores(digits, forward(digits))
+    return float(np.quantile(scores, 1.0 - digit_refusal, method="higher"))
+
+
+def _forward_of(keras_path: Path, onnx_path: Path | None) -> Forward:
+    from pyfunc.model import DigitModel
+
+    model = DigitModel()
+    model.load_context(_Context(keras_path, onnx_path))
+    return model.probabilities
+
+
+class _Context:
+    """What :meth:`DigitModel.load_context` reads: the artifacts (no rejector yet)."""
+
+    def __init__(self, keras_path: Path, onnx_path: Path | None) -> None:
+        self.artifacts = {"keras_model": str(keras_path)}
+        if onnx_path is not None:
+            self.artifacts["onnx_model"] = str(onnx_path)
+        self.model_config: dict = {}
+
+
+def _training_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The active run's MNIST training digits and its validation tail (as train.py split
+    them: its logged data source, limit and validation split)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    params = mlflow.get_run(run.info.run_id).data.params if run else {}
+    source = params.get("data_source")
+    data = load_mnist(None if source in (None, "keras.datasets.mnist") else source)
+    data = data.limited(int(params.get("limit") or 0))
+    n_val = validation_size(
+        len(data.x_train), float(params.get("validation_split") or VALIDATION_SPLIT)
+    )
+    x = data.x_train
+    if n_val == 0:  # nothing held out: the threshold is set on training digits then
+        return x, x[-VALIDATION_DIGITS:]
+    return x[: len(x) - n_val], x[len(x) - n_val :]
+
+
+def fit_artifact(keras_path: Path, onnx_path: Path | None = None) -> Path:
+    """Fit the rejector of the network being logged and write it next to its weights; its
+    threshold is logged to the active run."""
+    import mlflow
+
+    x_train, x_val = _training_digits()
+    rejector = fit(x_train, x_val, _forward_of(Path(keras_path), onnx_path))
+    if mlflow.active_run():
+        mlflow.log_metric("rejector_threshold", rejector.threshold)
+    return rejector.save(Path(keras_path).parent / "rejector.npz")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model-uri", default="models:/digits/Production")
+    parser.add_argument("--model-name", default="digits", help="registered name of the copy")
+    parser.add_argument("--data-path", default="", help="MNIST .npz; default $MNIST_PATH")
+    parser.add_argument("--experiment-name", default="digits")
+    args = parser.parse_args(argv)
+
+    import mlflow
+
+    from training import tracking
+    from training.data import resolve_path
+    from training.register import log_pyfunc
+
+    source = resolve_path(args.data_path)
+    example = load_mnist(source).x_train[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(args.model_uri, dst_path=tmp))
+        artifacts = local / "artifacts"
+        keras_path = next(artifacts.glob("*.keras"))
+        onnx = list(artifacts.glob("*.onnx"))
+        tracking.use_experiment(args.experiment_name)
+        with mlflow.start_run(run_name="add-rejector"):
+            mlflow.log_params(
+                {
+                    "source_model": args.model_uri,
+                    "data_source": str(source) if source else "keras.datasets.mnist",
+                    "limit": 0,
+                    "validation_split": VALIDATION_SPLIT,
+                }
+            )
+            info = log_pyfunc(keras_path, example, args.model_name, onnx[0] if onnx else None)
+    print(f"registered {args.model_name} version {info.registered_model_version}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
