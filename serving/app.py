@@ -11,6 +11,7 @@ from serving import (
     bodies,
     errors,
     feedback,
+    headers,
     image_log,
     logs,
     metrics,
@@ -35,6 +36,8 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
     errors.init_app(app)
     bodies.init_app(app)
+    # CSP, frame, nosniff … on every response, the errors' included.
+    headers.init_app(app)
     # First, so their after_request hooks run last and see the final response.
     logs.init_app(app)
     metrics.init_app(app)

@@ -178,6 +178,10 @@ def init_app(app: Flask) -> None:
             m.latency.labels(route).observe(time.perf_counter() - started)
         return response
 
+    settings = app.config.get("SETTINGS")
+    if settings is not None and settings.metrics_port is not None:
+        return  # served by the internal listener (serve_internally) only
+
     @app.get("/metrics")
     def prometheus_metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -205,6 +209,23 @@ def prepare_multiprocess_dir() -> tuple[Path, bool]:
     path = Path(tempfile.mkdtemp(prefix="digits-metrics-"))
     os.environ[MULTIPROC_ENV] = str(path)
     return path, True
+
+
+def serve_internally(host: str, port: int):
+    """``/metrics`` (any path, in fact) on ``host:port``, summed over every worker's files:
+    a listener for the scraper on an internal address, run by the gunicorn master in a
+    thread (prometheus_client's own server, as its multiprocess docs show). Returns the
+    server, to shut down on exit.
+
+    Called after :func:`prepare_multiprocess_dir` has set the variable, so the import here
+    sees it. The forked workers inherit the listening socket but never accept on it."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    collected = CollectorRegistry()
+    multiprocess.MultiProcessCollector(collected)
+    server, _thread = start_http_server(port, addr=host, registry=collected)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return server
 
 
 def mark_worker_dead(pid: int) -> None:

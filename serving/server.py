@@ -24,10 +24,18 @@ class DigitServer(BaseApplication):
     """gunicorn with this service's worker; with ``front``, behind it on ``socket``."""
 
     def __init__(
-        self, settings: Settings, front: Front | None = None, socket: Path | None = None
+        self,
+        settings: Settings,
+        front: Front | None = None,
+        socket: Path | None = None,
+        runtime: Path | None = None,
     ) -> None:
         self.settings = settings
         self.front = front
+        # This instance's private directory (sockets, reload file): nothing shared by accident
+        # with another instance on the machine.
+        self.runtime = runtime
+        self._metrics_server = None
         # Only a front on this machine can reach a unix socket, so its forwarding headers
         # are believed there (and only there).
         self.socket = socket or settings.unix_socket
@@ -51,6 +59,13 @@ class DigitServer(BaseApplication):
             # serving/logs.py writes one JSON line per request instead.
             "accesslog": None,
             "errorlog": "-",
+            # gunicorn's control socket is one fixed path per user by default
+            # ($HOME/.gunicorn/gunicorn.ctl): a second instance would take it from the first.
+            **(
+                {"control_socket": str(self.runtime / "gunicorn.ctl")}
+                if self.runtime
+                else {"control_socket_disable": True}
+            ),
             "when_ready": self._when_ready,
             "child_exit": self._child_exit,
             "on_exit": self._on_exit,
@@ -60,6 +75,10 @@ class DigitServer(BaseApplication):
 
     def _when_ready(self, server) -> None:
         # gunicorn's socket is bound; its workers are not forked yet.
+        if self.settings.metrics_port is not None:
+            self._metrics_server = metrics.serve_internally(
+                self.settings.metrics_host, self.settings.metrics_port
+            )
         if self.front is None:
             return
         self.front.start()
@@ -72,6 +91,9 @@ class DigitServer(BaseApplication):
         self.load_board.leave(worker.pid)  # a worker that died could not leave itself
 
     def _on_exit(self, server) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         if self.front is not None:
             self.front.stop()
         if self._owns_metrics_dir:
@@ -134,10 +156,15 @@ def main() -> None:
             directory=front_dir,
         )
         front = Front(config, nginx)
-    print(f"serving {settings.model_uri} on http://{settings.host}:{settings.port}", flush=True)
+    where = (
+        f"unix:{settings.unix_socket}"
+        if socket is None and settings.unix_socket
+        else f"http://{settings.host}:{settings.port}"
+    )
+    print(f"serving {settings.model_uri} on {where}", flush=True)
     master = os.getpid()
     try:
-        DigitServer(settings, front, socket).run()
+        DigitServer(settings, front, socket, runtime).run()
     finally:
         # gunicorn's forked workers leave through here too (SystemExit): only the master
         # owns the directory.

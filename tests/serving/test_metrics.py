@@ -151,3 +151,12 @@ def test_multiprocess_dir_is_created_or_wiped(tmp_path, monkeypatch: pytest.Monk
     path, owned = metrics.prepare_multiprocess_dir()
     assert (path, owned) == (given, False)
     assert sorted(p.name for p in given.iterdir()) == ["keep.txt"]
+
+
+def test_public_metrics_are_off_when_an_internal_listener_is_set(registry):
+    from serving import create_app
+
+    app = create_app({"mlflow_tracking_uri": registry.tracking_uri, "metrics_port": 9109})
+    client = app.test_client()
+    assert client.get("/metrics").status_code == 404
+    assert client.get("/health").status_code == 200

@@ -38,3 +38,48 @@ def test_every_control_has_a_label(bare_app: Flask):
     assert '<label for="upload"' in html
     for button in re.findall(r"<button[^>]*>(.*?)</button>", html, re.S):
         assert re.sub(r"<[^>]+>", "", button).strip(), "a button without text"
+
+
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/", 200),
+        ("GET", "/static/app.js", 200),
+        ("GET", "/docs", 200),
+        ("GET", "/openapi.json", 200),
+        ("GET", "/health", 200),
+        ("GET", "/ready", 503),  # an empty registry: not ready
+        ("GET", "/no-such-page", 404),
+        ("DELETE", "/recognize", 405),
+        ("POST", "/recognize", 415),  # no image
+        ("GET", "/admin/status", 403),
+    ],
+)
+def test_every_response_sends_the_security_headers(bare_app: Flask, method, path, status):
+    response = bare_app.test_client().open(path, method=method)
+    assert response.status_code == status
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value, name
+    policy = dict(
+        [*part.strip().split(" ", 1), ""][:2]
+        for part in response.headers["Content-Security-Policy"].split(";")
+    )
+    assert policy["frame-ancestors"] == "'none'"
+    assert policy["default-src"] == "'none'"
+    # No inline script or style may run: the page and /docs are files only.
+    assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
+
+
+@pytest.mark.parametrize("path", ["/", "/docs"])
+def test_pages_hold_no_inline_script_style_or_handler(bare_app: Flask, path: str):
+    html = bare_app.test_client().get(path).get_data(as_text=True)
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "an inline <script>"
+    assert "<style" not in html and " style=" not in html
+    assert not re.search(r"\son[a-z]+\s*=", html), "an inline event handler"
