@@ -210,7 +210,7 @@ class ModelStore:
     def _no_version(self, message: str) -> CheckResult:
         # Nothing behind the URI (yet, or any more): keep whatever is loaded.
         self.registry_error = message
-        return CheckResult(False, self._version(), message)
+        return CheckResult(False, self._version(), "no_version")
 
     def _registry_ok(self) -> None:
         self.registry_state, self.registry_error, self.checked_at = "ok", None, _now()
