@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,36 @@ from PIL import Image
 from tests import tiny_model
 from tests.support import PROJECT_ROOT, Registry, database_url_for_tests, postgres_schema
 from training.data import Mnist, load_mnist
+
+# `make test-fast`: everything but the slow tier, in which TensorFlow is too (importing it
+# alone takes seconds). These modules import it as they are collected, before their
+# ``integration`` mark can be read, so that selection leaves them uncollected.
+FAST_TIER = "not integration"
+TENSORFLOW_MODULES = (
+    "training/test_augment.py",
+    "training/test_network.py",
+    "training/test_strokes.py",
+)
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if config.option.markexpr == FAST_TIER and collection_path.is_relative_to(TESTS):
+        return collection_path.relative_to(TESTS).as_posix() in TENSORFLOW_MODULES or None
+    return None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The fast tier fails if it imported TensorFlow: a test that needs it is marked
+    ``integration`` (and listed above if its module imports it)."""
+    if session.config.option.markexpr == FAST_TIER and "tensorflow" in sys.modules:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.line("")
+            reporter.write_sep(
+                "!", "the fast tier imported TensorFlow: mark what needs it `integration`", red=True
+            )
 
 
 @pytest.fixture(scope="session", autouse=True)

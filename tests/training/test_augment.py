@@ -9,6 +9,8 @@ import tensorflow as tf
 from pyfunc.preprocess import pre_process
 from training.augment import Augmentation, _gaussian, dataset, displacement, elastic
 
+pytestmark = pytest.mark.integration  # TensorFlow: the tf.data pipeline
+
 SIMARD_ALPHA = 34.0  # the value README suggests when switching elastic distortions on
 
 ONLY_ELASTIC = Augmentation(

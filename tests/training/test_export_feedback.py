@@ -75,6 +75,7 @@ def test_the_command_reads_the_configured_log(
     assert load_feedback(out)[1].tolist() == [7]
 
 
+@pytest.mark.integration  # TensorFlow, through training.train
 def test_an_unreachable_log_is_a_data_error_for_training(monkeypatch):
     from training.train import main
 

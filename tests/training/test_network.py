@@ -13,6 +13,8 @@ from training.network import SmoothedSparseCrossentropy, build_cnn, ensemble
 from training.register import export_onnx
 from training.train import parse_args
 
+pytestmark = pytest.mark.integration  # TensorFlow: builds, trains and exports networks
+
 PROBS = np.array([[0.7, 0.1, 0.05, 0.05, 0.02, 0.02, 0.02, 0.02, 0.01, 0.01]] * 2, np.float32)
 PROBS[1] = PROBS[1][::-1]
 LABELS = np.array([0, 3])
@@ -49,7 +51,6 @@ def test_default_model_trains_on_the_plain_sparse_loss() -> None:
     assert build_cnn().loss == "sparse_categorical_crossentropy"
 
 
-@pytest.mark.integration  # trains two networks with Keras
 def test_ema_ends_fit_with_the_averaged_weights() -> None:
     """With the moving average on, the weights after fit are the average, not the last
     step's; without it they are the last step's."""
@@ -72,7 +73,6 @@ def test_ema_ends_fit_with_the_averaged_weights() -> None:
     assert not np.allclose(last, final)
 
 
-@pytest.mark.integration  # exports an ensemble through tf2onnx and saves and reloads it
 def test_an_ensemble_averages_its_members_probabilities(tmp_path: Path) -> None:
     members = [build_cnn(name=f"mnist_cnn_{i}") for i in range(3)]
     model = ensemble(members)

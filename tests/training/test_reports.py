@@ -133,6 +133,7 @@ def _args(**overrides):
     return args
 
 
+@pytest.mark.integration  # TensorFlow, through training.train
 def test_reproduce_command_names_every_mlproject_parameter():
     command = reports.reproduce_command(_args(), data_source="/data/mnist.npz")
     argv = shlex.split(command)
@@ -145,6 +146,7 @@ def test_reproduce_command_names_every_mlproject_parameter():
     assert given["augment"] == "true"
 
 
+@pytest.mark.integration  # TensorFlow, through training.train
 def test_model_card_has_data_parameters_metrics_and_the_command():
     ev = synthetic()
     params = {

@@ -11,6 +11,8 @@ from training import strokes
 from training.augment import Augmentation, dataset
 from training.strokes import _rank, repen
 
+pytestmark = pytest.mark.integration  # TensorFlow, through training.augment
+
 
 @pytest.fixture(scope="module")
 def digits(mnist) -> np.ndarray:
