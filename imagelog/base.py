@@ -33,6 +33,10 @@ class DuplicateRequestId(Exception):
     """A request id already names a record of a different image."""
 
 
+class TooManyLabels(Exception):
+    """The record already has as many labels as its history may hold."""
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -101,6 +105,25 @@ class LabelledImage:
 class Feedback:
     label: int
     labelled_at: datetime
+    # None: not held. A label held for review ("pending") is not exported for training
+    # until a reviewer accepts it ("accepted"); "rejected" ones never are.
+    review: str | None = None
+
+
+REVIEW_STATES = ("pending", "accepted", "rejected")
+
+
+@dataclass(frozen=True)
+class HeldLabel:
+    """A label held for review, with the prediction it contradicts."""
+
+    id: int
+    request_id: str
+    label: int
+    labelled_at: datetime
+    digit: int
+    confidence: float
+    review: str
 
 
 @dataclass(frozen=True)
@@ -274,8 +297,32 @@ class ImageLog(abc.ABC):
         """
 
     @abc.abstractmethod
-    def label(self, request_id: str, label: int, at: datetime | None = None) -> bool:
-        """Add a label to the record's history; False if there is no such record."""
+    def label(
+        self,
+        request_id: str,
+        label: int,
+        at: datetime | None = None,
+        max_labels: int = 0,
+        hold: bool = False,
+    ) -> bool:
+        """Add a label to the record's history; False if there is no such record.
+
+        ``max_labels`` (0: no cap): :class:`TooManyLabels` if the record has that many
+        already. ``hold``: the label waits for review (see :meth:`review`) before
+        :meth:`labelled` exports it."""
+
+    @abc.abstractmethod
+    def held(self, review: str = "pending", limit: int = 100) -> list[HeldLabel]:
+        """Labels held for review in state ``review``, oldest first."""
+
+    @abc.abstractmethod
+    def review(self, label_id: int, accept: bool, at: datetime | None = None) -> bool:
+        """Accept or reject a held label; False if no held label has that id."""
+
+    @abc.abstractmethod
+    def shared_secret(self, name: str, candidate: bytes) -> bytes:
+        """The secret stored under ``name``; ``candidate`` is stored first if none is, so
+        every process and replica using this log reads the same one."""
 
     @abc.abstractmethod
     def get(self, request_id: str) -> StoredRecord | None: ...
@@ -294,7 +341,8 @@ class ImageLog(abc.ABC):
 
     @abc.abstractmethod
     def labelled(self) -> Iterator[LabelledImage]:
-        """Records with a label and a stored image, with their current (latest) label."""
+        """Records with a label and a stored image, with their current (latest) label;
+        labels held for review count only once accepted."""
 
     @abc.abstractmethod
     def count(self) -> int: ...

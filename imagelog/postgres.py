@@ -39,6 +39,7 @@ from imagelog.base import (
     Deadline,
     DuplicateRequestId,
     Feedback,
+    HeldLabel,
     ImageLog,
     LabelledImage,
     Record,
@@ -46,6 +47,7 @@ from imagelog.base import (
     StorageError,
     StorageTimeout,
     StoredRecord,
+    TooManyLabels,
     enough_to_free,
     utc_now,
 )
@@ -96,6 +98,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "ALTER TABLE requests ADD COLUMN trailing_bytes integer NOT NULL DEFAULT 0",
         "CREATE TABLE probe (id smallint PRIMARY KEY, at timestamptz NOT NULL)",
+    ),
+    (
+        "ALTER TABLE feedback ADD COLUMN review text "
+        "CHECK (review IN ('pending', 'accepted', 'rejected'))",
+        "ALTER TABLE feedback ADD COLUMN reviewed_at timestamptz",
+        "CREATE INDEX feedback_review ON feedback (review, id) WHERE review IS NOT NULL",
+        "CREATE TABLE secrets (name text PRIMARY KEY, value bytea NOT NULL)",
     ),
 )
 
@@ -410,21 +419,73 @@ class PostgresImageLog(ImageLog):
                 if existing != entry.sha256:
                     raise DuplicateRequestId(entry.request_id)
 
-    def label(self, request_id: str, label: int, at: datetime | None = None) -> bool:
+    def label(
+        self,
+        request_id: str,
+        label: int,
+        at: datetime | None = None,
+        max_labels: int = 0,
+        hold: bool = False,
+    ) -> bool:
         with (
             self.guard.call("image log label") as deadline,
             self._connection(deadline=deadline) as conn,
         ):
-            # The foreign key makes this fail, not dangle, should retention delete the
-            # record between the check and the insert.
+            # The record's row lock queues concurrent labels of one record, so the count
+            # and the insert see each other; retention cannot delete it meanwhile.
+            found = conn.execute(
+                "SELECT 1 FROM requests WHERE request_id = %s FOR UPDATE", (request_id,)
+            ).fetchone()
+            if found is None:
+                return False
+            if max_labels:
+                (count,) = conn.execute(
+                    "SELECT count(*) FROM feedback WHERE request_id = %s", (request_id,)
+                ).fetchone()
+                if count >= max_labels:
+                    raise TooManyLabels(request_id)
+            conn.execute(
+                "INSERT INTO feedback (request_id, label, labelled_at, review) "
+                "VALUES (%s, %s, %s, %s)",
+                (request_id, label, at or utc_now(), "pending" if hold else None),
+            )
+            return True
+
+    def held(self, review: str = "pending", limit: int = 100) -> list[HeldLabel]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT f.id, f.request_id, f.label, f.labelled_at, r.digit, r.confidence, "
+                "f.review FROM feedback f JOIN requests r ON r.request_id = f.request_id "
+                "WHERE f.review = %s ORDER BY f.id LIMIT %s",
+                (review, limit),
+            ).fetchall()
+        return [HeldLabel(*row) for row in rows]
+
+    def review(self, label_id: int, accept: bool, at: datetime | None = None) -> bool:
+        with (
+            self.guard.call("image log review") as deadline,
+            self._connection(deadline=deadline) as conn,
+        ):
             return (
                 conn.execute(
-                    "INSERT INTO feedback (request_id, label, labelled_at) SELECT %s, %s, %s "
-                    "WHERE EXISTS (SELECT 1 FROM requests WHERE request_id = %s)",
-                    (request_id, label, at or utc_now(), request_id),
+                    "UPDATE feedback SET review = %s, reviewed_at = %s "
+                    "WHERE id = %s AND review IS NOT NULL",
+                    ("accepted" if accept else "rejected", at or utc_now(), label_id),
                 ).rowcount
                 == 1
             )
+
+    def shared_secret(self, name: str, candidate: bytes) -> bytes:
+        with (
+            self.guard.call("image log secret") as deadline,
+            self._connection(deadline=deadline) as conn,
+        ):
+            conn.execute(
+                "INSERT INTO secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                (name, candidate),
+            )
+            (value,) = conn.execute("SELECT value FROM secrets WHERE name = %s", (name,)).fetchone()
+        return bytes(value)
 
     def get(self, request_id: str) -> StoredRecord | None:
         with self._connection() as conn:
@@ -436,10 +497,10 @@ class PostgresImageLog(ImageLog):
     def history(self, request_id: str) -> list[Feedback]:
         with self._connection() as conn:
             rows = conn.execute(
-                "SELECT label, labelled_at FROM feedback WHERE request_id = %s ORDER BY id",
+                "SELECT label, labelled_at, review FROM feedback WHERE request_id = %s ORDER BY id",
                 (request_id,),
             ).fetchall()
-        return [Feedback(label, at) for label, at in rows]
+        return [Feedback(label, at, review) for label, at, review in rows]
 
     def records(self) -> Iterator[StoredRecord]:
         with self._connection(watch=False) as conn, conn.cursor(name="records") as cursor:
@@ -458,7 +519,8 @@ class PostgresImageLog(ImageLog):
                 "SELECT r.request_id, f.label, f.labelled_at, r.sha256, i.data "
                 "FROM requests r JOIN images i ON i.sha256 = r.sha256 "
                 "JOIN LATERAL (SELECT label, labelled_at FROM feedback "
-                "WHERE request_id = r.request_id ORDER BY id DESC LIMIT 1) f ON true "
+                "WHERE request_id = r.request_id AND coalesce(review, 'accepted') = 'accepted' "
+                "ORDER BY id DESC LIMIT 1) f ON true "
                 "WHERE r.image_stored ORDER BY r.seq"
             )
             for request_id, label, labelled_at, sha256, data in cursor:

@@ -45,6 +45,7 @@ from imagelog.base import (
     Deadline,
     DuplicateRequestId,
     Feedback,
+    HeldLabel,
     ImageLog,
     LabelledImage,
     Record,
@@ -53,6 +54,7 @@ from imagelog.base import (
     StorageError,
     StorageTimeout,
     StoredRecord,
+    TooManyLabels,
     enough_to_free,
     sha256_hex,
     utc_now,
@@ -109,6 +111,13 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE requests ADD COLUMN trailing_bytes INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL);
+    """,
+    """
+    ALTER TABLE feedback ADD COLUMN review TEXT
+        CHECK (review IN ('pending', 'accepted', 'rejected'));
+    ALTER TABLE feedback ADD COLUMN reviewed_at TEXT;
+    CREATE INDEX feedback_review ON feedback (review, id) WHERE review IS NOT NULL;
+    CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
     """,
 )
 
@@ -595,16 +604,61 @@ class SqliteImageLog(ImageLog):
             if existing != entry.sha256:
                 raise DuplicateRequestId(entry.request_id)
 
-    def label(self, request_id: str, label: int, at: datetime | None = None) -> bool:
+    def label(
+        self,
+        request_id: str,
+        label: int,
+        at: datetime | None = None,
+        max_labels: int = 0,
+        hold: bool = False,
+    ) -> bool:
         with self.guard.call("image log label") as deadline, self._write(deadline) as conn:
+            # Counted and inserted in one write transaction: concurrent labels of one
+            # record cannot both pass the cap.
+            found = conn.execute("SELECT 1 FROM requests WHERE request_id = ?", (request_id,))
+            if found.fetchone() is None:
+                return False
+            if max_labels:
+                (count,) = conn.execute(
+                    "SELECT count(*) FROM feedback WHERE request_id = ?", (request_id,)
+                ).fetchone()
+                if count >= max_labels:
+                    raise TooManyLabels(request_id)
+            conn.execute(
+                "INSERT INTO feedback (request_id, label, labelled_at, review) VALUES (?, ?, ?, ?)",
+                (request_id, label, _ts(at or utc_now()), "pending" if hold else None),
+            )
+            return True
+
+    def held(self, review: str = "pending", limit: int = 100) -> list[HeldLabel]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT f.id, f.request_id, f.label, f.labelled_at, r.digit, r.confidence, "
+                "f.review FROM feedback f JOIN requests r ON r.request_id = f.request_id "
+                "WHERE f.review = ? ORDER BY f.id LIMIT ?",
+                (review, limit),
+            ).fetchall()
+        return [HeldLabel(i, rid, lab, _dt(at), d, c, rv) for i, rid, lab, at, d, c, rv in rows]
+
+    def review(self, label_id: int, accept: bool, at: datetime | None = None) -> bool:
+        with self.guard.call("image log review") as deadline, self._write(deadline) as conn:
             return (
                 conn.execute(
-                    "INSERT INTO feedback (request_id, label, labelled_at) SELECT ?, ?, ? "
-                    "WHERE EXISTS (SELECT 1 FROM requests WHERE request_id = ?)",
-                    (request_id, label, _ts(at or utc_now()), request_id),
+                    "UPDATE feedback SET review = ?, reviewed_at = ? "
+                    "WHERE id = ? AND review IS NOT NULL",
+                    ("accepted" if accept else "rejected", _ts(at or utc_now()), label_id),
                 ).rowcount
                 == 1
             )
+
+    def shared_secret(self, name: str, candidate: bytes) -> bytes:
+        with self.guard.call("image log secret") as deadline, self._write(deadline) as conn:
+            conn.execute(
+                "INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, candidate),
+            )
+            (value,) = conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+        return bytes(value)
 
     def get(self, request_id: str) -> StoredRecord | None:
         with self._read() as conn:
@@ -616,10 +670,10 @@ class SqliteImageLog(ImageLog):
     def history(self, request_id: str) -> list[Feedback]:
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT label, labelled_at FROM feedback WHERE request_id = ? ORDER BY id",
+                "SELECT label, labelled_at, review FROM feedback WHERE request_id = ? ORDER BY id",
                 (request_id,),
             ).fetchall()
-        return [Feedback(label, _dt(at)) for label, at in rows]
+        return [Feedback(label, _dt(at), review) for label, at, review in rows]
 
     def records(self) -> Iterator[StoredRecord]:
         with self._read() as conn:
@@ -643,7 +697,7 @@ class SqliteImageLog(ImageLog):
                 "SELECT r.request_id, f.label, f.labelled_at, r.sha256, i.path "
                 "FROM requests r JOIN images i ON i.sha256 = r.sha256 "
                 "JOIN feedback f ON f.id = (SELECT max(id) FROM feedback "
-                "WHERE request_id = r.request_id) "
+                "WHERE request_id = r.request_id AND coalesce(review, 'accepted') = 'accepted') "
                 "WHERE r.image_stored = 1 ORDER BY r.seq"
             ).fetchall()
         for request_id, label, labelled_at, sha256, rel in rows:

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from imagelog import DuplicateRequestId, ImageLog, ImageLogConfig, Retention, open_image_log
-from imagelog.base import sha256_hex, utc_now
+from imagelog.base import TooManyLabels, sha256_hex, utc_now
 from tests.imagelog.samples import image, make_record
 
 
@@ -194,3 +194,77 @@ def test_several_writers_on_one_store_lose_and_duplicate_nothing(open_log):
     assert errors == []
     assert logs[0].count() == writers * per_writer
     assert logs[-1].image_count() == distinct
+
+
+def test_the_label_history_is_capped(log: ImageLog):
+    log.record(make_record("capped", image(1)))
+    for label in range(3):
+        assert log.label("capped", label, max_labels=3) is True
+    with pytest.raises(TooManyLabels):
+        log.label("capped", 9, max_labels=3)
+    assert [f.label for f in log.history("capped")] == [0, 1, 2]
+    assert log.label("unknown", 1, max_labels=3) is False
+
+
+def test_concurrent_labels_never_pass_the_cap(log: ImageLog):
+    log.record(make_record("race", image(1)))
+    barrier, outcomes = threading.Barrier(8), []
+
+    def label(n: int) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(log.label("race", n, max_labels=5))
+        except TooManyLabels:
+            outcomes.append("capped")
+
+    threads = [threading.Thread(target=label, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(map(str, outcomes)) == ["True"] * 5 + ["capped"] * 3
+    assert len(log.history("race")) == 5
+
+
+def test_held_labels_are_exported_only_once_accepted(log: ImageLog):
+    log.record(make_record("held", image(1), digit=1))
+    log.record(make_record("plain", image(2)))
+    assert log.label("plain", 4) is True
+    assert log.label("held", 8, hold=True) is True
+    assert [item.request_id for item in log.labelled()] == ["plain"]
+    (pending,) = log.held()
+    assert (pending.request_id, pending.label, pending.digit, pending.review) == (
+        "held",
+        8,
+        1,
+        "pending",
+    )
+    assert log.history("held")[0].review == "pending"
+    assert log.review(pending.id, accept=True) is True
+    assert log.held() == []
+    assert [h.request_id for h in log.held("accepted")] == ["held"]
+    exported = {item.request_id: item.label for item in log.labelled()}
+    assert exported == {"plain": 4, "held": 8}
+    assert log.review(10**9, accept=True) is False
+
+
+def test_a_rejected_label_is_never_exported_an_earlier_one_is(log: ImageLog):
+    log.record(make_record("r", image(1), digit=1))
+    log.label("r", 1)
+    log.label("r", 7, hold=True)
+    (pending,) = log.held()
+    assert [(i.request_id, i.label) for i in log.labelled()] == [("r", 1)]
+    assert log.review(pending.id, accept=False) is True
+    assert [(i.request_id, i.label) for i in log.labelled()] == [("r", 1)]
+    assert [h.label for h in log.held("rejected")] == [7]
+    # A label that was never held cannot be reviewed.
+    plain_id = pending.id - 1
+    assert log.review(plain_id, accept=False) is False
+
+
+def test_the_shared_secret_is_the_first_one_stored(open_log):
+    first, second = open_log(), open_log()  # two processes, or two replicas
+    kept = first.shared_secret("feedback", b"a" * 32)
+    assert kept == b"a" * 32
+    assert second.shared_secret("feedback", b"b" * 32) == kept
+    assert second.shared_secret("other", b"c" * 32) == b"c" * 32
