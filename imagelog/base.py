@@ -178,11 +178,17 @@ class Guard:
     """Keeps a hung store from holding every request thread of a worker.
 
     Request-path calls enter through :meth:`call`, which gives each a :class:`Deadline`.
-    Two rules on top of the deadline: at most ``max_inflight`` calls are inside at once
-    (a worker keeps threads for /health and for requests that need no storage), and once a
-    call has been inside for longer than ``stall_seconds`` the store counts as hung: calls
-    waiting for a slot and new calls fail at once, instead of each waiting its full
-    deadline. A healthy store answers in milliseconds, so neither rule bites then.
+    Three rules on top of the deadline, so a hung store holds one thread, not all of them:
+
+    - at most ``max_inflight`` calls are inside at once (a worker keeps threads for
+      /health and for requests that need no storage);
+    - once a call has been inside for longer than ``stall_seconds`` the store counts as
+      hung: calls waiting for a slot or a lock, and new calls, fail at once instead of
+      each waiting its full deadline;
+    - after a call ran out of time, calls go one at a time (the others fail at once) until
+      one succeeds: a circuit breaker, half open.
+
+    A healthy store answers in milliseconds, so none of them bites then.
     """
 
     def __init__(self, timeout: float, max_inflight: int, stall_seconds: float) -> None:
@@ -192,6 +198,7 @@ class Guard:
         self._cond = threading.Condition()
         self._inflight: dict[int, float] = {}
         self._tokens = itertools.count()
+        self._timed_out = False  # the last call that finished ran out of time
 
     def stalled_for(self) -> float:
         """How long the oldest call has been inside beyond ``stall_seconds`` (0: not hung)."""
@@ -214,17 +221,29 @@ class Guard:
         with self._cond:
             while True:
                 self._refuse_if_stalled(what)
+                if self._timed_out and self._inflight:
+                    raise StorageTimeout(
+                        f"{what}: the store is not answering (the last call timed out; "
+                        "another is trying it now)"
+                    )
                 if len(self._inflight) < self.max_inflight:
                     break
                 # Woken when a slot frees; the short slice re-checks for a stall.
                 self._cond.wait(min(0.05, deadline.remaining(what)))
             token = next(self._tokens)
             self._inflight[token] = time.monotonic()
+        outcome: bool | None = None  # True: answered, False: ran out of time
         try:
             yield deadline
+            outcome = True
+        except StorageTimeout:
+            outcome = False
+            raise
         finally:
             with self._cond:
                 del self._inflight[token]
+                if outcome is not None:
+                    self._timed_out = not outcome
                 self._cond.notify()
 
     def wait_lock(self, lock: threading.Lock, deadline: Deadline, what: str) -> None:

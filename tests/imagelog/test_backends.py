@@ -7,28 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from imagelog import DuplicateRequestId, ImageLog, ImageLogConfig, Retention, open_image_log
+from imagelog import DuplicateRequestId, ImageLog, Retention
 from imagelog.base import TooManyLabels, sha256_hex, utc_now
 from tests.imagelog.samples import image, make_record
-
-
-@pytest.fixture
-def open_log(image_log_config):
-    opened: list[ImageLog] = []
-
-    def open_(**overrides: object) -> ImageLog:
-        log = open_image_log(ImageLogConfig(**{**image_log_config, **overrides}))
-        opened.append(log)
-        return log
-
-    yield open_
-    for log in opened:
-        log.close()
-
-
-@pytest.fixture
-def log(open_log) -> ImageLog:
-    return open_log()
 
 
 def test_a_record_reads_back_whole(log: ImageLog):
@@ -140,6 +121,7 @@ def test_retention_by_count_keeps_the_newest(log: ImageLog):
 
 
 def test_retention_off_deletes_nothing(log: ImageLog):
+    log.retention = Retention()
     log.record(make_record("old", image(1), age_days=10_000))
     assert log.apply_retention() == 0
     assert log.count() == 1

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from imagelog import StorageError
+from imagelog import StorageError, StorageTimeout
 from imagelog.postgres import SCHEMA_VERSION, PostgresImageLog
 from tests.imagelog.samples import image, make_record
 from tests.support import free_port, postgres_schema
@@ -71,12 +71,22 @@ def test_a_schema_newer_than_the_code_is_refused(pg_url: str, schema: str):
 
 
 class Proxy:
-    """A TCP forwarder to PostgreSQL that the test can cut and restore: "database down"."""
+    """A TCP forwarder to PostgreSQL that the test can cut and restore ("database down"),
+    or freeze: connections stay open and nothing is answered, as with a server stopped by
+    SIGSTOP or a frozen VM (its kernel still acknowledges every packet)."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target, self.port = target, free_port()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        self._thawed = threading.Event()
+        self._thawed.set()
+
+    def freeze(self) -> None:
+        self._thawed.clear()
+
+    def thaw(self) -> None:
+        self._thawed.set()
 
     def start(self) -> None:
         listener = socket.socket()
@@ -97,10 +107,10 @@ class Proxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
+                self._thawed.wait()
                 dst.sendall(data)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_RDWR)
@@ -149,6 +159,80 @@ def test_database_down_is_a_storage_error_until_it_is_back(pg_url: str, schema: 
         assert {r.request_id for r in log.records()} == {"before", "after"}
     finally:
         proxy.stop()
+        log.close()
+
+
+def _proxied(pg_url: str, proxy: Proxy) -> str:
+    parts = urlsplit(pg_url)
+    netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else None
+    return urlunsplit(parts._replace(netloc=netloc or f"127.0.0.1:{proxy.port}"))
+
+
+def test_a_server_that_stops_answering_is_a_timeout_not_a_hang(pg_url: str, schema: str):
+    parts = urlsplit(pg_url)
+    proxy = Proxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    proxy.start()
+    log = PostgresImageLog(_proxied(pg_url, proxy), schema=schema, timeout=1.5)
+    try:
+        log.record(make_record("before", image(1)))
+        proxy.freeze()
+        for call in (
+            lambda: log.record(make_record("during", image(2))),
+            lambda: log.label("before", 1),
+            log.check,  # what /ready reports
+        ):
+            started = time.monotonic()
+            with pytest.raises(StorageTimeout):
+                call()
+            assert time.monotonic() - started < 1.5 + 1.0
+        proxy.thaw()
+        # Cut connections were discarded; fresh ones serve the next calls.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                log.record(make_record("after", image(3)))
+                break
+            except StorageError:
+                if time.monotonic() > deadline:
+                    raise
+        assert {r.request_id for r in log.records()} >= {"before", "after"}
+    finally:
+        proxy.thaw()
+        proxy.stop()
+        log.close()
+
+
+def test_a_statement_past_statement_timeout_is_a_timeout(pg_url: str, schema: str):
+    log = PostgresImageLog(pg_url, schema=schema, timeout=1.0)
+    try:
+        log.check()
+        started = time.monotonic()
+        with pytest.raises(StorageTimeout), log._connection() as conn:
+            conn.execute("SELECT pg_sleep(5)")
+        assert time.monotonic() - started < 2.0
+        log.record(make_record("after", image(1)))  # the connection is usable again
+    finally:
+        log.close()
+
+
+def test_connections_carry_every_timeout(pg_url: str, schema: str):
+    log = PostgresImageLog(pg_url, schema=schema, timeout=2.5)
+    try:
+        with log._connection() as conn:
+            settings = {
+                name: conn.execute(f"SHOW {name}").fetchone()[0]
+                for name in ("statement_timeout", "lock_timeout", "synchronous_commit")
+            }
+            params = conn.info.get_parameters()
+        assert settings == {
+            "statement_timeout": "2500ms",
+            "lock_timeout": "2500ms",
+            "synchronous_commit": "on",
+        }
+        assert params["connect_timeout"] == "2"
+        assert params["keepalives"] == "1"
+        assert params["tcp_user_timeout"] == "2500"
+    finally:
         log.close()
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from imagelog import StorageError
+from imagelog import StorageError, StorageTimeout
 from imagelog.base import Deadline, DuplicateRequestId, sha256_hex
 from imagelog.sqlite import (
     _MIGRATIONS,
@@ -207,3 +209,66 @@ def test_sweep_runs_at_most_once_a_day(log: SqliteImageLog):
     then = time.time() - SWEEP_EVERY.total_seconds() - 60
     os.utime(marker, (then, then))
     assert log.sweep() == 1 and not orphan.exists()
+
+
+def test_another_connection_holding_sqlites_lock_is_a_timeout(tmp_path: Path):
+    log = SqliteImageLog(tmp_path / "data", timeout=1.0)
+    try:
+        log.record(make_record("before", image(1)))
+        other = sqlite3.connect(log.db_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # e.g. a tool writing to the index
+        started = time.monotonic()
+        with pytest.raises(StorageTimeout, match="locked"):
+            log.record(make_record("during", image(2)))
+        assert 0.8 < time.monotonic() - started < 2.0
+        other.execute("ROLLBACK")
+        other.close()
+        log.record(make_record("after", image(3)))
+        assert log.count() == 2
+    finally:
+        log.close()
+
+
+def test_the_probe_writes_a_file_and_leaves_none(log: SqliteImageLog, monkeypatch):
+    written: list[str] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        written.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    log.check()
+    assert any(".probe-" in path for path in written)
+    assert not list(log.images_dir.glob(".probe-*"))
+
+
+_FULL_DISK = """
+import resource, signal, sys
+from imagelog import StorageError
+from imagelog.sqlite import PROBE_BYTES, SqliteImageLog
+log = SqliteImageLog(sys.argv[1])
+log.check()
+# The kernel refuses to grow any file of this process past the limit (EFBIG), as a full
+# disk refuses with ENOSPC: the first write that needs the space fails.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (PROBE_BYTES // 2, resource.RLIM_INFINITY))
+try:
+    log.check()
+    print("ok")
+except StorageError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_the_probe_fails_when_the_disk_cannot_take_a_file(tmp_path: Path):
+    out = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused:"), out.stdout
+    assert "File too large" in out.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,89 @@ def test_a_refused_image_leaves_nothing_behind(app, client):
     response = client.post("/recognize", data=blank.getvalue(), content_type="image/png")
     assert response.get_json()["error"]["code"] == "no_digit"
     assert stored() == before
+
+
+def _write_spy(log, monkeypatch) -> list[int]:
+    """Sizes of the image bytes the backend is asked to write (file or row)."""
+    sizes: list[int] = []
+    if hasattr(log, "_write_file"):
+        real_file = log._write_file
+
+        def spy_file(path, data):
+            sizes.append(len(data))
+            return real_file(path, data)
+
+        monkeypatch.setattr(log, "_write_file", spy_file)
+    real_record = log.record
+
+    def spy_record(entry):
+        sizes.append(-1 if entry.image is None else len(entry.image))
+        return real_record(entry)
+
+    monkeypatch.setattr(log, "record", spy_record)
+    return sizes
+
+
+def test_junk_behind_an_image_signature_is_refused_before_any_write(app, client, monkeypatch):
+    log = _log(app)
+    sizes = _write_spy(log, monkeypatch)
+    before = log.count()
+    junk = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4096  # 1 MiB that no decoder accepts
+    response = client.post("/recognize", data=junk, content_type="image/png")
+    assert 400 <= response.status_code < 500
+    assert sizes == []  # not staged, not written, not even asked for
+    assert log.count() == before
+
+
+def test_what_trails_the_image_is_counted_not_stored(app, client, seed_png, monkeypatch):
+    log = _log(app)
+    sizes = _write_spy(log, monkeypatch)
+    trailer = b"\xff\xd9phone trailer" + bytes(300_000)
+    response = client.post("/recognize", data=seed_png + trailer, content_type="image/png")
+    assert response.status_code == 200
+    stored = log.get(response.get_json()["request_id"])
+    assert stored.trailing_bytes == len(trailer)
+    assert (stored.byte_size, stored.sha256) == (len(seed_png), sha256_hex(seed_png))
+    assert log.image(stored.sha256) == seed_png
+    assert max(sizes) == len(seed_png)
+
+
+def test_a_phone_jpeg_keeps_its_picture_up_to_its_end(app, client, mnist, monkeypatch):
+    picture = io.BytesIO()
+    Image.fromarray(mnist.x_test[0]).resize((280, 280)).convert("RGB").save(
+        picture, "JPEG", quality=90, exif=Image.Exif()
+    )
+    jpeg = picture.getvalue()
+    appended = b"\xff\xd8" + bytes(5000) + b"\xff\xd9"  # e.g. a second, larger picture
+    response = client.post("/recognize", data=jpeg + appended, content_type="image/jpeg")
+    assert response.status_code == 200
+    stored = _log(app).get(response.get_json()["request_id"])
+    assert (stored.byte_size, stored.trailing_bytes) == (len(jpeg), len(appended))
+    assert _log(app).image(stored.sha256) == jpeg
+
+
+def test_ready_probes_storage_by_writing_and_caches_the_answer(app, client, monkeypatch):
+    log = _log(app)
+    probes: list[float] = []
+    real = log.check
+
+    def counting() -> None:
+        probes.append(time.monotonic())
+        real()
+
+    monkeypatch.setattr(log, "check", counting)
+    monkeypatch.setattr(serving.image_log, "PROBE_CACHE_SECONDS", 0.3)
+    for _ in range(5):
+        assert client.get("/ready").status_code == 200
+    time.sleep(0.35)
+    assert client.get("/ready").status_code == 200
+    assert len(probes) == 2
+
+    def full() -> None:
+        raise StorageError("[Errno 28] No space left on device")
+
+    monkeypatch.setattr(log, "check", full)
+    time.sleep(0.35)
+    not_ready = client.get("/ready")
+    assert not_ready.status_code == 503
+    assert not_ready.get_json()["error"]["code"] == "storage_unavailable"
