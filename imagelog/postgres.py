@@ -116,7 +116,11 @@ _RECORD_COLUMNS = (
     "(SELECT f.label FROM feedback f WHERE f.request_id = r.request_id "
     "ORDER BY f.id DESC LIMIT 1), r.trailing_bytes"
 )
-_UNLABELLED = "NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = requests.request_id)"
+# Retention and the quota spare labelled records; a label a reviewer rejected is none.
+_UNLABELLED = (
+    "NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = requests.request_id "
+    "AND coalesce(f.review, 'accepted') <> 'rejected')"
+)
 
 
 def _stored(row: tuple) -> StoredRecord:

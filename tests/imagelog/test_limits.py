@@ -232,3 +232,15 @@ def test_trailing_bytes_are_counted_not_stored(log: ImageLog):
     assert next(log.records()).trailing_bytes == 123_456
     log.record(make_record("plain", image(2)))
     assert log.get("plain").trailing_bytes == 0
+
+
+def test_a_label_a_reviewer_rejected_does_not_protect_a_record(log: ImageLog):
+    for n in range(3):
+        log.record(make_record(f"r{n}", _sized(n, 1000), age_days=3 - n))
+    log.label("r0", 1, hold=True)  # held for review, then rejected
+    (held,) = log.held()
+    assert log.review(held.id, accept=False) is True
+    log.label("r1", 1, hold=True)  # still pending: a label until a reviewer says no
+    log.retention = Retention(max_image_bytes=1000)
+    assert log.apply_retention() == 2
+    assert [r.request_id for r in log.records()] == ["r1"]
