@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from scipy import ndimage
 
+from pyfunc import budget
 from pyfunc.encoding import b64decode
 from pyfunc.errors import ImageError, ImageTooLarge, NoDigit, UnsupportedFormat
 from pyfunc.paper import find_page, remove_rulings, shade
@@ -46,6 +47,10 @@ class Limits:
 
     max_side: int = 10_000
     max_pixels: int = 40_000_000
+    # PNG, GIF, BMP and WebP have no reduced decode: ~16 bytes a pixel at peak (see budget).
+    max_full_size_pixels: int = 16_000_000
+    # A JPEG decoder walks the whole image once per scan; encoders write about 10.
+    max_jpeg_scans: int = 32
 
 
 DEFAULT_LIMITS = Limits()
@@ -240,6 +245,7 @@ def _check_size(width: int, height: int, limits: Limits) -> None:
 
 def _read(data: bytes, fmt: str, limits: Limits) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode with Pillow restricted to ``fmt`` into a small grey image and optional alpha."""
+    data = budget.admit(data, fmt, limits)  # may be an animation's first frame alone
     try:
         # Pillow's own bomb check warns before it errors; both mean "too large" here.
         # Limits.max_pixels is normally the stricter check, made right after. (The filter is
@@ -253,6 +259,7 @@ def _read(data: bytes, fmt: str, limits: Limits) -> tuple[np.ndarray, np.ndarray
         raise ImageError(f"could not read the {fmt} image: the file is corrupt") from exc
     with img:
         _check_size(img.width, img.height, limits)
+        budget.check_opened(img, fmt, limits)
         try:
             if fmt == "JPEG":
                 # The JPEG decoder scales by 1/2, 1/4 or 1/8 and converts to grey for free:
