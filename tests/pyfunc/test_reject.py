@@ -56,6 +56,7 @@ def model(mnist, tmp_path_factory) -> DigitModel:
     return digit_model
 
 
+@pytest.mark.integration  # TensorFlow, through Keras
 def test_numpy_forward_is_the_keras_network():
     import keras
 
