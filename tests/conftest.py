@@ -116,12 +116,18 @@ def seed_png(mnist: Mnist) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Registry:
-    """A fresh sqlite registry whose Production `digits` (version 1) is the tiny softmax
-    model of tests/tiny_model.py, logged and promoted in this process in a few seconds."""
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Path:
+    """The tiny softmax network of tests/tiny_model.py as an ONNX file, fitted once."""
+    path = tmp_path_factory.mktemp("tiny-model") / "tiny.onnx"
+    return tiny_model.write_onnx(mnist.x_train, mnist.y_train, path)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, tiny_onnx: Path) -> Registry:
+    """A fresh sqlite registry whose Production `digits` (version 1) is the tiny model,
+    logged and promoted in this process in a few seconds."""
     reg = Registry.create(tmp_path_factory.mktemp("registry"))
-    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
-    tiny_model.register(reg.tracking_uri, onnx_path)
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
     return reg
 
 

@@ -10,13 +10,13 @@ from mlflow.models import Model
 
 from tests import tiny_model
 from tests.support import Registry
-from training.data import Mnist
 
 
-def test_the_tiny_model_is_logged_like_the_trained_one(model_dir: Path, mnist: Mnist, tmp_path):
+def test_the_tiny_model_is_logged_like_the_trained_one(
+    model_dir: Path, tiny_onnx: Path, tmp_path: Path
+):
     reg = Registry.create(tmp_path / "reg")
-    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, tmp_path / "tiny.onnx")
-    tiny_model.register(reg.tracking_uri, onnx_path)
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
     source = (
         mlflow.MlflowClient(reg.tracking_uri, reg.tracking_uri)
         .get_model_version(tiny_model.MODEL_NAME, "1")
