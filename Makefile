@@ -70,7 +70,7 @@ models-serve: setup  ## `mlflow models serve` of MODEL_URI (default Production) 
 	$(VENV)/bin/mlflow models serve -m $(or $(MODEL_URI),models:/digits/Production) \
 	  --env-manager local -p $(MODELS_SERVE_PORT)
 
-stack: setup  ## tracking server on PostgreSQL + proxied artifacts, two replicas (8001, 8002)
+stack: setup  ## tracking server on PostgreSQL + proxied artifacts, two replicas behind nginx on :8000
 	MLFLOW_TRACKING_URI= bash deploy/stack.sh
 
 serve: setup

@@ -181,6 +181,20 @@ def run_scenario(
     )
 
 
+def row_baseline(target: Target, args: argparse.Namespace, first: ProbeStats) -> ProbeStats:
+    """The normal client alone just before a row (the machine's other load drifts); asked
+    again, up to three times, while its p99 is over twice the first baseline's, so that a
+    passing disturbance does not loosen the row's bound."""
+    best = None
+    for _ in range(3):
+        before = Probe(target).run(args.duration)
+        if best is None or (before.pct(0.99) or 1e9) < (best.pct(0.99) or 1e9):
+            best = before
+        if (best.pct(0.99) or 1e9) <= args.p99_factor * (first.pct(0.99) or 0):
+            break
+    return best
+
+
 def settle(target: Target, baseline: ProbeStats, args: argparse.Namespace) -> float:
     """Seconds until the normal client gets 5 good answers in a row within 2× the baseline
     p99 (at most ``args.settle``)."""
@@ -309,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = []
             for scenario in scenarios:
                 print(f"attack: {scenario.name} ({scenario.what})", flush=True)
-                # The row's own baseline, just before it: the machine's load drifts.
-                before = Probe(target).run(args.duration)
+                before = row_baseline(target, args, baseline)
                 row = run_scenario(
                     scenario, target, args, before, server.proc.pid if server else None
                 )

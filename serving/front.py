@@ -285,9 +285,16 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="unix:/path.sock or host:port of a replica's gunicorn (repeat for each)",
     )
-    parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
-    parser.add_argument("--upstream-timeout", type=int, default=60)
+    # By default the service's own settings (same environment and settings file).
+    parser.add_argument("--max-body-bytes", type=int, help="default: MAX_BODY_BYTES")
+    parser.add_argument("--upstream-timeout", type=int, help="default: TIMEOUT + 5 s")
     args = parser.parse_args(argv)
+    if args.max_body_bytes is None or args.upstream_timeout is None:
+        from serving.config import Settings
+
+        settings = Settings()
+        args.max_body_bytes = args.max_body_bytes or settings.max_body_bytes
+        args.upstream_timeout = args.upstream_timeout or settings.timeout + 5
     nginx = find_nginx()
     if nginx is None:
         print(MISSING_NGINX, file=sys.stderr)

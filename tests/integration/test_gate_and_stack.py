@@ -1,14 +1,17 @@
 """Gated promotion through the real `mlflow run . -e promote`, and the scaled stack: an
-MLflow tracking server on PostgreSQL with proxied artifacts and two serving replicas."""
+MLflow tracking server on PostgreSQL with proxied artifacts and two serving replicas behind
+nginx, reached only through it."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import uuid
 import warnings
 
 import mlflow
+import psutil
 import pytest
 import requests
 from mlflow import MlflowClient
@@ -17,6 +20,7 @@ from deploy.create_database import drop_database
 from tests.support import (
     PROJECT_ROOT,
     Registry,
+    access_lines,
     add_version,
     base_env,
     free_port,
@@ -83,6 +87,17 @@ def test_gate_refuses_a_worse_candidate_and_accepts_a_better_one(tmp_path, model
     assert str(client.get_model_version_by_alias("digits", "production").version) == "1"
 
 
+def _tcp_listening(root_pid: int) -> set[int]:
+    ports = set()
+    root = psutil.Process(root_pid)
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    ports.add(conn.laddr.port)
+    return ports
+
+
 @pytest.fixture
 def postgres_url():
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/mlflow_test_{uuid.uuid4().hex[:10]}"
@@ -91,15 +106,16 @@ def postgres_url():
 
 
 def test_stack_on_postgres_two_replicas_follow_a_promotion(tmp_path, mnist_path, postgres_url):
-    mlflow_port, *replicas = free_port(), free_port(), free_port()
+    mlflow_port, balancer = free_port(), free_port()
     env = base_env(
         STACK_DB_URL=postgres_url,
         STACK_ARTIFACTS=str(tmp_path / "artifacts"),
         STACK_MLFLOW_PORT=str(mlflow_port),
-        STACK_PORTS=" ".join(map(str, replicas)),
+        STACK_PORT=str(balancer),
         STACK_TRAIN_ARGS=f"-P limit=3000 -P epochs=1 -P data_path={mnist_path}",
         MODEL_POLL_INTERVAL="1",
         WORKERS="1",
+        DATA_DIR=str(tmp_path / "data"),
     )
     log_path = tmp_path / "stack.log"
     with open(log_path, "wb") as log:
@@ -111,15 +127,17 @@ def test_stack_on_postgres_two_replicas_follow_a_promotion(tmp_path, mnist_path,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    urls = [f"http://127.0.0.1:{port}" for port in replicas]
+    url = f"http://127.0.0.1:{balancer}"
 
     def versions() -> set[str | None]:
+        """The versions answering /ready through the balancer: round robin over two
+        replicas, so six asks reach both."""
         found = set()
-        for url in urls:
+        for _ in range(6):
             try:
                 body = requests.get(f"{url}/ready", timeout=5).json()
                 found.add((body.get("model") or {}).get("version"))
-            except requests.RequestException:
+            except (requests.RequestException, ValueError):
                 found.add(None)
         return found
 
@@ -129,6 +147,22 @@ def test_stack_on_postgres_two_replicas_follow_a_promotion(tmp_path, mnist_path,
             assert stack.poll() is None, log_path.read_text()[-5000:]
             assert time.monotonic() < deadline, log_path.read_text()[-5000:]
             time.sleep(1)
+        # The balancer spreads requests over both replicas (one worker each: two pids).
+        ids = [f"spread-{uuid.uuid4().hex[:12]}" for _ in range(8)]
+        for request_id in ids:
+            response = requests.post(
+                f"{url}/recognize",
+                data=(PROJECT_ROOT / "examples" / "seven.png").read_bytes(),
+                headers={"Content-Type": "image/png", "X-Request-ID": request_id},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+        served = {line["pid"] for line in access_lines(log_path) if line["request_id"] in ids}
+        assert len(served) == 2, served
+        # The replicas are reached only through it: the stack listens on TCP on the
+        # balancer's and the tracking server's ports, nowhere else.
+        assert _tcp_listening(stack.pid) == {balancer, mlflow_port}
+
         registry = f"http://127.0.0.1:{mlflow_port}"
         client = MlflowClient(tracking_uri=registry, registry_uri=registry)
         v1 = client.get_model_version("digits", "1")

@@ -1,0 +1,184 @@
+"""The front of the production default: nginx before gunicorn (serving/front.py), started,
+stopped and cleaned up by `python -m serving`, holding slow and idle clients off gunicorn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from bench.hostile import (
+    Outcome,
+    Target,
+    idle_sockets,
+    slow_bodies,
+    slow_connections,
+    slow_heads,
+)
+from serving.front import FrontConfig, find_nginx, render
+from tests import tiny_model
+from tests.support import PROJECT_ROOT, Registry, access_lines, run_server
+
+SEVEN = (PROJECT_ROOT / "examples" / "seven.png").read_bytes()
+MAX_BODY = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def tiny_registry(tmp_path_factory: pytest.TempPathFactory, mnist) -> Registry:
+    """The in-process tests' tiny model (seconds to make): these tests are about the HTTP
+    front, not the model."""
+    reg = Registry.create(tmp_path_factory.mktemp("front-registry"))
+    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
+    tiny_model.register(reg.tracking_uri, onnx_path)
+    return reg
+
+
+@pytest.fixture(scope="module")
+def served(tiny_registry: Registry, tmp_path_factory: pytest.TempPathFactory):
+    with run_server(
+        tiny_registry.env,
+        {"MAX_BODY_BYTES": str(MAX_BODY)},
+        log_dir=tmp_path_factory.mktemp("front-logs"),
+    ) as server:
+        yield server
+
+
+def _recognize(url: str, timeout: float = 5.0, **headers: str) -> requests.Response:
+    return requests.post(
+        f"{url}/recognize",
+        data=SEVEN,
+        headers={"Content-Type": "image/png", **headers},
+        timeout=timeout,
+    )
+
+
+def _nginx_master(server_pid: int) -> psutil.Process:
+    for child in psutil.Process(server_pid).children():
+        if child.name() == "nginx":
+            return child
+    raise AssertionError("no nginx child of the server")
+
+
+def test_slow_and_idle_clients_do_not_starve_the_service(served):
+    """256 slowloris heads, 256 slow uploads and 64 idle reconnecting sockets at once (with
+    gunicorn alone, 16 of either were a full outage): a normal client is still answered at
+    once."""
+    port = int(served.url.rsplit(":", 1)[1])
+    outcome, stop = Outcome(), threading.Event()
+    groups = [slow_heads(256), slow_bodies(256), idle_sockets(64)]
+    attack = threading.Thread(
+        target=slow_connections,
+        args=(Target("127.0.0.1", port), stop, outcome, groups),
+        kwargs={"ramp": 1.0},
+    )
+    attack.start()
+    try:
+        time.sleep(1.5)  # all connected, the slow ones past their first bytes
+        latencies = []
+        for _ in range(20):
+            started = time.monotonic()
+            response = _recognize(served.url)
+            latencies.append(time.monotonic() - started)
+            assert response.status_code == 200, response.text
+        assert max(latencies) < 1.0, latencies
+    finally:
+        stop.set()
+        attack.join(timeout=15)
+    # The attack was real: its connections were open, none was answered as a request.
+    assert outcome.counts["open"] >= 500, outcome.counts
+    assert not any(what.startswith(("2", "5")) for what in outcome.counts), outcome.counts
+
+
+def test_the_front_answers_its_own_refusals_in_json(served):
+    over = requests.post(
+        f"{served.url}/recognize",
+        data=b"\x89PNG" + bytes(MAX_BODY),
+        headers={"Content-Type": "image/png"},
+        timeout=10,
+    )
+    chunked = requests.post(
+        f"{served.url}/recognize",
+        data=iter([bytes(64 * 1024)] * 20),  # a generator: sent chunked, 1.25 MiB
+        headers={"Content-Type": "image/png"},
+        timeout=10,
+    )
+    long_uri = requests.get(f"{served.url}/{'a' * 9000}", timeout=10)
+    long_header = requests.get(f"{served.url}/health", headers={"X-Big": "a" * 9000}, timeout=10)
+    for response, status, code in [
+        (over, 413, "request_entity_too_large"),
+        (chunked, 413, "request_entity_too_large"),
+        (long_uri, 414, "request_uri_too_large"),
+        (long_header, 400, "request_header_fields_too_large"),
+    ]:
+        assert response.status_code == status, response.text
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] == code
+        assert "nginx" not in response.text
+
+
+def test_the_access_log_has_the_clients_address_and_believes_no_forged_one(served):
+    request_id = f"front-{uuid.uuid4().hex[:12]}"
+    response = _recognize(
+        served.url, **{"X-Request-ID": request_id, "X-Forwarded-For": "203.0.113.9"}
+    )
+    assert response.status_code == 200
+    deadline = time.monotonic() + 5
+    while not (
+        lines := [x for x in access_lines(served.log_path) if x["request_id"] == request_id]
+    ):
+        assert time.monotonic() < deadline, "no access-log line for the request"
+        time.sleep(0.1)
+    assert lines[0]["remote_addr"] == "127.0.0.1"
+
+
+def test_metrics_come_through_the_front(served):
+    response = requests.get(f"{served.url}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert "digits_http_requests_total" in response.text
+
+
+def test_stopping_the_service_stops_nginx_and_removes_its_files(tiny_registry, tmp_path):
+    with run_server(tiny_registry.env, {}, log_dir=tmp_path) as server:
+        nginx = _nginx_master(server.proc.pid)
+        directory = Path(nginx.cmdline()[nginx.cmdline().index("-p") + 1])
+        assert directory.is_dir()
+        # Private: only this user may enter the directory holding gunicorn's socket.
+        assert directory.parent.stat().st_mode & 0o077 == 0
+    psutil.wait_procs([nginx], timeout=10)
+    assert not nginx.is_running()
+    assert not directory.parent.exists()  # the whole runtime directory is gone
+
+
+def test_nginx_goes_with_a_master_killed_outright(tiny_registry, tmp_path):
+    with run_server(tiny_registry.env, {}, log_dir=tmp_path) as server:
+        nginx = _nginx_master(server.proc.pid)
+        os.kill(server.proc.pid, signal.SIGKILL)
+        gone, _ = psutil.wait_procs([nginx], timeout=10)
+        assert gone, "nginx outlived its master"
+
+
+def test_the_generated_config_is_valid_nginx(tmp_path):
+    nginx = find_nginx()
+    assert nginx, "nginx is installed by make setup and .ci/run"
+    config = FrontConfig(
+        "127.0.0.1", 8000, ("unix:/tmp/a.sock", "unix:/tmp/b.sock"), MAX_BODY, 65, tmp_path
+    )
+    (tmp_path / "nginx.conf").write_text(render(config))
+    result = subprocess.run(
+        [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    text = render(config)
+    assert f"client_max_body_size {MAX_BODY};" in text
+    assert "max_fails=1" in text and "proxy_next_upstream error http_502 http_503" in text
