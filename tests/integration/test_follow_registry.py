@@ -1,5 +1,5 @@
-"""Issue 5 over real processes: hot swap under load, broken versions, admin reload, the
-registry going away, and prediction off-loaded to `mlflow models serve`."""
+"""Following the registry over real processes: hot swap under load, broken versions, admin
+reload, the registry going away, and prediction off-loaded to `mlflow models serve`."""
 
 from __future__ import annotations
 
@@ -161,6 +161,10 @@ def test_broken_version_leaves_the_old_one_serving(tmp_path, model_dir, seed_png
         ready = requests.get(f"{url}/ready", timeout=10)
         assert ready.status_code == 200
         assert ready.json()["model"]["version"] == "1"
+        # Still answering, but not with the version Production names: degraded, and why.
+        assert ready.json()["status"] == "degraded"
+        assert ready.json()["degraded"]["code"] == "load_failed"
+        assert str(broken) not in ready.text  # the failure's details are not public
         response = requests.post(
             f"{url}/recognize", data=seed_png, headers={"Content-Type": "image/png"}, timeout=30
         )
@@ -259,6 +263,7 @@ def test_registry_unreachable_at_start_and_while_running(tmp_path, model_dir, tr
         ready = requests.get(f"{url}/ready", timeout=10)
         assert ready.status_code == 200
         assert ready.json()["registry"]["state"] == "unreachable"
+        assert ready.json()["degraded"]["code"] == "registry_unreachable"
         answer = requests.post(f"{url}/recognize", json={"image": ""}, timeout=10)
         assert answer.status_code == 400  # request handling unaffected
 
