@@ -10,9 +10,35 @@ stopped reading, and each walk is a few lines of the format's specification.
 
 from __future__ import annotations
 
+import re
 import struct
+from collections.abc import Iterator
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Walks stop (end unknown) after this many chunks, segments or blocks: real files have a
+# few hundred at most, and a body of tiny ones must not cost seconds of CPU.
+MAX_STEPS = 20_000
+# In a JPEG scan, a marker is 0xFF followed by anything but 0x00 (a stuffed 0xFF), RSTn
+# (part of the scan) or 0xFF (fill).
+_SCAN_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_FILL = re.compile(rb"\xff+")
+
+
+class _TooLong(Exception):
+    pass
+
+
+class _Budget:
+    """Steps left for one walk, shared by its nested loops."""
+
+    def __init__(self) -> None:
+        self.left = MAX_STEPS
+
+    def __iter__(self) -> Iterator[None]:
+        while self.left > 0:
+            self.left -= 1
+            yield
+        raise _TooLong
 
 
 def image_end(data: bytes) -> int | None:
@@ -20,16 +46,16 @@ def image_end(data: bytes) -> int | None:
     JPEG, GIF, WebP or BMP, or is cut short before its end."""
     try:
         if data.startswith(PNG_SIGNATURE):
-            return _png_end(data)
+            return _png_end(data, _Budget())
         if data.startswith(b"\xff\xd8"):
-            return _jpeg_end(data)
+            return _jpeg_end(data, _Budget())
         if data[:6] in (b"GIF87a", b"GIF89a"):
-            return _gif_end(data)
+            return _gif_end(data, _Budget())
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             return _riff_end(data)
         if data[:2] == b"BM":
             return _bmp_end(data)
-    except (IndexError, struct.error):
+    except (IndexError, struct.error, _TooLong):
         return None
     return None
 
@@ -40,28 +66,30 @@ def trailing_bytes(data: bytes) -> int:
     return 0 if end is None else len(data) - end
 
 
-def _png_end(data: bytes) -> int | None:
+def _png_end(data: bytes, budget: _Budget) -> int | None:
     pos = len(PNG_SIGNATURE)
-    while pos + 12 <= len(data):
+    for _ in budget:
+        if pos + 12 > len(data):
+            return None
         (length,) = struct.unpack_from(">I", data, pos)
         kind = data[pos + 4 : pos + 8]
         pos += 12 + length  # length, type, data, CRC
         if kind == b"IEND":
             return pos if pos <= len(data) else None
-    return None
 
 
 # Markers without a length field: TEM, RSTn (standalone), SOI.
 _STANDALONE = {0x01, 0xD8} | set(range(0xD0, 0xD8))
 
 
-def _jpeg_end(data: bytes) -> int | None:
+def _jpeg_end(data: bytes, budget: _Budget) -> int | None:
     pos, size = 2, len(data)
-    while pos < size:
+    for _ in budget:
+        if pos >= size:
+            return None
         if data[pos] != 0xFF:
             return None  # not a marker where one must be
-        while pos < size and data[pos] == 0xFF:  # fill bytes
-            pos += 1
+        pos = _FILL.match(data, pos).end()  # 0xFF fill bytes, any number
         if pos >= size:
             return None
         marker = data[pos]
@@ -75,47 +103,33 @@ def _jpeg_end(data: bytes) -> int | None:
             return None
         pos += length
         if marker == 0xDA:  # SOS: entropy-coded data runs to the next real marker
-            pos = _scan_end(data, pos)
-            if pos is None:
+            found = _SCAN_MARKER.search(data, pos)
+            if found is None:
                 return None
-    return None
+            pos = found.start()
 
 
-def _scan_end(data: bytes, pos: int) -> int | None:
-    """Offset of the marker ending the entropy-coded segment from ``pos``: an 0xFF followed
-    by a byte other than 0x00 (a stuffed 0xFF) or RSTn (which belong to the scan)."""
-    while True:
-        pos = data.find(b"\xff", pos)
-        if pos < 0 or pos + 1 >= len(data):
-            return None
-        following = data[pos + 1]
-        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
-            pos += 1
-            continue
-        return pos
-
-
-def _sub_blocks_end(data: bytes, pos: int) -> int:
-    while True:
+def _sub_blocks_end(data: bytes, pos: int, budget: _Budget) -> int:
+    for _ in budget:
         length = data[pos]
         pos += 1 + length
         if length == 0:
             return pos
 
 
-def _gif_end(data: bytes) -> int | None:
+def _gif_end(data: bytes, budget: _Budget) -> int | None:
     flags = data[10]
     pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
-    while True:
+    for _ in budget:
         block = data[pos]
         if block == 0x3B:  # trailer
             return pos + 1
         if block == 0x21:  # extension: label, then sub-blocks
-            pos = _sub_blocks_end(data, pos + 2)
+            pos = _sub_blocks_end(data, pos + 2, budget)
         elif block == 0x2C:  # image descriptor, local colour table, LZW code size, data
             local = data[pos + 9]
             pos += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0)
-            pos = _sub_blocks_end(data, pos + 1)
+            pos = _sub_blocks_end(data, pos + 1, budget)
         else:
             return None
 

@@ -37,7 +37,7 @@ from imagelog.base import (
 from pyfunc.container import image_end
 from pyfunc.model import Prediction
 from pyfunc.preprocess import sniff_format
-from serving import metrics
+from serving import metrics, request_id
 from serving.config import Settings
 from serving.errors import ApiError
 
@@ -65,16 +65,26 @@ def describe(image: bytes) -> tuple[str | None, int | None, int | None]:
 
 @dataclass
 class Upload:
-    """An image received by /recognize, described once. ``image`` is the picture's own
-    bytes; ``trailing`` counts those the upload carried after its end."""
+    """A body received by /recognize. Once the model has decoded it, :meth:`describe`
+    fills in the rest: ``image`` is the picture's own bytes, ``trailing`` counts those the
+    body carried after its end."""
 
-    image: bytes
-    sha256: str
-    input_format: str | None
-    width: int | None
-    height: int | None
+    body: bytes
+    image: bytes = b""
+    sha256: str = ""
+    input_format: str | None = None
+    width: int | None = None
+    height: int | None = None
     trailing: int = 0
     staged: StagedImage | None = None
+
+    def describe(self) -> None:
+        # Not before decoding: a body the model refuses costs no parsing here either.
+        if self.sha256:
+            return
+        self.image, self.trailing = own_bytes(self.body)
+        self.input_format, self.width, self.height = describe(self.image)
+        self.sha256 = sha256_hex(self.image)
 
 
 def own_bytes(body: bytes) -> tuple[bytes, int]:
@@ -101,13 +111,11 @@ class Recorder:
         self._probed: tuple[float, str | None] = (float("-inf"), None)
 
     def stage(self, body: bytes) -> Upload:
-        """Describe an upload for :meth:`record` (or :meth:`discard` if the request fails).
+        """Take a body for :meth:`record` (or :meth:`discard` if the request fails).
 
         Writes nothing: the model has not decoded the image yet, and bodies it refuses
         (junk behind a PNG signature, say) must not cost any disk."""
-        image, trailing = own_bytes(body)
-        fmt, width, height = describe(image)
-        return Upload(image, sha256_hex(image), fmt, width, height, trailing)
+        return Upload(body)
 
     def storage_problem(self) -> str | None:
         """Why a record could not be stored right now, or None if it could: a real write
@@ -138,8 +146,10 @@ class Recorder:
 
     def record(self, upload: Upload, prediction: Prediction, model_name: str, version: str) -> bool:
         """Log one answer durably; False if it was not logged and the policy says answer."""
+        upload.describe()
         entry = Record(
-            request_id=g.request_id,
+            # The record's key is the server's id, never the client's X-Request-ID.
+            request_id=request_id.record_id(),
             created_at=utc_now(),
             sha256=upload.sha256,
             byte_size=len(upload.image),
