@@ -13,11 +13,13 @@ from serving import (
     feedback,
     headers,
     image_log,
+    limits,
     logs,
     metrics,
     model_store,
     openapi,
     request_id,
+    review,
     views,
     web,
 )
@@ -51,6 +53,8 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(views.bp)
     app.register_blueprint(feedback.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(review.bp)
+    limits.init_app(app, settings)  # after the views it limits
     web.init_app(app)
     openapi.init_app(app)
     return app

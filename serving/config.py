@@ -14,13 +14,14 @@ from pydantic_settings import (
 
 from imagelog import ImageLogConfig
 from locations import DEFAULT_DATA_DIR, DEFAULT_TRACKING_URI, settings_sources
+from serving.access_settings import AccessConfig
 
 # Set by the gunicorn master for its workers: touching this file makes each check the
 # registry now (POST /admin/reload reaches one worker; this reaches the others).
 RELOAD_FILE_ENV = "DIGITS_RELOAD_FILE"
 
 
-class Settings(ImageLogConfig, BaseSettings):
+class Settings(ImageLogConfig, AccessConfig, BaseSettings):
     """Service configuration. Environment variables use the upper-case field names.
 
     The image log's keys (``IMAGE_LOG_BACKEND``, ``DATA_DIR`` …) come from

@@ -1,34 +1,78 @@
 """``POST /feedback``: the true digit of an image the service answered for.
 
-Body: JSON ``{"request_id": "<id from /recognize>", "label": 0-9}``, validated by
-``serving.schemas.Feedback``. Labelling again replaces the label; every change is kept
-with its time (see ``ImageLog.history``).
+Body: JSON ``{"record_id": …, "feedback_token": …, "label": 0-9}``, validated by
+``serving.schemas.Feedback``. Only the party that got the answer may label it: the token is
+HMAC-SHA256 of the record id under a server secret, handed out once in the /recognize
+answer and checked in constant time, so it can be neither guessed nor derived from
+anything a client chooses (the client's ``X-Request-ID`` names no record).
+
+Labelling again replaces the label; every change is kept with its time (see
+``ImageLog.history``), up to ``FEEDBACK_MAX_LABELS`` per record. A label that contradicts a
+prediction of confidence >= ``REVIEW_CONFIDENCE`` is stored but held for review: it is not
+exported for training until a reviewer accepts it (``python -m training.review``,
+``/admin/reviews``).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from pydantic import ValidationError
 
-from imagelog.base import StorageError, utc_now
-from serving import request_id as serving_request_id
+from imagelog.base import StorageError, TooManyLabels, utc_now
 from serving.bodies import json_body
 from serving.errors import ApiError
 from serving.image_log import image_log
-from serving.schemas import MAX_REQUEST_ID, Feedback, FeedbackReceipt
+from serving.schemas import MAX_FEEDBACK_TOKEN, MAX_RECORD_ID, Feedback, FeedbackReceipt
 
 bp = Blueprint("feedback", __name__)
 
+SECRET_NAME = "feedback-token"  # the image log's shared secret, when none is configured
+_SECRET_EXTENSION = "digits_feedback_secret"
+_TOKEN_CONTEXT = b"digits feedback token v1\0"
+
 _MESSAGES = {
-    "invalid_body": 'send a JSON object {"request_id": …, "label": 0-9}',
-    "missing_request_id": "the JSON body needs a field 'request_id'",
-    "invalid_request_id": "'request_id' must be a non-empty string of at most "
-    f"{MAX_REQUEST_ID} characters",
+    "invalid_body": 'send a JSON object {"record_id": …, "feedback_token": …, "label": 0-9}',
+    "missing_record_id": "the JSON body needs a field 'record_id' (from the /recognize answer)",
+    "invalid_record_id": "'record_id' must be a non-empty string of at most "
+    f"{MAX_RECORD_ID} characters",
+    "missing_feedback_token": "the JSON body needs a field 'feedback_token' (from the "
+    "/recognize answer)",
+    "invalid_feedback_token": "'feedback_token' must be a non-empty string of at most "
+    f"{MAX_FEEDBACK_TOKEN} characters",
     "missing_label": "the JSON body needs a field 'label'",
     "invalid_label": "'label' must be an integer from 0 to 9",
 }
+
+
+def _secret() -> bytes:
+    cached = current_app.extensions.get(_SECRET_EXTENSION)
+    if cached is None:
+        configured = current_app.config["SETTINGS"].feedback_secret
+        if configured:
+            cached = configured.encode()
+        else:  # the first process to ask stores one; every other reads that one
+            cached = image_log().shared_secret(SECRET_NAME, secrets.token_bytes(32))
+        current_app.extensions[_SECRET_EXTENSION] = cached
+    return cached
+
+
+def token_for(record_id: str) -> str:
+    """The feedback token of a record: only the server, holding the secret, can make it.
+
+    ``StorageError`` if the shared secret cannot be read from the image log yet."""
+    mac = hmac.new(_secret(), _TOKEN_CONTEXT + record_id.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def _token_matches(record_id: str, token: str) -> bool:
+    expected = token_for(record_id).encode()
+    return hmac.compare_digest(expected, token.encode("utf-8", "surrogatepass"))
 
 
 def parse(body: Any) -> Feedback:
@@ -50,22 +94,44 @@ def parse(body: Any) -> Feedback:
 def feedback():
     if request.mimetype != "application/json":
         raise ApiError(
-            415, "unsupported_media_type", 'send application/json {"request_id": …, "label": 0-9}'
+            415,
+            "unsupported_media_type",
+            'send application/json {"record_id": …, "feedback_token": …, "label": 0-9}',
         )
     given = parse(json_body())
-    request_id, label = given.request_id, given.label
-    labelled_at = utc_now()
+    record_id, label = given.record_id, given.label
+    settings = current_app.config["SETTINGS"]
     try:
-        # An id the service would never assign was never logged: no need to ask the
-        # database (PostgreSQL would even refuse some characters, e.g. NUL).
-        found = serving_request_id.is_sane(request_id) and image_log().label(
-            request_id, label, at=labelled_at
+        if not _token_matches(record_id, given.feedback_token):
+            raise ApiError(
+                403,
+                "wrong_feedback_token",
+                "this feedback_token is not the one the /recognize answer for that record_id "
+                "carried",
+            )
+        log = image_log()
+        record = log.get(record_id)
+        if record is None:  # not logged, or deleted by retention since
+            raise ApiError(404, "unknown_record_id", "no logged record has this record_id")
+        hold = label != record.digit and record.confidence >= settings.review_confidence
+        labelled_at = utc_now()
+        found = log.label(
+            record_id, label, at=labelled_at, max_labels=settings.feedback_max_labels, hold=hold
         )
+    except TooManyLabels:
+        raise ApiError(
+            409,
+            "label_limit_reached",
+            f"this record has {settings.feedback_max_labels} labels already, the most one "
+            "record may have (FEEDBACK_MAX_LABELS)",
+        ) from None
     except StorageError as exc:
         raise ApiError(
             503, "storage_unavailable", "the label could not be stored; try again later"
         ) from exc
     if not found:
-        raise ApiError(404, "unknown_request_id", f"no logged request has id {request_id!r}")
-    receipt = FeedbackReceipt(request_id=request_id, label=label, labelled_at=labelled_at)
+        raise ApiError(404, "unknown_record_id", "no logged record has this record_id")
+    receipt = FeedbackReceipt(
+        record_id=record_id, label=label, labelled_at=labelled_at, held_for_review=hold
+    )
     return jsonify(receipt.model_dump(mode="json"))

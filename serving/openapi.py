@@ -96,6 +96,43 @@ _NOT_FOUND = {"$ref": "#/components/responses/NotFound"}
 _TOO_LARGE = {"$ref": "#/components/responses/PayloadTooLarge"}
 _STORAGE_UNAVAILABLE = {"$ref": "#/components/responses/StorageUnavailable"}
 _URL = "http://localhost:8000"
+_RATE_LIMITED = _error(
+    "Over a rate limit: `FEEDBACK_RATE_LIMIT` per client on `/feedback` (30/minute by "
+    "default), `RECOGNIZE_RATE_LIMIT` per client on `/recognize` (none by default), or the "
+    "API key's own; `Retry-After` says when to retry",
+    ["too_many_requests"],
+    "too_many_requests",
+    "too many requests from this client to /feedback; retry after the Retry-After seconds",
+)
+# With API_KEYS set (off by default), /recognize and /feedback need X-API-Key.
+_KEYED = {
+    "401": _error(
+        "`API_KEYS` is set and no `X-API-Key` was sent",
+        ["api_key_required"],
+        "api_key_required",
+        "send your API key as X-API-Key",
+    ),
+    "403": _error(
+        "The `X-API-Key` sent is not one of `API_KEYS`",
+        ["invalid_api_key"],
+        "invalid_api_key",
+        "unknown API key",
+    ),
+}
+_ADMIN_ERRORS = {
+    "401": _error(
+        "No token sent",
+        ["unauthorized"],
+        "unauthorized",
+        "send the admin token as 'Authorization: Bearer …'",
+    ),
+    "403": _error(
+        "Wrong token, or no `ADMIN_TOKEN` configured",
+        ["forbidden", "admin_disabled"],
+        "forbidden",
+        "wrong admin token",
+    ),
+}
 
 _PATHS: dict[str, dict[str, Any]] = {
     "/recognize": {
@@ -139,7 +176,10 @@ _PATHS: dict[str, dict[str, Any]] = {
                         "LabelIt": {
                             "operationId": "feedback",
                             "description": "Send the true digit of this image",
-                            "requestBody": {"request_id": "$response.body#/request_id"},
+                            "requestBody": {
+                                "record_id": "$response.body#/record_id",
+                                "feedback_token": "$response.body#/feedback_token",
+                            },
                         }
                     },
                 },
@@ -156,13 +196,7 @@ _PATHS: dict[str, dict[str, Any]] = {
                     "invalid_base64",
                     "'image' is not valid base64",
                 ),
-                "409": _error(
-                    "The `X-Request-ID` sent already names a logged request with another image",
-                    ["duplicate_request_id"],
-                    "duplicate_request_id",
-                    "X-Request-ID abc already names a request with another image; send a new "
-                    "id (or none)",
-                ),
+                **_KEYED,
                 "413": _TOO_LARGE,
                 "415": _error(
                     "Neither JSON, multipart nor an image body; or an image format that is "
@@ -177,6 +211,7 @@ _PATHS: dict[str, dict[str, Any]] = {
                     "no_digit",
                     "the image has no digit in it",
                 ),
+                "429": _RATE_LIMITED,
                 "503": _error(
                     "No model is loaded yet (see `GET /ready`), or the image log cannot "
                     "store the request",
@@ -192,32 +227,57 @@ _PATHS: dict[str, dict[str, Any]] = {
             "operationId": "feedback",
             "tags": ["recognition"],
             "summary": "Tell the service which digit an earlier image really was",
-            "description": "Labelling again replaces the label; every change is kept.\n\n"
+            "description": "Only the client that got the answer can label it: send the "
+            "`record_id` and `feedback_token` of the `POST /recognize` answer. Labelling again "
+            "replaces the label; every change is kept, up to `FEEDBACK_MAX_LABELS` (5) labels "
+            "per record. A label that contradicts a prediction of confidence at least "
+            "`REVIEW_CONFIDENCE` (0.9) is kept but held for review (`held_for_review`): it is "
+            "used for training only once a reviewer accepts it. Limited per client "
+            "(`FEEDBACK_RATE_LIMIT`, 30/minute).\n\n"
             + _curl(
                 f"curl -s {_URL}/feedback -H 'Content-Type: application/json' "
-                f"""-d '{{"request_id": "{schemas.EXAMPLE_REQUEST_ID}", "label": 7}}'"""
+                f"""-d '{{"record_id": "{schemas.EXAMPLE_RECORD_ID}", """
+                f""""feedback_token": "{schemas.EXAMPLE_FEEDBACK_TOKEN}", "label": 7}}'"""
             ),
             "requestBody": {"required": True, "content": _json(schemas.Feedback)},
             "responses": {
                 "200": _answer("Recorded", _json(schemas.FeedbackReceipt)),
                 "400": _error(
-                    "Not JSON, or `request_id` / `label` missing or invalid",
+                    "Not JSON, or `record_id` / `feedback_token` / `label` missing or invalid",
                     [
                         "malformed_json",
                         "invalid_body",
-                        "missing_request_id",
-                        "invalid_request_id",
+                        "missing_record_id",
+                        "invalid_record_id",
+                        "missing_feedback_token",
+                        "invalid_feedback_token",
                         "missing_label",
                         "invalid_label",
                     ],
                     "invalid_label",
                     "'label' must be an integer from 0 to 9",
                 ),
+                "401": _KEYED["401"],
+                "403": _error(
+                    "The `feedback_token` is not the one the answer for that `record_id` "
+                    "carried; or a wrong API key",
+                    ["wrong_feedback_token", "invalid_api_key"],
+                    "wrong_feedback_token",
+                    "this feedback_token is not the one the /recognize answer for that "
+                    "record_id carried",
+                ),
                 "404": _error(
-                    "No logged request has that `request_id`",
-                    ["unknown_request_id"],
-                    "unknown_request_id",
-                    "no logged request has id 'abc'",
+                    "No logged record has that `record_id` (not logged, or deleted by retention)",
+                    ["unknown_record_id"],
+                    "unknown_record_id",
+                    "no logged record has this record_id",
+                ),
+                "409": _error(
+                    "The record has `FEEDBACK_MAX_LABELS` labels already",
+                    ["label_limit_reached"],
+                    "label_limit_reached",
+                    "this record has 5 labels already, the most one record may have "
+                    "(FEEDBACK_MAX_LABELS)",
                 ),
                 "413": _TOO_LARGE,
                 "415": _error(
@@ -225,6 +285,85 @@ _PATHS: dict[str, dict[str, Any]] = {
                     ["unsupported_media_type"],
                     "unsupported_media_type",
                     "send application/json",
+                ),
+                "429": _RATE_LIMITED,
+                "503": _STORAGE_UNAVAILABLE,
+            },
+        }
+    },
+    "/admin/reviews": {
+        "get": {
+            "operationId": "admin_reviews",
+            "tags": ["operations"],
+            "summary": "Labels held for review (they contradict a confident prediction)",
+            "description": "Needs the admin token. `state`: `pending` (default), `accepted` or "
+            "`rejected`; `limit`: at most this many, oldest first (100, at most 500).\n\n"
+            + _curl(f'curl -s {_URL}/admin/reviews -H "Authorization: Bearer $ADMIN_TOKEN"'),
+            "security": [{"AdminBearer": []}, {"AdminToken": []}],
+            "parameters": [
+                {
+                    "name": "state",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": ["pending", "accepted", "rejected"]},
+                },
+                {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer"}},
+            ],
+            "responses": {
+                "200": _answer("The held labels", _json(schemas.HeldLabels)),
+                "400": _error(
+                    "Unknown state or a limit that is not an integer",
+                    ["invalid_state", "invalid_limit"],
+                    "invalid_state",
+                    "'state' is one of pending, accepted, rejected",
+                ),
+                **_ADMIN_ERRORS,
+                "503": _STORAGE_UNAVAILABLE,
+            },
+        }
+    },
+    "/admin/reviews/{label_id}": {
+        "post": {
+            "operationId": "admin_review",
+            "tags": ["operations"],
+            "summary": "Accept (used for training) or reject (never) a held label",
+            "description": _curl(
+                f'curl -s -X POST {_URL}/admin/reviews/12 -H "Authorization: Bearer '
+                "$ADMIN_TOKEN\" -H 'Content-Type: application/json' -d '{\"accept\": true}'"
+            ),
+            "security": [{"AdminBearer": []}, {"AdminToken": []}],
+            "parameters": [
+                {
+                    "name": "label_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer"},
+                    "example": 1,
+                }
+            ],
+            "requestBody": {"required": True, "content": _json(schemas.ReviewDecision)},
+            "responses": {
+                "200": _answer(
+                    "Decided",
+                    {
+                        JSON: {
+                            "schema": {"type": "object"},
+                            "example": {"id": 12, "review": "accepted"},
+                        }
+                    },
+                ),
+                "400": _error(
+                    'Not JSON, or not {"accept": true|false}',
+                    ["malformed_json", "invalid_body"],
+                    "invalid_body",
+                    'send {"accept": true} or {"accept": false}',
+                ),
+                **_ADMIN_ERRORS,
+                "404": _error(
+                    "No label held for review has that id",
+                    ["unknown_label"],
+                    "unknown_label",
+                    "no label held for review has id 12",
                 ),
                 "503": _STORAGE_UNAVAILABLE,
             },
@@ -451,8 +590,9 @@ def _document() -> dict[str, Any]:
                     "in": "header",
                     "required": False,
                     "description": "Your id for this request (1–128 of `A–Z a–z 0–9 . _ : -`); "
-                    "anything else is replaced by a fresh id. On `/recognize` it may not name "
-                    "a logged request with a different image (409).",
+                    "anything else is replaced by a fresh id. A correlation id: echoed and "
+                    "logged, it names no record and unlocks nothing (see `record_id` and "
+                    "`feedback_token`).",
                     "schema": {"type": "string"},
                 }
             },

@@ -1,4 +1,9 @@
-"""A request id for every response: the client's ``X-Request-ID`` if sane, else a new one."""
+"""A request id for every response: the client's ``X-Request-ID`` if sane, else a new one.
+
+The request id is a correlation id: echoed and logged, chosen by whoever sends the request,
+so it names nothing. What /recognize logs is keyed by :func:`record_id`, which the server
+alone chooses (a random UUID), so no client can take, guess or collide with another's.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,13 @@ _SANE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 def current() -> str:
     return g.request_id
+
+
+def record_id() -> str:
+    """The id of the record this request would be logged as (server-chosen, random)."""
+    if "record_id" not in g:
+        g.record_id = uuid.uuid4().hex
+    return g.record_id
 
 
 def is_sane(value: str) -> bool:

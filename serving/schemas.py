@@ -31,6 +31,10 @@ SEVEN_PNG_BASE64 = (
     "n5B/+KGXF78Z8JLjnbT+iSSGFrw8Nw9wuKJAsy56LzO+ITGABpETyQcCy90wAAAABJRU5ErkJggg=="
 )
 EXAMPLE_REQUEST_ID = "5b0e6c8f2a9d4a53b1a2f3c4d5e6f708"
+EXAMPLE_RECORD_ID = "0c6d1f4e9b2a4e0c8d7f3a5b6c1e2d90"
+EXAMPLE_FEEDBACK_TOKEN = "kY3x0QeQ9d1mF0lO8sVq2Hn7rTzB4aWc6uJ5pGi1XyE"
+MAX_RECORD_ID = 64
+MAX_FEEDBACK_TOKEN = 128
 
 
 def _example(value: dict[str, Any]) -> ConfigDict:
@@ -63,18 +67,32 @@ class ImageFile(RootModel[bytes]):
 
 
 class Feedback(BaseModel):
-    """For `POST /feedback`: the digit an earlier image really shows."""
+    """For `POST /feedback`: the digit an earlier image really shows. Only the client that
+    got the answer can send it: it needs that answer's `record_id` and `feedback_token`."""
 
-    # Strict: "3", 3.0 and true are not labels, 12 is not a request id.
+    # Strict: "3", 3.0 and true are not labels, 12 is not a record id.
     model_config = ConfigDict(
         strict=True,
-        json_schema_extra={"examples": [{"request_id": EXAMPLE_REQUEST_ID, "label": 7}]},
+        json_schema_extra={
+            "examples": [
+                {
+                    "record_id": EXAMPLE_RECORD_ID,
+                    "feedback_token": EXAMPLE_FEEDBACK_TOKEN,
+                    "label": 7,
+                }
+            ]
+        },
     )
 
-    request_id: StrictStr = Field(
+    record_id: StrictStr = Field(
         min_length=1,
-        max_length=MAX_REQUEST_ID,
-        description="The `request_id` of an earlier `POST /recognize` answer.",
+        max_length=MAX_RECORD_ID,
+        description="The `record_id` of an earlier `POST /recognize` answer.",
+    )
+    feedback_token: StrictStr = Field(
+        min_length=1,
+        max_length=MAX_FEEDBACK_TOKEN,
+        description="The `feedback_token` of that same answer.",
     )
     label: Annotated[StrictInt, Field(ge=0, le=9)] = Field(
         description="The digit the image really shows."
@@ -130,7 +148,18 @@ class Recognition(BaseModel):
     )
     model: ModelVersion
     request_id: str = Field(
-        description="Also in the `X-Request-ID` header; quote it in `POST /feedback`."
+        description="Also in the `X-Request-ID` header: your `X-Request-ID` if you sent a "
+        "sane one, else a new one. A correlation id for logs; it names no record."
+    )
+    record_id: str | None = Field(
+        default=None,
+        description="The id this answer is logged under, chosen by the service; absent when "
+        "the answer was not logged. Send it to `POST /feedback`.",
+    )
+    feedback_token: str | None = Field(
+        default=None,
+        description="The credential for labelling this answer with `POST /feedback`; only "
+        "this response carries it. Absent when the answer was not logged.",
     )
     # Answered only when false (dumped with exclude_defaults).
     logged: bool = Field(
@@ -141,11 +170,40 @@ class Recognition(BaseModel):
 
 
 class FeedbackReceipt(BaseModel):
-    """The label was stored with that request; labelling again replaces it."""
+    """The label was stored with that record; labelling again replaces it (up to the
+    service's `FEEDBACK_MAX_LABELS` labels per record)."""
 
-    request_id: str
+    record_id: str
     label: Digit
     labelled_at: Timestamp
+    held_for_review: bool = Field(
+        description="The label contradicts a confident prediction: it is kept, but used for "
+        "training only once a reviewer accepts it."
+    )
+
+
+class HeldLabel(BaseModel):
+    """A label held for review, with the prediction it contradicts."""
+
+    id: int
+    record_id: str
+    label: Digit
+    labelled_at: Timestamp
+    digit: Digit = Field(description="What the model answered.")
+    confidence: Probability
+    review: Literal["pending", "accepted", "rejected"]
+
+
+class HeldLabels(BaseModel):
+    labels: list[HeldLabel]
+
+
+class ReviewDecision(BaseModel):
+    """For `POST /admin/reviews/{id}`."""
+
+    model_config = ConfigDict(strict=True, json_schema_extra={"examples": [{"accept": True}]})
+
+    accept: bool = Field(description="true: the label may be used for training; false: never.")
 
 
 class ErrorDetail(BaseModel):
@@ -276,6 +334,8 @@ DOCUMENTED: tuple[type[BaseModel], ...] = (
     Feedback,
     Recognition,
     FeedbackReceipt,
+    HeldLabels,
+    ReviewDecision,
     Error,
     Health,
     Ready,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
+from imagelog.base import StorageError
 from pyfunc.preprocess import Limits
-from serving import image_log, metrics, payload, request_id
+from serving import feedback, image_log, metrics, payload, request_id
+from serving.errors import ApiError
 from serving.model_store import model_store
 from serving.schemas import ErrorDetail, Health, ModelVersion, NotReady, Ready, Recognition
 
@@ -23,7 +25,7 @@ def recognize():
     loaded = model_store().require()
     limits = Limits(max_side=settings.max_image_side, max_pixels=settings.max_image_pixels)
     recorder = image_log.recorder()
-    upload = recorder.stage(image)  # the image is written while the model works
+    upload = recorder.stage(image)  # described only: nothing is written before decoding
     try:
         prediction = loaded.model.classify([image], limits=limits)[0]
     except BaseException:
@@ -32,6 +34,15 @@ def recognize():
     # Stored durably before the answer leaves; 503 if it cannot be (LOG_FAILURE_POLICY).
     logged = recorder.record(upload, prediction, loaded.ref.name, loaded.ref.version)
     metrics.observe_prediction(prediction.digit, prediction.confidence)
+    record_id = token = None
+    if logged:
+        record_id = request_id.record_id()
+        try:
+            token = feedback.token_for(record_id)
+        except StorageError as exc:  # the shared secret could not be read: rare, retryable
+            raise ApiError(
+                503, "storage_unavailable", "the answer could not be given a feedback token"
+            ) from exc
     answer = Recognition(
         digit=prediction.digit,
         confidence=prediction.confidence,
@@ -39,6 +50,8 @@ def recognize():
         low_confidence=prediction.confidence < settings.low_confidence_threshold,
         model=_version(loaded),
         request_id=request_id.current(),
+        record_id=record_id,
+        feedback_token=token,
         logged=logged,
     )
     # `logged` is in the answer only when false.

@@ -217,6 +217,9 @@
 
   function showResult(result, previewUrl) {
     state.requestId = result.request_id;
+    // Only this answer carries the token that lets its record be labelled.
+    state.recordId = result.record_id || null;
+    state.feedbackToken = result.feedback_token || null;
     state.digit = result.digit;
     $("digit").textContent = String(result.digit);
     $("confidence").textContent = percent(result.confidence);
@@ -252,14 +255,18 @@
 
   async function sendFeedback(label, button) {
     const status = $("feedback-status");
-    if (!state.requestId) return;
+    if (!state.recordId || !state.feedbackToken) return;
     status.textContent = "Sending…";
     let response;
     try {
       response = await fetch(urls.feedback, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ request_id: state.requestId, label }),
+        body: JSON.stringify({
+          record_id: state.recordId,
+          feedback_token: state.feedbackToken,
+          label,
+        }),
       });
     } catch {
       status.textContent = "Could not reach the service; the correction was not sent.";

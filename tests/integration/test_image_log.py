@@ -65,7 +65,9 @@ def pngs(mnist) -> list[tuple[bytes, int]]:
 
 
 def server_env(registry: Registry, backend: dict[str, str]) -> dict[str, str]:
-    return {**registry.env, **backend}
+    # Hundreds of labels from one client, all exported: no feedback rate limit and no
+    # review holds here (both are tested in tests/serving/).
+    return {**registry.env, **backend, "FEEDBACK_RATE_LIMIT": "", "REVIEW_CONFIDENCE": "2"}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,7 @@ def test_concurrent_load_stores_every_request_exactly_once(backend, server: Serv
                 response = recognize(session, server.url, png)
                 with lock:
                     if response.status_code == 200:
-                        sent[response.json()["request_id"]] = sha256_hex(png)
+                        sent[response.json()["record_id"]] = sha256_hex(png)
                     else:
                         failures.append(f"{response.status_code} {response.text[:200]}")
 
@@ -131,20 +133,27 @@ def test_feedback_goes_back_into_training(
 ):
     labelled = pngs[:12]
     with requests.Session() as session:
-        ids = [recognize(session, server.url, png).json()["request_id"] for png, _ in labelled]
-        for request_id, (_, digit) in zip(ids, labelled, strict=True):
+        answers = [recognize(session, server.url, png).json() for png, _ in labelled]
+        ids = [answer["record_id"] for answer in answers]
+        for answer, (_, digit) in zip(answers, labelled, strict=True):
             wrong = (digit + 1) % 10
             for label in (wrong, digit):  # a correction replaces the first label
                 response = session.post(
                     f"{server.url}/feedback",
-                    json={"request_id": request_id, "label": label},
+                    json={
+                        "record_id": answer["record_id"],
+                        "feedback_token": answer["feedback_token"],
+                        "label": label,
+                    },
                     timeout=30,
                 )
                 assert response.status_code == 200, response.text
-        missing = session.post(
-            f"{server.url}/feedback", json={"request_id": "no-such-id", "label": 1}, timeout=30
+        forged = session.post(
+            f"{server.url}/feedback",
+            json={"record_id": ids[0], "feedback_token": "x" * 43, "label": 1},
+            timeout=30,
         )
-        assert missing.status_code == 404
+        assert forged.status_code == 403
 
     # The command itself is tested in tests/training; here, what it reads from this log.
     exported = export_configured(tmp_path / "feedback.npz", settings(backend))
@@ -203,7 +212,8 @@ def test_every_answer_survives_a_sigterm_mid_load(
                 i += 1
                 if response.status_code == 200:
                     with lock:
-                        answered[response.json()["request_id"]] = digit
+                        body = response.json()
+                        answered[body["record_id"]] = (body["feedback_token"], digit)
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(6)]
     for t in threads:
@@ -224,8 +234,10 @@ def test_every_answer_survives_a_sigterm_mid_load(
         run_server(server_env(registry, backend), {"WORKERS": WORKERS}, tmp_path) as again,
         requests.Session() as session,
     ):
-        for request_id, digit in answered.items():
+        for record_id, (token, digit) in answered.items():
             response = session.post(
-                f"{again.url}/feedback", json={"request_id": request_id, "label": digit}, timeout=30
+                f"{again.url}/feedback",
+                json={"record_id": record_id, "feedback_token": token, "label": digit},
+                timeout=30,
             )
             assert response.status_code == 200, response.text

@@ -1,0 +1,108 @@
+"""Who may call /recognize and /feedback, and how often: optional API keys and rate limits.
+
+Rate limits are Flask-Limiter's, counted per client address (the front's
+``X-Forwarded-For`` is only believed behind the front, see serving/server.py) or, when a
+request carries an API key, per key with that key's own limit. Counters live in
+``RATE_LIMIT_STORAGE_URI``: ``memory://`` (the default) counts in each worker process on
+its own; ``redis://127.0.0.1:6379`` shares them between workers and replicas (the
+production setting: with N processes, memory counters let a client through N times).
+
+Defaults keep one well-behaved client (a benchmark on the same machine) unthrottled: no
+limit on /recognize, 30 labels a minute per client on /feedback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+
+from flask import Flask, current_app, g, request
+from flask_limiter import Limiter
+
+from serving.access_settings import AccessConfig
+from serving.errors import ApiError
+
+log = logging.getLogger(__name__)
+EXTENSION = "digits_limiter"
+API_KEY_HEADER = "X-API-Key"
+# The endpoints that keys and limits apply to.
+FEEDBACK_ENDPOINT, RECOGNIZE_ENDPOINT = "feedback.feedback", "digits.recognize"
+
+
+def _settings() -> AccessConfig:
+    return current_app.config["SETTINGS"]
+
+
+def api_key() -> str | None:
+    """The configured API key the request carries (checked by :func:`require_api_key`)."""
+    return g.get("api_key")
+
+
+def require_api_key() -> None:
+    """With API_KEYS set: the request's X-API-Key must be one of them (401/403)."""
+    keys = _settings().api_keys
+    if not keys:
+        return
+    given = request.headers.get(API_KEY_HEADER)
+    if not given:
+        raise ApiError(401, "api_key_required", f"send your API key as {API_KEY_HEADER}")
+    # Every key compared, each in constant time: the answer's timing says nothing.
+    found = None
+    for key in keys:
+        if hmac.compare_digest(key.encode(), given.encode("utf-8", "surrogatepass")):
+            found = key
+    if found is None:
+        raise ApiError(403, "invalid_api_key", "unknown API key")
+    g.api_key = found
+
+
+def _client() -> str:
+    key = api_key()
+    if key is not None:  # never the key itself in the store's key names
+        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    return "addr:" + (request.remote_addr or "unknown")
+
+
+def _limit_for(default_of: str):
+    def limit() -> str:
+        key = api_key()
+        own = _settings().api_keys.get(key, "") if key is not None else ""
+        return own or getattr(_settings(), default_of)
+
+    return limit
+
+
+def _message() -> str:
+    where = "this API key" if api_key() is not None else "this client"
+    return f"too many requests from {where} to {request.path}; retry after the Retry-After seconds"
+
+
+def init_app(app: Flask, settings: AccessConfig) -> None:
+    """Keys and limits on the app's /recognize and /feedback (their views must be registered)."""
+    limiter = Limiter(
+        _client,
+        app=app,
+        storage_uri=settings.rate_limit_storage_uri,
+        strategy="moving-window",
+        headers_enabled=True,
+        key_prefix="digits",
+        # Counting must not take the service down: if Redis is unreachable, each process
+        # counts in memory until it is back (and says so in the log).
+        swallow_errors=True,
+        in_memory_fallback_enabled=True,
+    )
+    app.extensions[EXTENSION] = limiter
+    for endpoint, default_of in (
+        (RECOGNIZE_ENDPOINT, "recognize_rate_limit"),
+        (FEEDBACK_ENDPOINT, "feedback_rate_limit"),
+    ):
+        limit = _limit_for(default_of)
+        app.view_functions[endpoint] = limiter.limit(
+            limit, error_message=_message, exempt_when=lambda limit=limit: not limit()
+        )(app.view_functions[endpoint])
+
+    @app.before_request
+    def check_key() -> None:
+        if request.endpoint in (RECOGNIZE_ENDPOINT, FEEDBACK_ENDPOINT):
+            require_api_key()

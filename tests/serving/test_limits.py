@@ -1,0 +1,147 @@
+"""Rate limits and API keys on /recognize and /feedback, in-process; the Redis-shared limit
+is checked between two apps through the real Redis on 127.0.0.1:6379."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from serving import create_app
+
+REDIS_URL = "redis://127.0.0.1:6379"
+KEY_A, KEY_B = "a" * 20 + "-key", "b" * 20 + "-key"
+
+
+def _app(registry, tmp_path, **settings):
+    app = create_app(
+        {
+            "mlflow_tracking_uri": registry.tracking_uri,
+            "workers": 1,
+            "data_dir": tmp_path / "data",
+            **settings,
+        }
+    )
+    app.config.update(TESTING=True)
+    return app
+
+
+def _recognize(client, png: bytes, **headers):
+    return client.post("/recognize", data=png, content_type="image/png", headers=headers)
+
+
+def _feedback(client, answer: dict, label: int = 9, **headers):
+    body = {
+        "record_id": answer["record_id"],
+        "feedback_token": answer["feedback_token"],
+        "label": label,
+    }
+    return client.post("/feedback", json=body, headers=headers)
+
+
+def test_by_default_recognize_is_not_limited_and_feedback_is(registry, tmp_path, seed_png):
+    app = _app(registry, tmp_path, feedback_rate_limit="3/minute", feedback_max_labels=10)
+    client = app.test_client()
+    answers = [_recognize(client, seed_png) for _ in range(40)]
+    assert {r.status_code for r in answers} == {200}
+    answer = answers[0].get_json()
+    assert [_feedback(client, answer).status_code for _ in range(3)] == [200] * 3
+    refused = _feedback(client, answer)
+    assert refused.status_code == 429
+    assert refused.get_json()["error"]["code"] == "too_many_requests"
+    assert "Retry-After" in refused.headers
+    # Per client: another address has its own allowance.
+    other = client.post(
+        "/feedback",
+        json={"record_id": answer["record_id"], "feedback_token": answer["feedback_token"],
+              "label": 9},
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )  # fmt: skip
+    assert other.status_code == 200
+
+
+def test_the_default_feedback_limit_lets_a_person_label(client, seed_png):
+    # 30 a minute by default: far more than anyone labels by hand.
+    answer = _recognize(client, seed_png).get_json()
+    assert [_feedback(client, answer).status_code for _ in range(5)] == [200] * 5
+
+
+def test_recognize_can_be_limited_per_client(registry, tmp_path, seed_png):
+    app = _app(registry, tmp_path, recognize_rate_limit="2/minute")
+    client = app.test_client()
+    assert [_recognize(client, seed_png).status_code for _ in range(3)] == [200, 200, 429]
+    assert app.test_client().get("/health").status_code == 200  # only the limited routes
+
+
+def test_api_keys_are_required_when_configured(registry, tmp_path, seed_png):
+    app = _app(registry, tmp_path, api_keys={KEY_A: "", KEY_B: ""})
+    client = app.test_client()
+    missing = _recognize(client, seed_png)
+    assert missing.status_code == 401
+    assert missing.get_json()["error"]["code"] == "api_key_required"
+    wrong = _recognize(client, seed_png, **{"X-API-Key": "c" * 24})
+    assert wrong.status_code == 403
+    assert wrong.get_json()["error"]["code"] == "invalid_api_key"
+    answer = _recognize(client, seed_png, **{"X-API-Key": KEY_A})
+    assert answer.status_code == 200
+    assert _feedback(client, answer.get_json()).status_code == 401
+    assert _feedback(client, answer.get_json(), **{"X-API-Key": KEY_B}).status_code == 200
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").status_code == 200
+
+
+def test_each_api_key_has_its_own_limit(registry, tmp_path, seed_png):
+    app = _app(
+        registry,
+        tmp_path,
+        api_keys={KEY_A: "2/minute", KEY_B: "4/minute"},
+        recognize_rate_limit="1/minute",
+    )
+    client = app.test_client()
+    a = [_recognize(client, seed_png, **{"X-API-Key": KEY_A}).status_code for _ in range(3)]
+    b = [_recognize(client, seed_png, **{"X-API-Key": KEY_B}).status_code for _ in range(5)]
+    assert a == [200, 200, 429]
+    assert b == [200] * 4 + [429]
+
+
+def test_api_keys_shorter_than_16_characters_are_refused(registry, tmp_path):
+    with pytest.raises(ValueError, match="16 characters"):
+        _app(registry, tmp_path, api_keys={"short": ""})
+
+
+def test_a_limit_is_shared_through_redis_between_replicas(registry, tmp_path, seed_png):
+    # Two apps (two workers or replicas) counting in the same Redis: 4 a minute in all.
+    redis.Redis.from_url(REDIS_URL, socket_timeout=5).ping()  # a failure, not a skip
+    limit = f"4/minute;{uuid.uuid4().int % 1000 + 5}/hour"  # a fresh counter per run
+    apps = [
+        _app(
+            registry,
+            tmp_path / name,
+            recognize_rate_limit=limit,
+            rate_limit_storage_uri=REDIS_URL,
+        )
+        for name in ("one", "two")
+    ]
+    # A client address of this run only, so earlier runs' counters do not interfere.
+    addr = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.7"
+    statuses = [
+        apps[i % 2]
+        .test_client()
+        .post(
+            "/recognize",
+            data=seed_png,
+            content_type="image/png",
+            environ_base={"REMOTE_ADDR": addr},
+        )
+        .status_code
+        for i in range(6)
+    ]
+    assert statuses == [200] * 4 + [429] * 2
+
+
+def test_memory_counters_are_per_app(registry, tmp_path, seed_png):
+    # The default, memory://, counts in each process: two apps each allow the limit.
+    apps = [_app(registry, tmp_path / name, recognize_rate_limit="2/minute") for name in ("x", "y")]
+    statuses = [_recognize(app.test_client(), seed_png).status_code for app in apps for _ in "ab"]
+    assert statuses == [200] * 4
