@@ -58,12 +58,14 @@ def jpeg_segments(jpeg: bytes) -> Iterator[tuple[int, bytes]]:
 
 
 @functools.cache
-def jpeg_scan_bomb(scans: int = 1000, size: tuple[int, int] = CANVAS) -> bytes:
+def jpeg_scan_bomb(scans: int = 1000, size: tuple[int, int] = CANVAS, mode: str = "L") -> bytes:
     """A progressive JPEG whose first AC scan is repeated until it has ``scans`` scans in
     all: a few hundred kB that make a decoder walk every block of the image once per scan
-    (libjpeg only warns about the repeated scans)."""
+    (libjpeg only warns about the repeated scans). Colour is saved at 4:4:4, the most
+    coefficients a colour JPEG can have."""
     buffer = io.BytesIO()
-    Image.new("L", size, 255).save(buffer, "JPEG", progressive=True, quality=90)
+    blank = Image.new(mode, size, "white")
+    blank.save(buffer, "JPEG", progressive=True, quality=90, subsampling=0)
     parts = list(jpeg_segments(buffer.getvalue()))
     total = sum(marker == 0xDA for marker, _ in parts)
     out = [b"\xff\xd8"]
@@ -326,14 +328,19 @@ REFERENCES: tuple[Bomb, ...] = (
     Bomb("progressive-12mpx", "progressive colour JPEG 4000×3000, 10 scans", progressive_photo),
     Bomb("png-16mpx", "blank RGBA PNG 4000×4000", lambda: png_canvas((4_000, 4_000))),
     Bomb(
-        "webp-lossless-16mpx",
-        "still lossless WebP 4000×4000",
-        lambda: webp_lossless_canvas((4_000, 4_000)),
+        "webp-lossless-12mpx",
+        "still lossless WebP 4000×3000",
+        lambda: webp_lossless_canvas((4_000, 3_000)),
     ),
     Bomb(
-        "webp-canvas-16mpx",
-        "animated WebP, 1×1 frames on a 4000×4000 canvas",
-        lambda: webp_canvas_bomb(4, (4_000, 4_000)),
+        "webp-canvas-12mpx",
+        "animated WebP, 1×1 frames on a 4000×3000 canvas",
+        lambda: webp_canvas_bomb(4, (4_000, 3_000)),
+    ),
+    Bomb(
+        "progressive-40mpx-444",
+        "progressive colour JPEG 10000×4000 at 4:4:4, 32 scans",
+        lambda: jpeg_scan_bomb(32, CANVAS, mode="RGB"),
     ),
 )
 
@@ -346,8 +353,7 @@ import json, resource, sys, time
 import pyfunc.budget
 from pyfunc.preprocess import decode_image
 if sys.argv[2] == "off":  # the decoder as it was before the budget checks
-    pyfunc.budget.check_opened = lambda *args: None
-    pyfunc.budget.admit = lambda data, fmt, limits: data
+    pyfunc.budget.check_encoded = pyfunc.budget.check_opened = lambda *args: None
 from pyfunc.errors import ImageError
 data = open(sys.argv[1], "rb").read()
 def status_mb(key):  # VmHWM is this process's own peak; ru_maxrss counts the parent's at fork

@@ -6,7 +6,8 @@ walks its whole coefficient buffer once per scan, and nothing bounds its number 
 Python, one loop turn per fill byte, segment or run; lossless formats (and WebP, which
 Pillow decodes through libwebp's animation decoder) cannot be decoded at a reduced size the
 way a JPEG can, so each of their pixels costs several bytes at full size; an animated WebP's
-canvas is allocated at full size whatever its frames are. The checks here read only the
+canvas is allocated at full size whatever its frames are (a 228-byte file of 1×1 frames
+on a 10000×4000 canvas cost 767 MB). The checks here read only the
 container structure (markers, chunk headers), never a pixel, and refuse with
 :class:`~pyfunc.errors.ImageTooLarge` anything whose decode would go over the budget: about
 1 s of CPU and 300 MB of memory (figures in ``docs/security.md``, from
@@ -21,12 +22,14 @@ from typing import Protocol
 
 from PIL import Image
 
-from pyfunc.errors import ImageError, ImageTooLarge
+from pyfunc.errors import ImageTooLarge
 
-__all__ = ["FULL_SIZE_FORMATS", "BudgetLimits", "admit", "check_opened"]
+__all__ = ["LOSSLESS_FORMATS", "BudgetLimits", "check_encoded", "check_opened"]
 
-# Decoded whole at full size, several bytes a pixel: no cheap reduced decode.
-FULL_SIZE_FORMATS = frozenset({"PNG", "GIF", "BMP", "WEBP"})
+# Decoded whole at full size, up to ~12 bytes a pixel at peak (RGBA): no cheap reduced
+# decode. WebP too, at ~20 bytes a pixel: Pillow decodes it through libwebp's animation
+# decoder, which holds two canvases besides the decoded copy (Limits.max_webp_pixels).
+LOSSLESS_FORMATS = frozenset({"PNG", "GIF", "BMP"})
 
 # Pillow's JPEG header parser spends a Python loop turn on each fill byte and segment before
 # the first scan (~0.4 µs each: 8 MiB of fill bytes cost 3 s). Real files have a few dozen
@@ -57,14 +60,13 @@ class BudgetLimits(Protocol):
 
     max_side: int
     max_pixels: int
-    max_full_size_pixels: int
+    max_lossless_pixels: int
+    max_webp_pixels: int
     max_jpeg_scans: int
 
 
-def admit(data: bytes, fmt: str, limits: BudgetLimits) -> bytes:
-    """Refuse, from the bytes alone, a JPEG, WebP or BMP whose decode would be over budget;
-    return the bytes to decode: ``data`` itself, or an animated WebP's first frame as a
-    still WebP (see :func:`_first_frame`).
+def check_encoded(data: bytes, fmt: str, limits: BudgetLimits) -> None:
+    """Refuse, from the bytes alone, a JPEG, WebP or BMP whose decode would be over budget.
 
     Runs before Pillow opens the image: its WebP plugin allocates the canvas while it opens
     the file, and its JPEG plugin parses the header in Python.
@@ -75,25 +77,19 @@ def admit(data: bytes, fmt: str, limits: BudgetLimits) -> bytes:
         _check_bmp(data)
     elif fmt == "WEBP":
         _check_webp(data, limits)
-        still = _first_frame(data)
-        if still is not data:
-            _check_webp(still, limits)  # the frame is decoded whole, at its own size
-        return still
-    return data
 
 
 def check_opened(img: Image.Image, fmt: str, limits: BudgetLimits) -> None:
-    """Refuse an opened (not yet loaded) image with too many pixels for a format decoded at
-    full size (the size as Pillow reads it: a GIF frame may widen its screen)."""
+    """Refuse an opened (not yet loaded) PNG, GIF or BMP with too many pixels: these are
+    decoded at full size (the size as Pillow reads it: a GIF frame may widen its screen)."""
     width, height = img.size
     pixels = width * height
-    if fmt in FULL_SIZE_FORMATS:
-        most = min(limits.max_pixels, limits.max_full_size_pixels)
-        if pixels > most:
-            raise ImageTooLarge(
-                f"{fmt} image is {width}×{height} = {pixels:,} pixels; PNG, GIF, BMP and WebP "
-                f"are decoded at full size, so at most {most:,} pixels are accepted for them"
-            )
+    most = min(limits.max_pixels, limits.max_lossless_pixels)
+    if fmt in LOSSLESS_FORMATS and pixels > most:
+        raise ImageTooLarge(
+            f"{fmt} image is {width}×{height} = {pixels:,} pixels; PNG, GIF and BMP are "
+            f"decoded at full size, so at most {most:,} pixels are accepted for them"
+        )
 
 
 # --------------------------------------------------------------------------- JPEG
@@ -236,59 +232,18 @@ def _webp_canvas(data: bytes) -> tuple[int, int, bool] | None:
 
 
 def _check_webp(data: bytes, limits: BudgetLimits) -> None:
+    """The canvas, still or animated: libwebp allocates it whole before any frame. Pillow
+    then decodes the first frame alone (the only one asked for), onto that canvas, so an
+    animation costs what a still image of its canvas does."""
     canvas = _webp_canvas(data)
     if canvas is None:
         return  # not a WebP libwebp can size: it refuses it as corrupt
     width, height, animated = canvas
     pixels = width * height
-    # An animation's canvas is held to the general limits only (its first frame alone is
-    # decoded, see first_frame); a still image is decoded whole at its canvas size.
-    most = limits.max_pixels if animated else min(limits.max_pixels, limits.max_full_size_pixels)
+    most = min(limits.max_pixels, limits.max_webp_pixels)
     if max(width, height) > limits.max_side or pixels > most:
         kind = "animated WebP canvas" if animated else "WebP image"
         raise ImageTooLarge(
-            f"{kind} is {width}×{height} = {pixels:,} pixels; at most {most:,} pixels and "
-            f"{limits.max_side:,} on a side are accepted"
-            + ("" if animated else " (WebP, like PNG, GIF and BMP, is decoded at full size)")
+            f"{kind} is {width}×{height} = {pixels:,} pixels; a WebP is decoded at full "
+            f"size, so at most {most:,} pixels and {limits.max_side:,} on a side are accepted"
         )
-
-
-def _first_frame(data: bytes) -> bytes:
-    """An animated WebP's first frame as a still WebP of the frame's own size; a still WebP
-    as it is.
-
-    Pillow's WebP plugin decodes through libwebp's animation decoder, which allocates the
-    whole canvas (twice, 4 bytes a pixel) before any frame, so a few hundred bytes of 1×1
-    frames on a 10000×4000 canvas cost gigabytes across a few requests. The first frame alone
-    is the picture; its offset on the canvas is dropped (the digit is cropped to its ink
-    anyway). An animation without a readable first frame is refused: handed on, it would
-    still make the decoder allocate its canvas.
-    """
-    chunks = _webp_chunks(data)
-    if not chunks or chunks[0][0] != b"VP8X" or not data[chunks[0][1]] & 0x02:
-        return data
-    for tag, start, end in chunks:
-        if tag != b"ANMF" or end - start < 16:
-            continue
-        width, height = _u24(data, start + 6) + 1, _u24(data, start + 9) + 1
-        frame = data[start + 16 : end]
-        # The frame's sub-chunks are laid out as a RIFF body's: parse them as one.
-        inner = [(sub, frame[s - 12 : e - 12]) for sub, s, e in _webp_chunks(b"\0" * 12 + frame)]
-        bitstream = [(sub, body) for sub, body in inner if sub in (b"VP8 ", b"VP8L")]
-        if len(bitstream) != 1:
-            break
-        alpha = [(sub, body) for sub, body in inner if sub == b"ALPH"]
-        parts = []
-        if alpha:
-            flags = bytes([0x10, 0, 0, 0])  # alpha
-            header = flags + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
-            parts.append(_riff_chunk(b"VP8X", header))
-            parts.append(_riff_chunk(*alpha[0]))
-        parts.append(_riff_chunk(*bitstream[0]))
-        body = b"WEBP" + b"".join(parts)
-        return b"RIFF" + struct.pack("<I", len(body)) + body
-    raise ImageError("animated WebP has no readable first frame: the file is corrupt")
-
-
-def _riff_chunk(tag: bytes, payload: bytes) -> bytes:
-    return tag + struct.pack("<I", len(payload)) + payload + (b"\0" if len(payload) & 1 else b"")

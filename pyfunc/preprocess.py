@@ -47,8 +47,10 @@ class Limits:
 
     max_side: int = 10_000
     max_pixels: int = 40_000_000
-    # PNG, GIF, BMP and WebP have no reduced decode: ~16 bytes a pixel at peak (see budget).
-    max_full_size_pixels: int = 16_000_000
+    # Formats without a reduced decode, which cost up to ~12 (PNG, GIF, BMP) and ~20 (WebP)
+    # bytes a pixel at peak: see pyfunc.budget.
+    max_lossless_pixels: int = 16_000_000
+    max_webp_pixels: int = 12_000_000
     # A JPEG decoder walks the whole image once per scan; encoders write about 10.
     max_jpeg_scans: int = 32
 
@@ -245,7 +247,7 @@ def _check_size(width: int, height: int, limits: Limits) -> None:
 
 def _read(data: bytes, fmt: str, limits: Limits) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode with Pillow restricted to ``fmt`` into a small grey image and optional alpha."""
-    data = budget.admit(data, fmt, limits)  # may be an animation's first frame alone
+    budget.check_encoded(data, fmt, limits)
     try:
         # Pillow's own bomb check warns before it errors; both mean "too large" here.
         # Limits.max_pixels is normally the stricter check, made right after. (The filter is
