@@ -139,6 +139,11 @@ def main() -> None:
         print(MISSING_NGINX, file=sys.stderr)
         sys.exit(2)
     runtime = Path(tempfile.mkdtemp(prefix="digits-runtime-"))
+    # Every temporary file of the instance (model downloads, MLflow's own) goes in here: a
+    # worker killed mid-download leaves its files to the master's clean-up below.
+    scratch = runtime / "tmp"
+    scratch.mkdir()
+    os.environ["TMPDIR"] = tempfile.tempdir = str(scratch)
     # Workers inherit this: a touch of the file makes each of them check the registry now.
     os.environ.setdefault(RELOAD_FILE_ENV, str(runtime / "reload"))
     front = socket = None

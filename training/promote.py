@@ -158,6 +158,7 @@ def score(
     name: str, version: str, data_path: str, wild_limit: int, cache: dict
 ) -> dict[str, float]:
     """Accuracy per held-out set: the MNIST test split and each real-world variant."""
+    from pyfunc.loading import load_version
     from training.data import load_mnist
     from training.wild import build_sets, pipeline_accuracy
 
@@ -166,10 +167,10 @@ def score(
         cache["data"] = data
         cache["sets"] = build_sets(data.x_test[:wild_limit]) if wild_limit else {}
     data, sets = cache["data"], cache["sets"]
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    predicted = model.predict({"image": data.x_test})["digit"].to_numpy()
+    # Loaded as the servers load it, and no download left behind.
+    python_model = load_version(mlflow.get_registry_uri(), name, version)
+    predicted = python_model.predict(None, {"image": data.x_test})["digit"].to_numpy()
     scores = {"mnist_test": float(np.mean(predicted == data.y_test))}
-    python_model = model.unwrap_python_model()
     for variant, encoded in sets.items():
         scores[variant] = pipeline_accuracy(python_model, encoded, data.y_test[:wild_limit])
     return scores

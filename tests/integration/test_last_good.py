@@ -89,7 +89,10 @@ def test_worker_restart_and_full_restart_serve_the_last_good_version(
     tiny_registry, tmp_path, seed_png
 ):
     reg = tiny_registry
+    scratch = tmp_path / "tmp"  # the servers' temporary files: none may be left
+    scratch.mkdir()
     extra = {
+        "TMPDIR": str(scratch),
         "STATE_DIR": str(tmp_path / "state"),
         "WORKERS": "2",
         "MODEL_POLL_INTERVAL": "1",
@@ -125,12 +128,15 @@ def test_worker_restart_and_full_restart_serve_the_last_good_version(
         _all_answer_v1(url, seed_png)
         log = server.log_path.read_text()
         assert "serving the last good version 1" in log
+    # Whatever the killed worker was downloading went with the instance's runtime directory.
+    assert list(scratch.iterdir()) == []
 
     # A full restart: no worker has anything loaded, the registry has nothing loadable.
     (tmp_path / "restart").mkdir()
     with run_server(reg.env, extra, log_dir=tmp_path / "restart") as server:
         wait_for_every_worker(server.url, server.log_path, 2)
         _all_answer_v1(server.url, seed_png)
+    assert list(scratch.iterdir()) == []
 
 
 def _promote(reg: Registry, *args: str) -> subprocess.CompletedProcess:
