@@ -90,6 +90,8 @@ def _from_body(response: Response) -> dict[str, Any]:
     model = body.get("model")
     if isinstance(model, dict) and model.get("version") is not None:
         fields["model_version"] = str(model["version"])
+    if isinstance(body.get("record_id"), str):  # links the client's request id to it
+        fields["record_id"] = body["record_id"]
     if body.get("logged") is False:  # answered, but the image log could not keep it
         fields["logged"] = False
     error = body.get("error")

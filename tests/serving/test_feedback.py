@@ -277,3 +277,15 @@ def test_feedback_only_accepts_post(client):
     response = client.get("/feedback")
     assert response.status_code == 405
     assert response.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_the_log_links_the_request_id_to_the_record_never_the_token(client, seed_png, capsys):
+    from tests.serving.test_logs import request_lines
+
+    capsys.readouterr()
+    headers = {"X-Request-ID": "corr-7"}
+    answer = client.post("/recognize", data=seed_png, content_type="image/png", headers=headers)
+    out = capsys.readouterr().out
+    (line,) = request_lines(out)
+    assert (line["request_id"], line["record_id"]) == ("corr-7", answer.get_json()["record_id"])
+    assert answer.get_json()["feedback_token"] not in out
