@@ -338,6 +338,16 @@ REFERENCES: tuple[Bomb, ...] = (
         lambda: webp_canvas_bomb(4, (4_000, 3_000)),
     ),
     Bomb(
+        "progressive-cmyk-32mpx",
+        "progressive CMYK JPEG 8000×4000, 32 scans (244 MiB of coefficients)",
+        lambda: jpeg_scan_bomb(32, (8_000, 4_000), mode="CMYK"),
+    ),
+    Bomb(
+        "bmp-rle8-rows-4mpx",
+        "RLE8 BMP 2000×2000, one pixel and end-of-line a row",
+        lambda: bmp_rle_rows((2_000, 2_000)),
+    ),
+    Bomb(
         "progressive-40mpx-444",
         "progressive colour JPEG 10000×4000 at 4:4:4, 32 scans",
         lambda: jpeg_scan_bomb(32, CANVAS, mode="RGB"),
