@@ -37,7 +37,7 @@ from imagelog.base import (
 from pyfunc.container import image_end
 from pyfunc.model import Prediction
 from pyfunc.preprocess import sniff_format
-from serving import metrics
+from serving import metrics, request_id
 from serving.config import Settings
 from serving.errors import ApiError
 
@@ -149,7 +149,7 @@ class Recorder:
         upload.describe()
         entry = Record(
             # The record's key is the server's id, never the client's X-Request-ID.
-            request_id=g.request_id,
+            request_id=request_id.record_id(),
             created_at=utc_now(),
             sha256=upload.sha256,
             byte_size=len(upload.image),
