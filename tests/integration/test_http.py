@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from tests.cases import BAD_REQUESTS, BadRequest
-from tests.support import start_server
+from tests.support import access_lines, run_server, start_server, wait_for_every_worker
 
 
 def test_seed_image_is_a_nine(live_server: str, seed_png: bytes):
@@ -140,3 +142,61 @@ def test_server_without_production_model_starts_and_reports_503(empty_registry, 
         response = requests.post(f"{url}/recognize", json={"image": "aGVsbG8="}, timeout=10)
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "model_unavailable"
+
+
+def _recognize(url: str, png: bytes, **headers: str) -> requests.Response:
+    headers = {"Content-Type": "image/png", **headers}
+    return requests.post(f"{url}/recognize", data=png, headers=headers, timeout=30)
+
+
+def _label(url: str, record_id: str, token: str, label: int) -> requests.Response:
+    body = {"record_id": record_id, "feedback_token": token, "label": label}
+    return requests.post(f"{url}/feedback", json=body, timeout=30)
+
+
+def test_only_the_answers_token_labels_it_and_request_ids_name_nothing(
+    live_server: str, seed_png: bytes
+):
+    # Two clients pick the same X-Request-ID: neither gets 409, neither can label the other's.
+    first = _recognize(live_server, seed_png, **{"X-Request-ID": "order-1002"})
+    second = _recognize(live_server, seed_png, **{"X-Request-ID": "order-1002"})
+    assert first.status_code == second.status_code == 200, second.text
+    a, b = first.json(), second.json()
+    assert a["request_id"] == b["request_id"] == second.headers["X-Request-ID"] == "order-1002"
+    assert a["record_id"] != b["record_id"]
+    assert _label(live_server, b["record_id"], a["feedback_token"], 1).status_code == 403
+    assert _label(live_server, "order-1002", a["feedback_token"], 1).status_code == 403
+    mine = _label(live_server, b["record_id"], b["feedback_token"], 9)
+    assert mine.status_code == 200, mine.text
+
+
+def test_the_feedback_limit_is_one_count_across_workers_through_redis(
+    registry, seed_png: bytes, tmp_path
+):
+    # 5 labels per window for a client, however many workers answer it: counted in Redis.
+    # A window of its own length each run, so that earlier runs' counters are not this one's.
+    window = 600 + uuid.uuid4().int % 3000
+    env = {
+        "WORKERS": "2",
+        "RATE_LIMIT_STORAGE_URI": "redis://127.0.0.1:6379",
+        "FEEDBACK_RATE_LIMIT": f"5 per {window} seconds",
+        "FEEDBACK_MAX_LABELS": "50",
+    }
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    with run_server(registry.env, env, log_dir) as server:
+        wait_for_every_worker(server.url, server.log_path, workers=2)
+        answer = _recognize(server.url, seed_png).json()
+        # At once, each on its own connection, so that both workers take some.
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(
+                pool.map(
+                    lambda _: _label(server.url, answer["record_id"], answer["feedback_token"], 9),
+                    range(8),
+                )
+            )
+        statuses = sorted(r.status_code for r in responses)
+        lines = access_lines(server.log_path)
+        pids = {line["pid"] for line in lines if line["path"] == "/feedback"}
+    assert statuses == [200] * 5 + [429] * 3
+    assert len(pids) == 2, "both workers answered /feedback"
