@@ -50,6 +50,9 @@ class LastGood:
         """Record ``version`` (just loaded from ``model_dir``) as the last good one."""
         target = self.root / f"v{_safe(version)}"
         copy_directory(model_dir, target)
+        # Its time says when it was last good (copytree gave it the source's): the pruning
+        # keeps the newest.
+        os.utime(target)
         record = {
             "name": self.name,
             "version": str(version),

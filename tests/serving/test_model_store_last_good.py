@@ -191,3 +191,22 @@ def test_a_version_logged_without_the_threads_key_leaves_no_copy_behind(reg, tmp
     store.check()
     assert store.current.ref.version == "2"
     assert list(scratch.iterdir()) == []
+
+
+def test_the_record_names_the_newest_version_and_two_copies_are_kept(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    kept = LastGood(tmp_path / "state", "sqlite:///somewhere.db", "digits")
+    assert kept.recall() is None
+    for version in ("1", "2", "3"):
+        kept.remember(version, model)
+        kept.remember(version, model)  # again (another worker): the same copy, no error
+    assert kept.recall().version == "3"
+    assert sorted(p.name for p in kept.root.iterdir() if p.is_dir()) == ["v2", "v3"]
+    assert not [p for p in kept.root.iterdir() if p.name.startswith(".")]  # no staging left
+    # Another registry or model name has a record of its own.
+    assert LastGood(tmp_path / "state", "sqlite:///elsewhere.db", "digits").recall() is None
+    # A record whose copy is gone is no record.
+    shutil.rmtree(kept.root / "v3")
+    assert kept.recall() is None
