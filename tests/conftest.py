@@ -1,7 +1,9 @@
 """Shared fixtures: MNIST, a real MLflow registry with a tiny model built here, the app.
 
-Tests that start real processes live in tests/integration/ (marked ``integration`` there);
-they get a registry trained by the real ``mlflow run`` instead (tests/integration/conftest.py).
+Two tiers. `make test-fast` (``pytest -m "not integration"``): unit and in-process tests, on
+the tiny model of tests/tiny_model.py, without TensorFlow. ``integration``: tests that start
+real processes (all of tests/integration/, whose conftest gives them a registry trained by the
+real ``mlflow run``) or need TensorFlow. `make test` runs both.
 """
 
 from __future__ import annotations
