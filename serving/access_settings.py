@@ -27,10 +27,24 @@ class AccessConfig(BaseModel):
     # (above 1: none is).
     review_confidence: float = Field(default=0.9, ge=0.0)
 
+    @field_validator("feedback_rate_limit", "recognize_rate_limit")
+    @classmethod
+    def _limit_parses(cls, value: str) -> str:
+        return _parsed(value)
+
     @field_validator("api_keys")
     @classmethod
     def _keys_are_long(cls, keys: dict[str, str]) -> dict[str, str]:
         short = [k for k in keys if len(k) < 16]
         if short:
             raise ValueError("API keys must have at least 16 characters")
-        return keys
+        return {key: _parsed(limit) for key, limit in keys.items()}
+
+
+def _parsed(limit: str) -> str:
+    """``limit`` if Flask-Limiter reads it (checked at start, not at the first request)."""
+    if limit.strip():
+        from limits import parse_many  # Flask-Limiter's own parser
+
+        parse_many(limit)  # ValueError: "couldn't parse rate limit string …"
+    return limit.strip()

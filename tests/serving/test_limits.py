@@ -110,6 +110,20 @@ def test_api_keys_shorter_than_16_characters_are_refused(registry, tmp_path):
         _app(registry, tmp_path, api_keys={"short": ""})
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"feedback_rate_limit": "thirty a minute"},
+        {"recognize_rate_limit": "5/fortnight"},
+        {"api_keys": {KEY_A: "often"}},
+    ],
+    ids=["feedback", "recognize", "api-key"],
+)
+def test_a_limit_that_does_not_parse_is_refused_at_start(registry, tmp_path, settings):
+    with pytest.raises(ValueError, match="rate limit string|granularity"):
+        _app(registry, tmp_path, **settings)
+
+
 def test_a_limit_is_shared_through_redis_between_replicas(registry, tmp_path, seed_png):
     # Two apps (two workers or replicas) counting in the same Redis: 4 a minute in all.
     redis.Redis.from_url(REDIS_URL, socket_timeout=5).ping()  # a failure, not a skip
