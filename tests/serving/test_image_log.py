@@ -185,6 +185,37 @@ def test_retention_runs_every_n_writes_one_at_a_time(monkeypatch, seed_png: byte
     assert fake.runs == 2
 
 
+def test_retention_also_runs_after_a_share_of_the_quota_was_written(monkeypatch, seed_png):
+    from flask import Flask
+
+    from imagelog import Retention
+    from pyfunc.model import Prediction
+    from serving import image_log
+    from serving.config import Settings
+
+    class FakeLog:
+        # A 20th of the quota is 1.5 images: large uploads trigger retention before the
+        # RETENTION_EVERY-th write, so one client cannot run far past the quota.
+        retention = Retention(max_image_bytes=len(seed_png) * 30)
+        runs = 0
+
+        def record(self, entry) -> None:
+            pass
+
+        def apply_retention(self) -> int:
+            self.runs += 1
+            return 0
+
+    fake = FakeLog()
+    rec = image_log.Recorder(fake, Settings())
+    monkeypatch.setattr(rec, "_spawn", lambda work: work())
+    with Flask("t").test_request_context():
+        for _ in range(6):
+            upload = rec.stage(seed_png)
+            assert rec.record(upload, Prediction(9, 0.9, [0.01] * 9 + [0.9]), "d", "1")
+    assert fake.runs == 3  # after writes 2, 4 and 6
+
+
 def _app_without_storage(registry, blocker: Path, **settings: object):
     """An app whose DATA_DIR is a file, so the SQLite image log cannot open."""
     from serving import create_app
