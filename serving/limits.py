@@ -26,6 +26,7 @@ from serving.errors import ApiError
 log = logging.getLogger(__name__)
 EXTENSION = "digits_limiter"
 API_KEY_HEADER = "X-API-Key"
+STORAGE_TIMEOUT = 0.5  # seconds; Redis answers a count in well under a millisecond
 # The endpoints that keys and limits apply to.
 FEEDBACK_ENDPOINT, RECOGNIZE_ENDPOINT = "feedback.feedback", "digits.recognize"
 
@@ -84,6 +85,8 @@ def init_app(app: Flask, settings: AccessConfig) -> None:
         _client,
         app=app,
         storage_uri=settings.rate_limit_storage_uri,
+        # A Redis that hangs must not hold requests: it counts as unreachable (see below).
+        storage_options={"socket_timeout": STORAGE_TIMEOUT, "socket_connect_timeout": 0.5},
         strategy="moving-window",
         headers_enabled=True,
         key_prefix="digits",

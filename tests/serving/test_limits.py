@@ -120,7 +120,7 @@ def test_api_keys_shorter_than_16_characters_are_refused(registry, tmp_path):
     ids=["feedback", "recognize", "api-key"],
 )
 def test_a_limit_that_does_not_parse_is_refused_at_start(registry, tmp_path, settings):
-    with pytest.raises(ValueError, match="rate limit string|granularity"):
+    with pytest.raises(ValueError, match=r"rate limit string|granularity"):
         _app(registry, tmp_path, **settings)
 
 
@@ -159,3 +159,30 @@ def test_memory_counters_are_per_app(registry, tmp_path, seed_png):
     apps = [_app(registry, tmp_path / name, recognize_rate_limit="2/minute") for name in ("x", "y")]
     statuses = [_recognize(app.test_client(), seed_png).status_code for app in apps for _ in "ab"]
     assert statuses == [200] * 4
+
+
+@pytest.mark.parametrize("redis_state", ["refusing", "hung"])
+def test_without_its_redis_each_process_counts_alone(registry, tmp_path, seed_png, redis_state):
+    # Counting must not take the service down: a Redis that refuses connections or accepts
+    # and never answers is left aside, and the limit is still kept, in memory.
+    import socket
+    import time
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        if redis_state == "hung":
+            listener.listen(16)  # accepts (the kernel does), never answers
+        port = listener.getsockname()[1]
+        app = _app(
+            registry,
+            tmp_path,
+            feedback_rate_limit="3/minute",
+            rate_limit_storage_uri=f"redis://127.0.0.1:{port}",
+        )
+        client = app.test_client()
+        answer = _recognize(client, seed_png).get_json()
+        started = time.monotonic()
+        statuses = [_feedback(client, answer).status_code for _ in range(4)]
+        took = time.monotonic() - started
+    assert statuses == [200, 200, 200, 429]
+    assert took < 5, f"{took:.1f} s: requests waited for the missing Redis"
