@@ -2,14 +2,18 @@
 hangs answers 503 ``storage_unavailable`` within ``STORAGE_TIMEOUT_SECONDS`` and /health
 keeps answering at once, while clients keep sending. Both ways a store hangs: another
 process holding the SQLite image log's lock, a PostgreSQL that stops answering (frozen
-behind a proxy, as under SIGSTOP: connections open, nothing said)."""
+behind a proxy, as under SIGSTOP: connections open, nothing said). And /ready, which
+writes to find out, says 503 when the disk cannot take a write."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +25,7 @@ import requests
 
 from tests import tiny_model
 from tests.imagelog.test_postgres import Proxy, _proxied
-from tests.support import Registry, postgres_schema, run_server
+from tests.support import PROJECT_ROOT, Registry, postgres_schema, run_server
 from training.data import Mnist
 from training.variants import png_bytes
 
@@ -169,3 +173,43 @@ def test_a_frozen_postgres_is_a_fast_503_and_health_stays_fast(
                 _recovers(server.url, png)
     finally:
         proxy.stop()
+
+
+_READY_ON_A_FULL_DISK = """
+import json, resource, signal, sys, time
+from serving import create_app
+app = create_app({"mlflow_tracking_uri": sys.argv[1], "workers": 1,
+                  "image_log_backend": "sqlite", "data_dir": sys.argv[2]})
+client = app.test_client()
+deadline = time.monotonic() + 120
+while (before := client.get("/ready")).status_code != 200 and time.monotonic() < deadline:
+    time.sleep(0.2)
+# From here the kernel refuses to grow any file of this process past 32 KiB (EFBIG), as a
+# full disk refuses (ENOSPC) the first write that needs space.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, resource.RLIM_INFINITY))
+time.sleep(1.6)  # past the cached probe
+after = client.get("/ready")
+print(json.dumps([before.status_code, after.status_code, after.get_json()]))
+"""
+
+
+def test_ready_is_503_when_the_disk_cannot_take_a_write(tiny_registry, tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _READY_ON_A_FULL_DISK,
+            tiny_registry.tracking_uri,
+            str(tmp_path / "d"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PROJECT_ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    before, after, body = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (before, after) == (200, 503)
+    assert body["error"]["code"] == "storage_unavailable"
+    assert body["storage"]["state"] == "unavailable"
