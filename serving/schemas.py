@@ -291,7 +291,10 @@ class ReloadResult(BaseModel):
 
     changed: bool
     model: ModelVersion | None
-    error: str | None
+    error: str | None = Field(
+        description="Why nothing changed, as a code: `no_version`, `registry_unreachable`, or "
+        "the code of the load failure; the details are in `GET /admin/status`."
+    )
     model_uri: str
     registry: RegistryStatus
     last_load_failure: LoadFailure | None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -210,3 +211,16 @@ def test_the_record_names_the_newest_version_and_two_copies_are_kept(tmp_path):
     # A record whose copy is gone is no record.
     shutil.rmtree(kept.root / "v3")
     assert kept.recall() is None
+
+
+def test_nothing_behind_the_uri_any_more_keeps_the_model_and_says_so(reg, tmp_path):
+    store = ModelStore(_settings(reg, tmp_path / "state"))
+    store.check()
+    client = mlflow.MlflowClient(reg.tracking_uri, reg.tracking_uri)
+    client.delete_registered_model_alias("digits", "production")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated, still used
+        client.transition_model_version_stage("digits", "1", "Archived")
+    store.check()
+    assert store.current.ref.version == "1"
+    assert store.degraded()["code"] == "no_version"
