@@ -43,7 +43,10 @@ def _from_json(request: Request, settings: Settings) -> bytes:
         raise ApiError(400, "invalid_image_field", "'image' must be a base64 string")
     if len(text) > settings.max_base64_chars:
         raise ApiError(
-            413, "base64_too_large", f"'image' exceeds {settings.max_base64_chars} characters"
+            413,
+            "base64_too_large",
+            f"'image' is over the limit of {settings.max_base64_chars} characters "
+            "(MAX_BASE64_CHARS)",
         )
     try:
         # The pyfunc's own decoder, so that /recognize and `mlflow models serve` accept

@@ -134,3 +134,12 @@ def test_a_declared_length_over_the_cap_names_the_limit(small_app):
     )
     message = _assert_error(response, 413, "request_entity_too_large")
     assert "4096 bytes" in message and "MAX_BODY_BYTES" in message
+
+
+def test_the_base64_limit_is_named_with_its_unit(registry):
+    app = create_app(
+        {"mlflow_tracking_uri": registry.tracking_uri, "workers": 1, "max_base64_chars": 2048}
+    )
+    response = app.test_client().post("/recognize", json={"image": "A" * 3000})
+    message = _assert_error(response, 413, "base64_too_large")
+    assert "2048 characters (MAX_BASE64_CHARS)" in message
