@@ -49,6 +49,11 @@ MISSING_NGINX = (
 # dropped; 10 s is ample for a phone on a bad network sending a few hundred kB.
 CLIENT_TIMEOUT_SECONDS = 10
 KEEPALIVE_SECONDS = 15
+# Idle connections to gunicorn kept per nginx worker, and for how long: under gunicorn's
+# keep-alive (GUNICORN_KEEPALIVE_SECONDS, set by serving/server.py behind a front).
+UPSTREAM_KEEPALIVE = 32
+UPSTREAM_IDLE_SECONDS = 4
+GUNICORN_KEEPALIVE_SECONDS = 10
 # Bodies up to this stay in memory; larger ones go to a file in the front's directory.
 BODY_BUFFER = "256k"
 
@@ -105,7 +110,9 @@ def render(config: FrontConfig) -> str:
         "proxy_next_upstream error http_502 http_503 non_idempotent;\n"
         "            proxy_next_upstream_tries 2;"
         if several
-        else "proxy_next_upstream off;"
+        # One gunicorn: a GET that met a kept connection just closed is tried again; a POST
+        # is not (it may have been answered and stored).
+        else "proxy_next_upstream error;"
     )
     # Locations by URI, not named ones: a request line too long to parse has no URI to
     # redirect from and a named location would fail with a 500.
@@ -160,6 +167,13 @@ http {{
 
     upstream service {{
 {servers}
+        # Connections to gunicorn are kept and reused: a new one per request costs gunicorn
+        # more CPU than the request's own HTTP (measured in docs/front.md). Closed here
+        # before gunicorn's own keep-alive limit closes them, so a reused one is never
+        # found closed by the other side.
+        keepalive {UPSTREAM_KEEPALIVE};
+        keepalive_timeout {UPSTREAM_IDLE_SECONDS}s;
+        keepalive_requests 10000;
     }}
 
     server {{
@@ -168,11 +182,11 @@ http {{
 
         location / {{
             proxy_pass http://service;
-            # Whole request first, then one short exchange with gunicorn per request: a new
-            # connection each time, so gunicorn's accept balancing (serving/worker.py) sees
-            # every request.
+            # Whole request first, then one short exchange with gunicorn.
             proxy_request_buffering on;
             proxy_buffering on;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
             proxy_set_header Host $http_host;
             # Set, not appended: what a client sends in these headers is not believed.
             proxy_set_header X-Forwarded-For $remote_addr;

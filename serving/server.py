@@ -16,7 +16,13 @@ from gunicorn.app.base import BaseApplication
 
 from serving import metrics
 from serving.config import RELOAD_FILE_ENV, Settings
-from serving.front import MISSING_NGINX, Front, FrontConfig, find_nginx
+from serving.front import (
+    GUNICORN_KEEPALIVE_SECONDS,
+    MISSING_NGINX,
+    Front,
+    FrontConfig,
+    find_nginx,
+)
 from serving.worker import LoadBoard
 
 
@@ -54,6 +60,8 @@ class DigitServer(BaseApplication):
             "worker_class": "serving.worker.BalancedThreadWorker",
             "threads": s.threads,
             "timeout": s.timeout,
+            # Behind a front, its kept connections must outlive its own idle limit.
+            **({"keepalive": GUNICORN_KEEPALIVE_SECONDS} if self.socket else {}),
             # TensorFlow is not fork-safe: each worker imports and loads it after the fork.
             "preload_app": False,
             # serving/logs.py writes one JSON line per request instead.
