@@ -57,6 +57,7 @@ def model(mnist, tmp_path_factory) -> DigitModel:
 
 
 @pytest.mark.integration  # TensorFlow, through Keras
+@pytest.mark.integration  # needs TensorFlow (the slow tier's marker says so)
 def test_numpy_forward_is_the_keras_network():
     import keras
 
