@@ -186,3 +186,14 @@ def test_without_its_redis_each_process_counts_alone(registry, tmp_path, seed_pn
         took = time.monotonic() - started
     assert statuses == [200, 200, 200, 429]
     assert took < 5, f"{took:.1f} s: requests waited for the missing Redis"
+
+
+def test_a_client_cannot_pick_its_address_with_x_forwarded_for(registry, tmp_path, seed_png):
+    # Without a front (no ProxyFix), X-Forwarded-For is the client's own word: ignored.
+    app = _app(registry, tmp_path, recognize_rate_limit="2/minute")
+    client = app.test_client()
+    statuses = [
+        _recognize(client, seed_png, **{"X-Forwarded-For": f"10.9.9.{i}"}).status_code
+        for i in range(3)
+    ]
+    assert statuses == [200, 200, 429]
