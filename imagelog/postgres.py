@@ -60,6 +60,8 @@ _LOCK_CLASS = 0x64696769  # "digi"
 _MIGRATE, _RETAIN = 1, 2
 
 # Version n is _MIGRATIONS[n - 1]; never edit one that has shipped, append a new one.
+# Each runs within STORAGE_TIMEOUT_SECONDS (statement_timeout and the watchdog): one that
+# may take longer on a large table (an index build, a rewrite) must be run out of band.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """CREATE TABLE images (

@@ -71,6 +71,9 @@ SWEEP_EVERY = timedelta(days=1)
 PROBE_BYTES = 64 * 1024
 # Polling the file lock: first and longest sleep between tries (see _flock).
 FLOCK_FIRST_SLEEP, FLOCK_MAX_SLEEP = 0.0002, 0.002
+# Threads writing image files (each mostly waits for its fsync): more than a worker's
+# request threads, so they never queue for one.
+WRITE_THREADS = 16
 
 # Version n is _MIGRATIONS[n - 1]; PRAGMA user_version holds the version applied.
 _MIGRATIONS: tuple[str, ...] = (
@@ -246,6 +249,7 @@ class SqliteImageLog(ImageLog):
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._stager: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._lock_fd = -1
         self._closed = False
@@ -397,20 +401,20 @@ class SqliteImageLog(ImageLog):
         _fsync_dir(parent)
 
     def _pool(self) -> ThreadPoolExecutor:
-        # Caller holds self._lock.
-        if self._stager is None:
-            self._stager = ThreadPoolExecutor(4, thread_name_prefix="imagelog-write")
-        return self._stager
+        # Its own lock, not self._lock: file writes must not queue behind a commit.
+        with self._pool_lock:
+            if self._closed:
+                raise StorageError("the image log is closed")
+            if self._stager is None:
+                self._stager = ThreadPoolExecutor(
+                    WRITE_THREADS, thread_name_prefix="imagelog-write"
+                )
+            return self._stager
 
     def _write_file_within(self, path: Path, data: bytes, deadline: Deadline) -> None:
         """Write a file on the pool, waiting no longer than ``deadline``."""
         left = deadline.remaining("image file write")
-        self.guard.wait_lock(self._lock, deadline, "image log lock (this process)")
-        try:
-            write = self._pool().submit(self._write_file, path, data)
-        finally:
-            self._lock.release()
-        _result(write, left, "image file write")
+        _result(self._pool().submit(self._write_file, path, data), left, "image file write")
 
     def _probe_file(self) -> None:
         path = self.images_dir / f".probe-{os.getpid()}-{threading.get_ident()}"
@@ -436,12 +440,13 @@ class SqliteImageLog(ImageLog):
         with self.guard.call("image log probe", timeout=PROBE_TIMEOUT) as deadline:
             if self.store_images:
                 left = deadline.remaining("image log probe")
-                self.guard.wait_lock(self._lock, deadline, "image log lock (this process)")
-                try:
-                    self._require()
-                    probe = self._pool().submit(self._probe_file)
-                finally:
-                    self._lock.release()
+                if self._conn is None:  # opening failed before: retry now
+                    self.guard.wait_lock(self._lock, deadline, "image log lock (this process)")
+                    try:
+                        self._require()
+                    finally:
+                        self._lock.release()
+                probe = self._pool().submit(self._probe_file)
                 _result(probe, left, f"write probe in {self.images_dir}")
             with self._write(deadline) as conn:
                 conn.execute(
@@ -497,8 +502,7 @@ class SqliteImageLog(ImageLog):
         path = self.data_dir / self._relpath(sha256, extension)
         if not self.store_images or self._conn is None or path.exists():
             return None
-        with self._lock:
-            write = self._pool().submit(self._write_file, path, image)
+        write = self._pool().submit(self._write_file, path, image)
         return _StagedFile(self, sha256, path, write)
 
     def record(self, entry: Record) -> None:
@@ -797,10 +801,12 @@ class SqliteImageLog(ImageLog):
                 gone += len(seqs)
 
     def close(self) -> None:
-        with self._lock:
+        with self._pool_lock:
             self._closed = True
-            if self._stager is not None:
-                self._stager.shutdown(wait=True)
+            stager, self._stager = self._stager, None
+        if stager is not None:
+            stager.shutdown(wait=True)
+        with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
