@@ -53,6 +53,7 @@ def open_image_log(config: ImageLogConfig, pool_size: int = 8, max_inflight: int
             timeout=config.storage_timeout_seconds,
             pool_size=pool_size,
             max_inflight=max_inflight,
+            stall_seconds=config.storage_stall_seconds,
         )
     if config.data_dir is None:
         raise ValueError("the sqlite image log needs data_dir")
@@ -64,4 +65,5 @@ def open_image_log(config: ImageLogConfig, pool_size: int = 8, max_inflight: int
         retention=config.retention,
         timeout=config.storage_timeout_seconds,
         max_inflight=max_inflight,
+        stall_seconds=config.storage_stall_seconds,
     )

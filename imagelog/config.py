@@ -35,6 +35,10 @@ class ImageLogConfig(BaseModel):
     # Longest wait of a storage call (lock, connection, statement): past it, the request
     # gets 503 storage_unavailable and its thread is free again.
     storage_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A call inside the store for longer than this means it hangs: the worker's other
+    # calls fail at once rather than each waiting storage_timeout_seconds (a healthy disk
+    # or database answers in milliseconds; raise it for a store slow by nature).
+    storage_stall_seconds: float = Field(default=1.0, gt=0)
 
     @property
     def retention(self) -> Retention:
