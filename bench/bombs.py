@@ -214,6 +214,25 @@ def png_text_bomb(chunks: int = 100, each: int = 1 << 20) -> bytes:
 
 
 @functools.cache
+def png_chunk_bomb(chunks: int = 700_000) -> bytes:
+    """A 28×28 PNG after ``chunks`` empty private chunks (8 MiB): Pillow reads each in a
+    Python loop turn."""
+    empty = png_chunk(b"prVt", b"")
+    return _png(28, 28, 0, zlib.compress(bytes(29 * 28)), [empty * chunks])
+
+
+@functools.cache
+def gif_comment_bomb(sub_blocks: int = 4 << 20) -> bytes:
+    """A 28×28 GIF after a comment of ``sub_blocks`` one-byte sub-blocks (8 MiB): Pillow
+    reads each in a Python loop turn."""
+    buffer = io.BytesIO()
+    Image.new("L", (28, 28), 0).save(buffer, "GIF")
+    gif = buffer.getvalue()
+    first = gif.index(b"\x2c", 13)  # the image descriptor (this file has no extension)
+    return gif[:first] + b"\x21\xfe" + b"\x01x" * sub_blocks + b"\x00" + gif[first:]
+
+
+@functools.cache
 def gif_canvas(size: tuple[int, int] = CANVAS) -> bytes:
     """A 1×1 GIF frame on a 10000×4000 logical screen: Pillow decodes the first frame onto
     a canvas of the screen's size."""
@@ -319,6 +338,8 @@ BOMBS: tuple[Bomb, ...] = (
     Bomb("bmp-rle4-runs", "RLE4 BMP 10000×4000 of 255-pixel runs", bmp_rle4_runs),
     Bomb("jpeg-fill", "JPEG 28×28 after 8 MiB of 0xFF fill bytes", jpeg_fill_bomb),
     Bomb("jpeg-segments", "JPEG 28×28 after 2 M empty comment segments", jpeg_segment_bomb),
+    Bomb("png-chunks", "PNG 28×28 after 700,000 empty chunks", png_chunk_bomb),
+    Bomb("gif-comment", "GIF 28×28 after a comment of 4 M one-byte sub-blocks", gif_comment_bomb),
     Bomb("png-idat-1gib", "PNG 1000×1000 whose IDAT inflates to 1 GiB", png_idat_bomb),
     Bomb("png-ztxt-100mib", "PNG 28×28 with 100 zTXt chunks of 1 MiB", png_text_bomb),
 )

@@ -26,9 +26,8 @@ from pyfunc.errors import ImageTooLarge
 
 __all__ = ["LOSSLESS_FORMATS", "BudgetLimits", "check_encoded", "check_opened"]
 
-# Decoded whole at full size, up to ~12 bytes a pixel at peak (RGBA): no cheap reduced
-# decode. WebP too, at ~20 bytes a pixel: Pillow decodes it through libwebp's animation
-# decoder, which holds two canvases besides the decoded copy (Limits.max_webp_pixels).
+# Decoded whole at full size, up to ~12 bytes a pixel at peak (RGBA): no reduced decode.
+# (WebP, also decoded whole, has its own limit: see _check_webp.)
 LOSSLESS_FORMATS = frozenset({"PNG", "GIF", "BMP"})
 
 # Pillow's JPEG header parser spends a Python loop turn on each fill byte and segment before
@@ -39,6 +38,11 @@ _MAX_JPEG_FILL = 65_536
 # A multi-scan (progressive) JPEG keeps every DCT coefficient (2 bytes) in memory while it
 # is decoded, however small the drafted output: a 40 Mpx 4:4:4 colour JPEG needs 240 MB.
 _MAX_JPEG_COEFFICIENT_BYTES = 256 * 1024 * 1024
+# Pillow reads PNG chunks and GIF extension sub-blocks one Python loop turn each (~2.5 µs a
+# chunk: 8 MiB of empty chunks cost 1.8 s). A PNG has a handful of chunks plus its IDATs
+# (8–64 kB each); a GIF a few extensions before its first frame, whose data is read in C.
+_MAX_PNG_CHUNKS = 10_000
+_MAX_GIF_SUB_BLOCKS = 65_536
 # Pillow's RLE bitmap decoder is Python: a loop turn per run (two bytes) and, padding a row
 # or unpacking 4-bit runs, per pixel. ~0.1 µs a pixel, ~0.5 µs a run.
 _MAX_RLE_PIXELS = 4_000_000
@@ -66,13 +70,17 @@ class BudgetLimits(Protocol):
 
 
 def check_encoded(data: bytes, fmt: str, limits: BudgetLimits) -> None:
-    """Refuse, from the bytes alone, a JPEG, WebP or BMP whose decode would be over budget.
+    """Refuse, from the bytes alone, an image whose decode would be over budget.
 
     Runs before Pillow opens the image: its WebP plugin allocates the canvas while it opens
-    the file, and its JPEG plugin parses the header in Python.
+    the file, and its JPEG, PNG and GIF plugins parse the structure in Python.
     """
     if fmt == "JPEG":
         _check_jpeg(data, limits)
+    elif fmt == "PNG":
+        _check_png(data)
+    elif fmt == "GIF":
+        _check_gif(data)
     elif fmt == "BMP":
         _check_bmp(data)
     elif fmt == "WEBP":
@@ -170,9 +178,47 @@ def _check_coefficients(width: int, height: int, factors: list[tuple[int, int]])
         mb = 1024 * 1024
         raise ImageTooLarge(
             f"JPEG is {width}×{height} with {len(factors)} components in several scans: "
-            f"decoding it holds {need // mb:,} MB of coefficients; at most "
-            f"{_MAX_JPEG_COEFFICIENT_BYTES // mb} MB are accepted"
+            f"decoding it holds {need // mb:,} MiB of coefficients; at most "
+            f"{_MAX_JPEG_COEFFICIENT_BYTES // mb} MiB are accepted"
         )
+
+
+# --------------------------------------------------------------------------- PNG, GIF
+
+
+def _check_png(data: bytes) -> None:
+    """Count the chunks (length, type, data, CRC each) up to IEND."""
+    pos, chunks = 8, 0
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        chunks += 1
+        if chunks > _MAX_PNG_CHUNKS:
+            raise ImageTooLarge(
+                f"PNG has over {_MAX_PNG_CHUNKS:,} chunks; at most {_MAX_PNG_CHUNKS:,} are accepted"
+            )
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return
+        pos += 12 + length
+
+
+def _check_gif(data: bytes) -> None:
+    """Count the extension sub-blocks before the first frame."""
+    if len(data) < 13:
+        return
+    palette = 3 << ((data[10] & 0x07) + 1) if data[10] & 0x80 else 0  # global colour table
+    pos = 13 + palette
+    blocks = 0
+    while pos + 1 < len(data) and data[pos] == 0x21:  # an extension: label, then sub-blocks
+        pos += 2
+        while pos < len(data) and data[pos]:
+            blocks += 1
+            if blocks > _MAX_GIF_SUB_BLOCKS:
+                raise ImageTooLarge(
+                    f"GIF has over {_MAX_GIF_SUB_BLOCKS:,} extension blocks before its first "
+                    f"frame; at most {_MAX_GIF_SUB_BLOCKS:,} are accepted"
+                )
+            pos += data[pos] + 1
+        pos += 1
 
 
 # --------------------------------------------------------------------------- BMP
@@ -198,20 +244,6 @@ def _check_bmp(data: bytes) -> None:
 # --------------------------------------------------------------------------- WebP
 
 
-def _webp_chunks(data: bytes) -> list[tuple[bytes, int, int]]:
-    """(tag, start, end) of each top-level RIFF chunk's payload, as far as they are whole."""
-    chunks, pos = [], 12
-    while pos + 8 <= len(data):
-        tag = data[pos : pos + 4]
-        (size,) = struct.unpack_from("<I", data, pos + 4)
-        start = pos + 8
-        if start + size > len(data):
-            break
-        chunks.append((tag, start, start + size))
-        pos = start + size + (size & 1)
-    return chunks
-
-
 def _u24(data: bytes, pos: int) -> int:
     return int.from_bytes(data[pos : pos + 3], "little")
 
@@ -232,9 +264,10 @@ def _webp_canvas(data: bytes) -> tuple[int, int, bool] | None:
 
 
 def _check_webp(data: bytes, limits: BudgetLimits) -> None:
-    """The canvas, still or animated: libwebp allocates it whole before any frame. Pillow
-    then decodes the first frame alone (the only one asked for), onto that canvas, so an
-    animation costs what a still image of its canvas does."""
+    """The canvas, still or animated: Pillow decodes WebP through libwebp's animation
+    decoder, which allocates the whole canvas twice before any frame (~20 bytes a pixel with
+    Pillow's copies). Pillow then decodes the first frame alone (the only one asked for), so
+    an animation costs what a still image of its canvas does."""
     canvas = _webp_canvas(data)
     if canvas is None:
         return  # not a WebP libwebp can size: it refuses it as corrupt

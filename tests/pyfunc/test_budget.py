@@ -181,7 +181,7 @@ def test_multi_scan_jpeg_is_bounded_by_its_coefficient_memory() -> None:
     # libjpeg holds every coefficient of a progressive JPEG: 40 Mpx × 4 components × 2 bytes.
     cmyk = _with_size(encode(Image.new("CMYK", (64, 64)), "JPEG", progressive=True), 10_000, 4_000)
     error = refused_unopened(cmyk)
-    assert "MB of coefficients" in str(error)
+    assert "MiB of coefficients" in str(error)
     # Colour at 4:2:0 needs 1.5 components' worth: 120 MB, within the budget.
     colour = _with_size(encode(Image.new("RGB", (64, 64)), "JPEG", progressive=True), 10_000, 4_000)
     budget.check_encoded(colour, "JPEG", DEFAULT_LIMITS)
@@ -320,6 +320,29 @@ def test_apng_canvas_is_refused_before_loading() -> None:
 def test_rle_bitmap_bombs_are_refused_before_opening(make) -> None:
     error = refused_unopened(make())
     assert "compressed BMP" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [(bombs.png_chunk_bomb, "chunks"), (bombs.gif_comment_bomb, "extension blocks")],
+    ids=["png-chunks", "gif-sub-blocks"],
+)
+def test_structure_bombs_are_refused_before_opening(make, words: str) -> None:
+    error = refused_unopened(make(20_000 if make is bombs.png_chunk_bomb else 70_000))
+    assert words in str(error)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_ordinary_structure_is_fine(digits, fmt: str) -> None:
+    image = Image.fromarray(digits[0]).resize((112, 112))
+    # Many IDAT chunks, text, a comment, a loop extension: a busy but ordinary file.
+    extra = {"PNG": {"pnginfo": PngImagePlugin.PngInfo()}, "GIF": {"comment": b"x" * 5000}}[fmt]
+    if fmt == "PNG":
+        for i in range(50):
+            extra["pnginfo"].add_text(f"key{i}", "value" * 100, zip=i % 2 == 0)
+    data = encode(image, fmt, save_all=True, append_images=[image], loop=0, **extra)
+    assert decodes(data)
+    assert np.array_equal(decode_image(data), decode_image(encode(image, fmt)))
 
 
 def test_small_rle_bitmap_still_decodes() -> None:
