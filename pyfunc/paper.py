@@ -50,19 +50,25 @@ def _otsu(values: np.ndarray, bins: int = 64) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
-def _sides(region: np.ndarray) -> tuple[int, float]:
-    """Straight sides of ``region``'s outline that are not the frame: how many, and which
-    share of the off-frame outline they make up (1.0 for a polygon, ~0 for a curve)."""
-    h, w = region.shape
+def _hull(region: np.ndarray) -> ConvexHull | None:
+    """The convex hull of ``region`` (x, y), from its outline pixels: the same hull as of all
+    its pixels, from a fraction of the points."""
     edge = region & ~ndimage.binary_erosion(region)
     pts = np.argwhere(edge).astype(np.float64)[:, ::-1]  # x, y
     if len(pts) < 4:
-        return 0, 0.0
+        return None
     try:
-        hull = ConvexHull(pts)
+        return ConvexHull(pts)
     except QhullError:
-        return 0, 0.0
-    v = pts[hull.vertices]  # counter-clockwise
+        return None
+
+
+def _sides(region: np.ndarray, hull: ConvexHull) -> tuple[int, float]:
+    """Straight sides of ``region``'s outline (``hull`` its convex hull) that are not the
+    frame: how many, and which share of the off-frame outline they make up (1.0 for a
+    polygon, ~0 for a curve)."""
+    h, w = region.shape
+    v = hull.points[hull.vertices]  # counter-clockwise
     seg = np.roll(v, -1, axis=0) - v
     length = np.hypot(seg[:, 0], seg[:, 1])
     angle = np.arctan2(seg[:, 1], seg[:, 0])
@@ -147,15 +153,6 @@ def find_page(grey: np.ndarray) -> np.ndarray:
     extent = max(np.ptp(ys), np.ptp(xs)) + 1
     if radius < _SHEET_WIDE * extent:
         return grey
-    count_sides, straight = _sides(region)
-    if count_sides == 0 or straight < _STRAIGHT_SHARE:
-        return grey
-    try:
-        hull_area = ConvexHull(np.argwhere(region).astype(np.float64)).volume
-    except QhullError:
-        return grey
-    if region.sum() < _SHEET_SOLIDITY * hull_area:
-        return grey
     # A sheet's edge is a step; a gradient of light crosses the threshold smoothly.
     ring = region & ~ndimage.binary_erosion(region, iterations=2)
     ring &= ~_frame(region.shape, 3)
@@ -164,6 +161,13 @@ def find_page(grey: np.ndarray) -> np.ndarray:
         return grey
     step = float(np.median(small[ring])) - float(np.median(small[out_ring]))
     if step < _STEP_SHARE * (inside - outside):
+        return grey
+    # Outline tests last: the hull and its sides cost more than all of the above.
+    hull = _hull(region)
+    if hull is None or region.sum() < _SHEET_SOLIDITY * hull.volume:
+        return grey
+    count_sides, straight = _sides(region, hull)
+    if count_sides == 0 or straight < _STRAIGHT_SHARE:
         return grey
     # Two sides at least (a corner, or both edges of a strip) make a sheet. One straight
     # edge alone is as likely a shadow's edge across the paper, unless what lies beyond it
@@ -222,6 +226,9 @@ _SHADE_WINDOW = 0.16  # of the shorter side: wider than any stroke, narrower tha
 _SHADE_LEVEL = 0.05  # background this much darker than the smooth fit says ...
 _SHADE_SHARE = 0.03  # ... over this share of the picture: a shadow edge the fit cannot follow
 _SHADE_FRAME = 0.1  # ... and this share of its border
+# Pre-checks on reduced copies use their bars times this: a reduced copy blurs what it
+# measures, and a missed shadow or ruling costs accuracy where a false alarm costs only time.
+_PRECHECK = 0.6
 
 
 def shade(raw: np.ndarray, background: np.ndarray | float) -> np.ndarray | float:
@@ -237,17 +244,38 @@ def shade(raw: np.ndarray, background: np.ndarray | float) -> np.ndarray | float
     if min(h, w) < MIN_SIDE:
         return background
     k = max(9, int(_SHADE_WINDOW * min(h, w)) | 1)
+    if not _maybe_shade(raw, background, k):
+        return background
     # Mirrored at the frame, a shadow's wedge running out of the picture stays wide enough
     # for the window to fit in it.
     opened = ndimage.grey_opening(raw, size=(k, k), mode="mirror")
-    shaded = opened - background > _SHADE_LEVEL
-    # A shadow is cast from outside the picture: it reaches the frame. A blot of ink wider
-    # than the window (a marker's dot) does not, and is no reason to leave the fit.
-    frame = np.concatenate([shaded[0], shaded[-1], shaded[:, 0], shaded[:, -1]])
-    if float(shaded.mean()) < _SHADE_SHARE or float(frame.mean()) < _SHADE_FRAME:
+    if not _shaded(opened, background):
         return background
     # The opening is blocky on noisy paper: smooth it over a fraction of its window.
     return ndimage.uniform_filter(opened, max(3, k // 4), mode="mirror")
+
+
+def _shaded(opened: np.ndarray, background: np.ndarray | float, scale: float = 1.0) -> bool:
+    """Whether the opening finds shade the fit leaves out, over enough of the picture and of
+    its border (``scale`` < 1 loosens all three bars, for the pre-check)."""
+    shaded = opened - background > scale * _SHADE_LEVEL
+    # A shadow is cast from outside the picture: it reaches the frame. A blot of ink wider
+    # than the window (a marker's dot) does not, and is no reason to leave the fit.
+    return (
+        float(shaded.mean()) >= scale * _SHADE_SHARE
+        and float(_frame_values(shaded).mean()) >= scale * _SHADE_FRAME
+    )
+
+
+def _maybe_shade(raw: np.ndarray, background: np.ndarray | float, k: int) -> bool:
+    """The opening's test on a copy reduced to about 64 px (at least halved), with looser
+    bars: most pictures have no shadow, and there the full-size opening is skipped."""
+    f = max(2, min(raw.shape) // 64)
+    small = _reduce(raw, f)
+    if not isinstance(background, float):
+        background = _reduce(background, f)
+    opened = ndimage.grey_opening(small, size=(max(3, k // f),) * 2, mode="mirror")
+    return _shaded(opened, background, _PRECHECK)
 
 
 # --- printed rulings
@@ -275,6 +303,8 @@ def remove_rulings(ink: np.ndarray) -> np.ndarray:
     h, w = ink.shape
     if min(h, w) < MIN_SIDE:
         return ink
+    if not _maybe_rulings(ink):
+        return ink
     across = _line_levels(ink)
     down = _line_levels(ink.T).T
     if not across.any() and not down.any():
@@ -289,29 +319,69 @@ def remove_rulings(ink: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _line_levels(x: np.ndarray) -> np.ndarray:
-    """Per pixel, the level of a horizontal ruling through it (0 off the rulings)."""
+def _spanning(
+    x: np.ndarray, run: int, tilt: int, widest: float, slack: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bands of ``x`` straight along rows over ``run`` px (within ``tilt`` px up or down)
+    that span the picture (``slack`` px more counted for each) and are at most ``widest``
+    px thick on average: labels, which labels are kept, the banded level and the
+    row-spread ``x``."""
     h, w = x.shape
-    run = max(9, int(_RULE_RUN * w))
-    spread = ndimage.maximum_filter1d(x, 2 * _RULE_TILT + 1, axis=0, mode="nearest")
+    spread = ndimage.maximum_filter1d(x, 2 * tilt + 1, axis=0, mode="nearest")
     level = ndimage.minimum_filter1d(spread, run, axis=1, mode="nearest")
     level = ndimage.maximum_filter1d(level, run, axis=1, mode="nearest")
     candidate = level > _RULE_FLOOR
     if not candidate.any():
-        return np.zeros_like(x)
+        return np.zeros(x.shape, np.int32), np.zeros(1, bool), level, spread
     labels, count = ndimage.label(candidate)
     boxes = ndimage.find_objects(labels)
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    widest = 2 * _RULE_TILT + 1 + _RULE_THICK
+    starts = np.array([[b[0].start, b[1].start] for b in boxes])
+    stops = np.array([[b[0].stop, b[1].stop] for b in boxes])
+    span = stops[:, 1] - starts[:, 1] + slack
+    # A tilted ruling may leave through the top or bottom before it spans the picture.
+    edge = (starts == 0).any(axis=1) | (stops[:, 0] == h) | (stops[:, 1] == w)
+    spans = (span >= _RULE_SPAN * w) | (edge & (span >= _RULE_EDGE_SPAN * w))
     keep = np.zeros(count + 1, dtype=bool)
-    for i, box in enumerate(boxes):
-        span = box[1].stop - box[1].start
-        # A tilted ruling may leave through the top or bottom before it spans the picture.
-        edge = box[0].start == 0 or box[0].stop == h or box[1].start == 0 or box[1].stop == w
-        spans = span >= _RULE_SPAN * w or (edge and span >= _RULE_EDGE_SPAN * w)
-        keep[i + 1] = spans and areas[i] <= widest * span
+    keep[1:] = spans & (areas <= widest * span)
+    return labels, keep, level, spread
+
+
+def _maybe_rulings(ink: np.ndarray) -> bool:
+    """Whether ``ink`` may hold a ruling: the same test on a copy max-pooled along the line's
+    direction only, to about 64 px. Across the line nothing changes (the tilt band, the
+    thickness and the gap to the next ruling are as at full size); along it a max keeps the
+    line's level and shortens each run of ink by less than a block, so the bars are taken
+    one block shorter. It costs a fraction of the full test."""
+    widest = 2 * _RULE_TILT + 1 + _RULE_THICK
+    for x in (ink, ink.T):
+        w = x.shape[1]
+        f = max(2, w // 64)
+        pooled = _pool_max_rows(x, f)
+        run = max(2, max(9, int(_RULE_RUN * w)) // f)
+        # Pooled areas are at most a block longer at each end than the full size's / f.
+        _, keep, _, _ = _spanning(pooled, run, _RULE_TILT, widest * (1 + 2 / run) + 1, slack=1)
+        if keep.any():
+            return True
+    return False
+
+
+def _pool_max_rows(x: np.ndarray, f: int) -> np.ndarray:
+    """Maximum over runs of ``f`` pixels along each row (a partial run at the end included)."""
+    h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, -w % f)), mode="edge")
+    return padded.reshape(h, -(-w // f), f).max(axis=2)
+
+
+def _line_levels(x: np.ndarray) -> np.ndarray:
+    """Per pixel, the level of a horizontal ruling through it (0 off the rulings)."""
+    w = x.shape[1]
+    run = max(9, int(_RULE_RUN * w))
+    labels, keep, level, spread = _spanning(x, run, _RULE_TILT, 2 * _RULE_TILT + 1 + _RULE_THICK)
     if not keep.any():
         return np.zeros_like(x)
+    count = len(keep) - 1
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     # The line's typical level: a bold stroke lying along a ruling for a while raises the
     # band's level there, barely the mean over the whole line.
     kept = np.flatnonzero(keep)

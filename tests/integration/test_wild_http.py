@@ -12,6 +12,15 @@ from tests.cases import BAD_IMAGES, BadRequest
 from training.variants import VARIANTS, big_photo_jpeg, paper_jpeg
 
 DIGITS_PER_VARIANT = 30
+# The CI model is small (a few thousand images, few epochs): the bar is what such a model
+# clears through this pipeline, and a naive resize does not (see `make eval-wild`). Measured
+# on these 30 digits, 2026-11-30 (`python -m training.photos_report accuracy --split test
+# --limit 30` on a model trained as the fixture trains it): 29-30/30 on every variant but
+# ruled and squared paper, 25/30 on those; with the pre-processing before pyfunc.paper, 13/30
+# on ruled paper, 2/30 on a desk, 15/30 with a shadow. Squared paper (23/30 before) is too
+# close to call at this model size: its bar guards against a collapse; the ruling removal
+# itself is measured by `make eval-wild`.
+BAR = {"ruled_paper": 0.7, "squared_paper": 0.7}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -27,9 +36,7 @@ def test_variant_is_recognised(live_server: str, mnist, variant: str):
         )
         assert response.status_code == 200, response.text
         hits += response.json()["digit"] == mnist.y_test[i]
-    # The CI model is small (a few thousand images, few epochs): the bar is what such a model
-    # clears through this pipeline, and a naive resize does not (see `make eval-wild`).
-    assert hits >= 0.8 * DIGITS_PER_VARIANT, f"{variant}: {hits}/{DIGITS_PER_VARIANT}"
+    assert hits >= BAR.get(variant, 0.8) * DIGITS_PER_VARIANT, f"{variant}: {hits}/30"
 
 
 def test_big_phone_photo_is_reduced_not_refused(live_server: str, mnist):
