@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
 
-from tests.support import run_server, wait_for_every_worker
+from tests.support import run_server
 
 WORKERS, THREADS = 2, 3
 # A request whose body never completes keeps the thread reading it busy.
@@ -16,6 +18,16 @@ PARTIAL = (
     b"POST /recognize HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
     b"Content-Length: 1000\r\n\r\n\x89PNG"
 )
+
+
+def _wait_for_every_worker(log: Path, workers: int, timeout: float = 120) -> None:
+    # A worker still loading its model is not listening yet: the others would take all.
+    started = re.compile(r"now serving \S+ version \S+ \(was None\)")
+    deadline = time.monotonic() + timeout
+    while len(started.findall(log.read_text())) < workers:
+        assert time.monotonic() < deadline, "not every worker started serving"
+        time.sleep(0.1)
+    time.sleep(0.5)  # from the model loaded to the worker's event loop listening
 
 
 def _connections_per_worker(master: psutil.Process, port: int, clients: set[int]) -> list[int]:
@@ -44,8 +56,7 @@ def _spread(registry, tmp_path, stalled: int) -> list[int]:
     """How many of ``stalled`` half-sent requests each worker holds."""
     extra = {"WORKERS": str(WORKERS), "THREADS": str(THREADS)}
     with run_server(registry.env, extra, tmp_path) as server:
-        # A worker still loading its model is not accepting yet: the others would take all.
-        wait_for_every_worker(server.url, server.log_path, WORKERS)
+        _wait_for_every_worker(server.log_path, WORKERS)
         port = urlsplit(server.url).port
         master = psutil.Process(server.proc.pid)
         clients = _stall(port, stalled)
