@@ -29,7 +29,6 @@ from imagelog.base import (
     DuplicateRequestId,
     ImageLog,
     Record,
-    StagedImage,
     StorageError,
     sha256_hex,
     utc_now,
@@ -76,7 +75,6 @@ class Upload:
     width: int | None = None
     height: int | None = None
     trailing: int = 0
-    staged: StagedImage | None = None
 
     def describe(self) -> None:
         # Not before decoding: a body the model refuses costs no parsing here either.
@@ -141,8 +139,7 @@ class Recorder:
         return self.policy == "refuse"
 
     def discard(self, upload: Upload) -> None:
-        if upload.staged is not None:
-            upload.staged.discard()
+        """The request failed: nothing to undo, since nothing is written before :meth:`record`."""
 
     def record(self, upload: Upload, prediction: Prediction, model_name: str, version: str) -> bool:
         """Log one answer durably; False if it was not logged and the policy says answer."""
@@ -165,8 +162,6 @@ class Recorder:
             image=upload.image,
         )
         try:
-            if upload.staged is not None:
-                upload.staged.wait(self.image_log.timeout)
             self.image_log.record(entry)
         except DuplicateRequestId:
             raise ApiError(
