@@ -32,11 +32,21 @@ class Augmentation:
     # ~100x that, i.e. noise. 34 is the value to try; 0 (off) until full runs decide.
     elastic_alpha: float = 0.0
     elastic_sigma: float = 4.0  # pixels at 28x28: the field's smoothness (larger = stiffer)
+    # Share of training digits also rendered as a phone photo (ruled or squared paper, a desk,
+    # a shadow: training.photos) and pre-processed as the service would; each epoch shows that
+    # copy in place of the digit half of the time. What pre-processing leaves of a ruling is
+    # learnt here rather than removed at any cost to strokes.
+    photos: float = 0.15
 
     @property
     def enabled(self) -> bool:
-        return self.fraction > 0 and bool(
-            self.rotation_deg or self.shift or self.scale or self.stroke or self.elastic_alpha
+        return (self.fraction > 0 or self.photos > 0) and bool(
+            self.rotation_deg
+            or self.shift
+            or self.scale
+            or self.stroke
+            or self.elastic_alpha
+            or self.photos
         )
 
 
@@ -155,13 +165,17 @@ def dataset(
     aug: Augmentation,
     seed: int,
     x_pen: np.ndarray | None = None,
+    x_photo: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Shuffled, batched, augmented on the fly (a new draw each epoch). ``x_pen`` holds the
     same digits drawn with another pen (training.strokes); three in four augmented images
-    take it."""
+    take it. ``x_photo`` holds the same digits as the service makes them out of a phone
+    photo (the clean digit where none was rendered); it takes the digit's place half of
+    the time, before the other transformations."""
     use_pen = aug.enabled and aug.stroke and x_pen is not None
-    # The pen copy rides along only when it is used.
-    slices = (x, y, x_pen) if use_pen else (x, y)
+    use_photo = aug.enabled and aug.photos > 0 and x_photo is not None
+    # The pen and photo copies ride along only when they are used.
+    slices = (x, y) + ((x_pen,) if use_pen else ()) + ((x_photo,) if use_photo else ())
     ds = tf.data.Dataset.from_tensor_slices(slices).shuffle(len(x), seed=seed)
     ds = ds.batch(batch_size)
     geometric = layers_for(aug, seed)
@@ -172,11 +186,18 @@ def dataset(
         keys = tf.data.Dataset.random(seed=seed + 3, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, keys)
 
-    def apply(images, labels, pens=None, key=None):
+    def apply(images, labels, *copies, key=None):
         n = tf.shape(images)[0]
+        pens = copies[0] if use_pen else None
+        photo = tf.zeros([n, 1, 1, 1], tf.bool)
+        if use_photo:
+            photo = tf.random.uniform([n, 1, 1, 1]) < 0.5
+            images = tf.where(photo, copies[-1], images)
         changed = images
         if use_pen:
-            changed = tf.where(tf.random.uniform([n, 1, 1, 1]) < 0.75, pens, images)
+            # A photo keeps its own pen.
+            pen = (tf.random.uniform([n, 1, 1, 1]) < 0.75) & ~photo
+            changed = tf.where(pen, pens, images)
         if use_elastic:
             stateless = tf.stack([key, tf.constant(seed, tf.int64)])
             changed = elastic(changed, aug.elastic_alpha, aug.elastic_sigma, stateless)

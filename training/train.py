@@ -105,6 +105,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=Augmentation.elastic_sigma,
         help="elastic distortion smoothness, Gaussian std in px",
     )
+    aug.add_argument(
+        "--photos",
+        type=float,
+        default=Augmentation.photos,
+        help="share of training digits also rendered as a phone photo (ruled/squared paper, "
+        "a desk, a shadow) and pre-processed; shown in the digit's place half of the time",
+    )
     return parser.parse_args(argv)
 
 
@@ -126,7 +133,9 @@ def _flag(text: str) -> bool:
 
 def augmentation(args: argparse.Namespace) -> Augmentation:
     if not args.augment:
-        return Augmentation(rotation_deg=0, shift=0, scale=0, stroke=False, elastic_alpha=0)
+        return Augmentation(
+            rotation_deg=0, shift=0, scale=0, stroke=False, elastic_alpha=0, photos=0
+        )
     return Augmentation(
         args.rotation,
         args.shift,
@@ -135,7 +144,26 @@ def augmentation(args: argparse.Namespace) -> Augmentation:
         args.augment_fraction,
         elastic_alpha=args.elastic_alpha,
         elastic_sigma=args.elastic_sigma,
+        photos=args.photos,
     )
+
+
+def with_photos(
+    digits: np.ndarray, normalised: np.ndarray, share: float, seed: int
+) -> np.ndarray | None:
+    """``normalised`` (the pre-processed ``digits``) with a random ``share`` of them replaced
+    by their phone-photo copies (training.photos); None when the share is 0."""
+    if share <= 0 or len(digits) == 0:
+        return None
+    from training import photos
+
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(
+        rng.choice(len(digits), size=max(1, round(share * len(digits))), replace=False)
+    )
+    out = normalised.copy()
+    out[chosen] = photos.preprocessed(digits[chosen], seed)
+    return out
 
 
 def _mlflow_epoch_logger(prefix: str = ""):
@@ -165,6 +193,7 @@ def train(args: argparse.Namespace) -> str:
     x_val, y_val = x_all[len(x_all) - n_val :], data.y_train[len(x_all) - n_val :]
     aug = augmentation(args)
     x_pen = repen(data.x_train[: len(x_train)], args.seed) if aug.enabled and aug.stroke else None
+    x_photo = with_photos(data.x_train[: len(x_train)], x_train, aug.photos, args.seed)
     extra = feedback.load_for_training(args.feedback_path) if args.include_feedback else None
     if extra:
         # Training split only: validation stays MNIST, comparable from run to run.
@@ -173,6 +202,7 @@ def train(args: argparse.Namespace) -> str:
         y_train = np.concatenate([y_train, extra.y.astype(y_train.dtype)])
         # Users' images come with their own pens.
         x_pen = None if x_pen is None else np.concatenate([x_pen, x_extra])
+        x_photo = None if x_photo is None else np.concatenate([x_photo, x_extra])
 
     tracking.use_experiment(args.experiment_name)
     with mlflow.start_run() as run:
@@ -201,6 +231,7 @@ def train(args: argparse.Namespace) -> str:
                 "aug_fraction": aug.fraction,
                 "aug_elastic_alpha": aug.elastic_alpha,
                 "aug_elastic_sigma": aug.elastic_sigma,
+                "aug_photos": aug.photos,
                 "feedback_images": len(extra) if extra is not None else 0,
             }
         )
@@ -230,7 +261,7 @@ def train(args: argparse.Namespace) -> str:
                 name=f"mnist_cnn_{i}" if args.members > 1 else "mnist_cnn",
             )
             history = member.fit(
-                dataset(x_train, y_train, args.batch_size, aug, args.seed + i, x_pen),
+                dataset(x_train, y_train, args.batch_size, aug, args.seed + i, x_pen, x_photo),
                 epochs=args.epochs,
                 validation_data=(x_val, y_val) if n_val else None,
                 callbacks=[_mlflow_epoch_logger(prefix=f"member{i}_" if i else "")],
