@@ -22,6 +22,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench import loadgen, servers
 from bench.payloads import build_payloads, request_for
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             b = start(args.b, work, "b", args.model_uri)
             try:
                 for concurrency in (int(c) for c in args.concurrency.split(",")):
-                    cell = {"a": [], "b": []}
+                    cell: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
                     for server in (a, b):  # warm-up, not counted
                         loadgen.run("wrk", server.spec.url + request.path, request.content_type,
                                     body, concurrency, 2, work)  # fmt: skip

@@ -22,9 +22,10 @@ import subprocess
 import sys
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -164,7 +165,7 @@ def png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
-def _png(width: int, height: int, colour: int, rows: bytes, extra: list[bytes] = ()) -> bytes:
+def _png(width: int, height: int, colour: int, rows: bytes, extra: Sequence[bytes] = ()) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
     return b"".join(
         [
@@ -447,7 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---:|---:|---:|---|")
     for bomb in chosen:
         data = bomb.make()
-        row = {"name": bomb.name, "description": bomb.description, "bytes": len(data)}
+        row: dict[str, Any] = {
+            "name": bomb.name,
+            "description": bomb.description,
+            "bytes": len(data),
+        }
         row |= measure(data, budget=not args.without_budget)
         del data  # a forked child counts the parent's memory in some figures: keep it small
         if args.json:

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 TOOLS = ("wrk", "hey")
 # Far above any latency seen here: a slow answer must be measured, not dropped as a timeout.
@@ -50,7 +51,7 @@ class LoadResult:
         ok = self.responses - self.non_2xx
         return ok / self.duration_s if self.duration_s > 0 else 0.0
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["errors"] = self.errors
         out["rps"] = round(self.rps, 1)

@@ -6,13 +6,19 @@ import sys
 
 import psycopg
 from psycopg import sql
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+
+
+def _name(parsed: URL) -> str:
+    if not parsed.database:
+        raise ValueError(f"the URL names no database: {parsed!r}")
+    return parsed.database
 
 
 def ensure_database(url: str) -> bool:
     """True when the database was created, False when it was already there."""
     parsed = make_url(url)
-    name = parsed.database
+    name = _name(parsed)
     admin = parsed.set(drivername="postgresql", database="postgres")
     conninfo = admin.render_as_string(hide_password=False)
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -28,9 +34,7 @@ def drop_database(url: str) -> None:
     admin = parsed.set(drivername="postgresql", database="postgres")
     with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
         conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(parsed.database)
-            )
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(_name(parsed)))
         )
 
 

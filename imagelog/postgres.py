@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -125,8 +126,17 @@ _UNLABELLED = (
 )
 
 
+def _scalar(cursor: psycopg.Cursor[Any]) -> Any:
+    """The value of a query that always answers one row (an aggregate, a row just upserted)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError("the query answered no row")
+    return row[0]
+
+
 def _stored(row: tuple) -> StoredRecord:
-    return StoredRecord(*row[:9], list(row[9]), *row[10:12], bool(row[12]), row[13], row[14])
+    # The row is _RECORD_COLUMNS in StoredRecord's order; mypy cannot count a starred slice.
+    return StoredRecord(*row[:9], list(row[9]), *row[10:12], bool(row[12]), row[13], row[14])  # type: ignore[call-arg]
 
 
 def connection_options(schema: str, timeout: float) -> dict[str, object]:
@@ -349,9 +359,9 @@ class PostgresImageLog(ImageLog):
                     "CREATE TABLE IF NOT EXISTS schema_version ("
                     "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
                 )
-                (current,) = conn.execute(
-                    "SELECT coalesce(max(version), 0) FROM schema_version"
-                ).fetchone()
+                current = _scalar(
+                    conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+                )
                 if current > SCHEMA_VERSION:
                     raise StorageError(
                         f"schema {self.schema} is at version {current}, newer than this code "
@@ -381,7 +391,7 @@ class PostgresImageLog(ImageLog):
 
     def image_bytes(self) -> int:
         with self._connection() as conn:
-            return conn.execute("SELECT coalesce(sum(byte_size), 0) FROM images").fetchone()[0]
+            return _scalar(conn.execute("SELECT coalesce(sum(byte_size), 0) FROM images"))
 
     def record(self, entry: Record) -> None:
         keep = self.store_images and entry.image is not None
@@ -419,9 +429,11 @@ class PostgresImageLog(ImageLog):
                 ),
             ).rowcount
             if not inserted:
-                (existing,) = conn.execute(
-                    "SELECT sha256 FROM requests WHERE request_id = %s", (entry.request_id,)
-                ).fetchone()
+                existing = _scalar(
+                    conn.execute(
+                        "SELECT sha256 FROM requests WHERE request_id = %s", (entry.request_id,)
+                    )
+                )
                 if existing != entry.sha256:
                     raise DuplicateRequestId(entry.request_id)
 
@@ -445,9 +457,11 @@ class PostgresImageLog(ImageLog):
             if found is None:
                 return False
             if max_labels:
-                (count,) = conn.execute(
-                    "SELECT count(*) FROM feedback WHERE request_id = %s", (request_id,)
-                ).fetchone()
+                count = _scalar(
+                    conn.execute(
+                        "SELECT count(*) FROM feedback WHERE request_id = %s", (request_id,)
+                    )
+                )
                 if count >= max_labels:
                     raise TooManyLabels(request_id)
             conn.execute(
@@ -490,7 +504,7 @@ class PostgresImageLog(ImageLog):
                 "INSERT INTO secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
                 (name, candidate),
             )
-            (value,) = conn.execute("SELECT value FROM secrets WHERE name = %s", (name,)).fetchone()
+            value = _scalar(conn.execute("SELECT value FROM secrets WHERE name = %s", (name,)))
         return bytes(value)
 
     def get(self, request_id: str) -> StoredRecord | None:
@@ -534,11 +548,11 @@ class PostgresImageLog(ImageLog):
 
     def count(self) -> int:
         with self._connection() as conn:
-            return conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+            return _scalar(conn.execute("SELECT count(*) FROM requests"))
 
     def image_count(self) -> int:
         with self._connection() as conn:
-            return conn.execute("SELECT count(*) FROM images").fetchone()[0]
+            return _scalar(conn.execute("SELECT count(*) FROM images"))
 
     def apply_retention(self, now: datetime | None = None) -> int:
         policy = self.retention
@@ -573,7 +587,7 @@ class PostgresImageLog(ImageLog):
         """As in the SQLite backend: the oldest unlabelled records with a stored image,
         as many as bring the images back under the quota."""
         quota = self.retention.max_image_bytes
-        (total,) = conn.execute("SELECT coalesce(sum(byte_size), 0) FROM images").fetchone()
+        total = _scalar(conn.execute("SELECT coalesce(sum(byte_size), 0) FROM images"))
         if total <= quota:
             return []
         rows = conn.execute(
@@ -589,10 +603,12 @@ class PostgresImageLog(ImageLog):
         gone = 0
         while True:
             with self._connection() as conn:
-                (mine,) = conn.execute(
-                    "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))",
-                    (_LOCK_CLASS + _RETAIN, self.schema),
-                ).fetchone()
+                mine = _scalar(
+                    conn.execute(
+                        "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))",
+                        (_LOCK_CLASS + _RETAIN, self.schema),
+                    )
+                )
                 if not mine:  # one replica at a time; the others have nothing left to do
                     return gone
                 seqs = [row[0] for row in select(conn)]

@@ -519,7 +519,7 @@ class SqliteImageLog(ImageLog):
         keep = self.store_images and entry.image is not None
         rel = self._relpath(entry.sha256, entry.extension) if keep else None
         path = self.data_dir / rel if rel else None
-        if path is not None and not path.exists():
+        if path is not None and entry.image is not None and not path.exists():
             self._write_file_within(path, entry.image, deadline)
         pending = _Pending(entry, rel, path)
         with self._queue_lock:
@@ -576,7 +576,7 @@ class SqliteImageLog(ImageLog):
         if path is not None:
             # Retention may have removed the file since it was written; it deletes files
             # only while holding the write lock, which we hold now.
-            if not path.exists():
+            if entry.image is not None and not path.exists():
                 self._write_file(path, entry.image)
             conn.execute(
                 "INSERT INTO images (sha256, path, byte_size, input_format, created_at) "

@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from pyfunc import reject
 from pyfunc.errors import ImageError, NoDigit
@@ -39,7 +39,7 @@ class Prediction:
     not_digit_score: float | None = None
 
 
-class DigitModel(mlflow.pyfunc.PythonModel):
+class DigitModel(PythonModel):
     """Encoded images (bytes/base64) or decoded arrays in, digit + probabilities out."""
 
     def __init__(self, limits: Limits | None = None) -> None:
@@ -48,7 +48,7 @@ class DigitModel(mlflow.pyfunc.PythonModel):
         self.runtime: str | None = None
         self.rejector: reject.Rejector | None = None
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         threads = int((context.model_config or {}).get(THREADS_CONFIG) or 0)
         onnx_path = context.artifacts.get(ONNX_ARTIFACT)
         if onnx_path and _has_onnxruntime():
@@ -100,7 +100,7 @@ class DigitModel(mlflow.pyfunc.PythonModel):
 
     def predict(
         self,
-        context: mlflow.pyfunc.PythonModelContext | None,
+        context: PythonModelContext | None,
         # Unannotated on purpose: MLflow would otherwise derive a signature from the hint.
         model_input,
         params: dict[str, Any] | None = None,

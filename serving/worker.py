@@ -137,7 +137,7 @@ class BalancedThreadWorker(ThreadWorker):
         try:
             super().run()
         finally:
-            if self._slot is not None:
+            if self._slot is not None and self._board is not None:
                 self._board.leave(self.pid)
 
     @property
@@ -156,7 +156,7 @@ class BalancedThreadWorker(ThreadWorker):
 
     def _least_elsewhere(self, busy: int) -> int | None:
         # Ours published first, so the siblings' view is as fresh as this turn of the loop.
-        if self._slot is None:
+        if self._slot is None or self._board is None:
             return None
         self._board.publish(self._slot, busy)
         return self._board.least_elsewhere(self._slot)

@@ -12,6 +12,8 @@ import sys
 
 import mlflow
 import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PyFuncModel
 
 from training import tracking
 from training.data import VALIDATION_SPLIT, DataError, Mnist, load_mnist, validation_size
@@ -42,9 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def accuracy(model: mlflow.pyfunc.PyFuncModel, images: np.ndarray, labels: np.ndarray) -> float:
+def accuracy(model: PyFuncModel, images: np.ndarray, labels: np.ndarray) -> float:
     """Share of ``images`` the pyfunc labels correctly, through its public predict()."""
-    predicted = model.predict({"image": images})["digit"].to_numpy()
+    answer = model.predict({"image": images})
+    if not isinstance(answer, pd.DataFrame):  # DigitModel.predict answers one
+        raise TypeError(f"{type(answer).__name__} from the model, not a DataFrame")
+    predicted = answer["digit"].to_numpy()
     return float(np.mean(predicted == labels))
 
 

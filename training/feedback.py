@@ -54,6 +54,7 @@ def _request_ids(path: str | Path, n: int) -> np.ndarray:
 def log_input(feedback: FeedbackSet) -> None:
     """Keep the exact images in the run and name them as its ``feedback`` data set."""
     import mlflow
+    from mlflow.data.numpy_dataset import from_numpy
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / FILE_NAME
@@ -70,6 +71,6 @@ def log_input(feedback: FeedbackSet) -> None:
         return  # an empty data set says nothing the param feedback_images=0 does not
     source = feedback.source or mlflow.get_artifact_uri(f"{ARTIFACT_DIR}/{FILE_NAME}")
     mlflow.log_input(
-        mlflow.data.from_numpy(feedback.x, targets=feedback.y, name="feedback", source=source),
+        from_numpy(feedback.x, targets=feedback.y, name="feedback", source=source),
         context="training",
     )
