@@ -40,14 +40,8 @@ class Augmentation:
 
     @property
     def enabled(self) -> bool:
-        return (self.fraction > 0 or self.photos > 0) and bool(
-            self.rotation_deg
-            or self.shift
-            or self.scale
-            or self.stroke
-            or self.elastic_alpha
-            or self.photos
-        )
+        transforms = self.rotation_deg or self.shift or self.scale or self.stroke
+        return (self.fraction > 0 and bool(transforms or self.elastic_alpha)) or self.photos > 0
 
 
 Seed = Sequence[int] | tf.Tensor

@@ -169,9 +169,12 @@ def test_no_share_augmented_means_no_elastic_either(digits: np.ndarray) -> None:
 
 
 def test_elastic_alone_enables_augmentation() -> None:
-    off = Augmentation(rotation_deg=0, shift=0, scale=0, stroke=False)
+    off = Augmentation(rotation_deg=0, shift=0, scale=0, stroke=False, photos=0)
     assert not off.enabled
-    assert Augmentation(rotation_deg=0, shift=0, scale=0, stroke=False, elastic_alpha=1).enabled
+    assert Augmentation(
+        rotation_deg=0, shift=0, scale=0, stroke=False, photos=0, elastic_alpha=1
+    ).enabled
+    assert Augmentation(rotation_deg=0, shift=0, scale=0, stroke=False, photos=0.1).enabled
     assert Augmentation().elastic_alpha == 0.0  # off unless asked for
 
 
@@ -183,3 +186,32 @@ def test_command_line_switches_reach_the_augmentation() -> None:
     assert augmentation(parse_args([])).elastic_alpha == 0.0
     master_off = augmentation(parse_args(["--augment", "false", "--elastic-alpha", "34"]))
     assert master_off.elastic_alpha == 0.0 and not master_off.enabled
+
+
+def test_photo_copies_take_the_digits_place_about_half_of_the_time(digits: np.ndarray) -> None:
+    """Only the photo copies switched on: each image is its MNIST self or its photo copy, the
+    copy about half of the time, and the pen copy never replaces a photo."""
+    photo = np.clip(digits + 0.5, 0, 1).astype(np.float32)  # tells the copies apart
+    only_photos = Augmentation(rotation_deg=0, shift=0, scale=0, stroke=False, photos=1.0)
+    ds = dataset(digits, np.arange(len(digits)), 64, only_photos, seed=0, x_photo=photo)
+    shown = [0, 0]
+    for _ in range(4):  # a new draw each epoch
+        images, index = (t.numpy() for t in next(iter(ds)))
+        as_photo = [np.allclose(img, photo[i]) for img, i in zip(images, index, strict=True)]
+        as_is = [np.allclose(img, digits[i]) for img, i in zip(images, index, strict=True)]
+        assert all(p != a for p, a in zip(as_photo, as_is, strict=True))
+        shown[0] += sum(as_photo)
+        shown[1] += len(images)
+    assert 0.35 < shown[0] / shown[1] < 0.65, shown
+    pens = Augmentation(rotation_deg=0, shift=0, scale=0, fraction=1.0, photos=1.0)
+    ds = dataset(digits, np.arange(len(digits)), 64, pens, 0, x_pen=digits * 0, x_photo=photo)
+    images, index = (t.numpy() for t in next(iter(ds)))
+    as_photo = sum(np.allclose(img, photo[i]) for img, i in zip(images, index, strict=True))
+    assert as_photo >= 16  # a pen copy (all zero here) would have replaced them
+
+
+def test_the_photos_switch_reaches_the_augmentation() -> None:
+    from training.train import augmentation, parse_args
+
+    assert augmentation(parse_args(["--photos", "0.3"])).photos == 0.3
+    assert augmentation(parse_args(["--augment", "false", "--photos", "0.3"])).photos == 0
