@@ -46,18 +46,19 @@ def _installed(*candidates: str) -> str | None:
     return None
 
 
-def pip_requirements() -> list[str]:
-    """What the pyfunc needs at load time, pinned to what trained it."""
+def pip_requirements(with_onnx: bool = True) -> list[str]:
+    """What the pyfunc imports at load time, pinned to what trained it. With its ONNX
+    weights it runs on ONNX Runtime alone; Keras (and TensorFlow) only without them."""
     wanted = [
         ("mlflow", "mlflow-skinny"),
-        ("tensorflow-cpu", "tensorflow"),
-        ("keras",),
         ("numpy",),
         ("pillow",),
         ("scipy",),
         ("pandas",),
         ("onnxruntime",),
     ]
+    if not with_onnx:
+        wanted += [("tensorflow-cpu", "tensorflow"), ("keras",)]
     return [req for names in wanted if (req := _installed(*names))]
 
 
@@ -96,6 +97,6 @@ def log_pyfunc(
         model_config={THREADS_CONFIG: 0},
         signature=SIGNATURE,
         input_example=input_example(example_digit),
-        pip_requirements=pip_requirements(),
+        pip_requirements=pip_requirements(with_onnx=onnx_path is not None),
         registered_model_name=registered_name,
     )
