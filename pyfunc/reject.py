@@ -103,7 +103,8 @@ class Rejector:
             convs=np.int64(len(self.convs)),
             dense=np.int64(len(self.dense)),
             threshold=np.float64(self.threshold),
-            **arrays,
+            # mypy matches **arrays against allow_pickle: bool too; every key is a layer's.
+            **arrays,  # type: ignore[arg-type]
         )
         return path
 

@@ -114,7 +114,9 @@ class BatchingModel:
                 jobs = self._collect(first)
                 try:
                     jobs, batch = self._normalise(jobs)
-                    probs = self.model.probabilities(batch) if jobs else None
+                    if not jobs:  # every image refused: nothing to run
+                        continue
+                    probs = self.model.probabilities(batch)
                 except Exception as exc:  # the callers see it, the batcher lives on
                     for job in jobs:
                         if not job.future.done():
@@ -125,8 +127,7 @@ class BatchingModel:
                 end = start + len(job.images)
                 job.future.set_result((batch[start:end], probs[start:end]))
                 start += len(job.images)
-            if jobs:
-                self._report(len(jobs))
+            self._report(len(jobs))
 
     @staticmethod
     def _normalise(jobs: list[_Job]) -> tuple[list[_Job], np.ndarray]:

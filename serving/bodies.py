@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from flask import Flask
 from flask import Request as FlaskRequest
@@ -31,7 +31,7 @@ from serving.errors import ApiError, body_limit_message
 _STEP = 64 * 1024
 
 
-def read_at_most(stream: BinaryIO, size: int) -> bytes:
+def read_at_most(stream: IO[bytes], size: int) -> bytes:
     """Up to ``size`` bytes of ``stream``: fewer only if it ends first."""
     chunks, have = [], 0
     while have < size:
@@ -47,7 +47,7 @@ class Request(FlaskRequest):
     """Flask's request, refusing a streamed (chunked) body over ``MAX_CONTENT_LENGTH``."""
 
     @cached_property
-    def stream(self) -> BinaryIO:
+    def stream(self) -> IO[bytes]:
         limit = self.max_content_length
         streamed = self.content_length is None and "wsgi.input_terminated" in self.environ
         if limit is None or not streamed or self.shallow:

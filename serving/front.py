@@ -253,9 +253,12 @@ class Front:
 
     def watch(self, on_exit: Callable[[int], None]) -> None:
         """Calls ``on_exit(returncode)`` from a thread if nginx exits before stop()."""
+        proc = self.proc
+        if proc is None:
+            raise RuntimeError("nginx is watched once started")
 
         def wait() -> None:
-            code = self.proc.wait()
+            code = proc.wait()
             if not self._stopping:
                 on_exit(code)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Callable
 
 from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
@@ -65,13 +66,18 @@ def _client() -> str:
     return "addr:" + (request.remote_addr or "unknown")
 
 
-def _limit_for(default_of: str):
+def _limit_for(default_of: str) -> Callable[[], str]:
     def limit() -> str:
         key = api_key()
         own = _settings().api_keys.get(key, "") if key is not None else ""
         return own or getattr(_settings(), default_of)
 
     return limit
+
+
+def _unlimited(limit: Callable[[], str]) -> Callable[[], bool]:
+    """An empty limit (no limit set for this key) exempts the request."""
+    return lambda: not limit()
 
 
 def _message() -> str:
@@ -86,7 +92,8 @@ def init_app(app: Flask, settings: AccessConfig) -> None:
         app=app,
         storage_uri=settings.rate_limit_storage_uri,
         # A Redis that hangs must not hold requests: it counts as unreachable (see below).
-        storage_options={"socket_timeout": STORAGE_TIMEOUT, "socket_connect_timeout": 0.5},
+        # (flask-limiter types the options str | int; redis takes float timeouts.)
+        storage_options={"socket_timeout": STORAGE_TIMEOUT, "socket_connect_timeout": 0.5},  # type: ignore[dict-item]
         strategy="moving-window",
         headers_enabled=True,
         key_prefix="digits",
@@ -101,9 +108,9 @@ def init_app(app: Flask, settings: AccessConfig) -> None:
         (FEEDBACK_ENDPOINT, "feedback_rate_limit"),
     ):
         limit = _limit_for(default_of)
-        app.view_functions[endpoint] = limiter.limit(
-            limit, error_message=_message, exempt_when=lambda limit=limit: not limit()
-        )(app.view_functions[endpoint])
+        limited = limiter.limit(limit, error_message=_message, exempt_when=_unlimited(limit))
+        # flask-limiter's decorator is typed for sync and async views at once; ours are sync.
+        app.view_functions[endpoint] = limited(app.view_functions[endpoint])  # type: ignore[assignment]
 
     @app.before_request
     def check_key() -> None:

@@ -117,7 +117,8 @@ class ModelStore:
         if self.current is not None and self.current.ref == ref:
             return CheckResult(False, ref.version)
         if ref in self._failed and not (force or self._retry_due(ref)):
-            return CheckResult(False, self._version(), self.last_failure["code"])
+            failure = self.last_failure or {}  # set by the failure _failed records
+            return CheckResult(False, self._version(), failure.get("code"))
         return self._swap_to(ref)
 
     def _retry_due(self, ref: registry.ModelRef) -> bool:

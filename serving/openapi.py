@@ -59,8 +59,9 @@ def _json(model: type[BaseModel]) -> dict[str, Any]:
     """A JSON media type object; the model's first example is the operation's, so that
     "try it out" and schemathesis' examples phase start from a body that works."""
     media: dict[str, Any] = {"schema": _ref(model)}
-    examples = (model.model_config.get("json_schema_extra") or {}).get("examples")
-    if examples:
+    extra = model.model_config.get("json_schema_extra")
+    examples = extra.get("examples") if isinstance(extra, dict) else None
+    if isinstance(examples, list) and examples:
         media["example"] = examples[0]
     return {JSON: media}
 

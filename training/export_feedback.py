@@ -96,7 +96,8 @@ def export(image_log: ImageLog, out: str | os.PathLike, limits: Limits | None = 
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+            # mypy matches **arrays against allow_pickle: bool too; every key is an array's name.
+            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -225,8 +225,8 @@ def _scribble(kind: str, rng: np.random.Generator, side: int = 96) -> np.ndarray
     else:  # "dots": a handful of blots
         for _ in range(int(rng.integers(3, 9))):
             x, y = rng.uniform(0.15 * side, 0.85 * side, 2)
-            r = rng.uniform(2, 7)
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+            radius = rng.uniform(2, 7)
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=255)
     return np.asarray(img, dtype=np.float32) / 255
 
 
@@ -264,10 +264,10 @@ def _as_sent(ink: np.ndarray, rng: np.random.Generator) -> bytes:
         ink = page
     grey = paper - (paper - ink_level) * ink
     grey = grey + rng.normal(0, rng.uniform(1, 8), grey.shape)
-    grey = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
+    photo = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
     if style == 2:
-        return _encode(grey.resize((112, 112), Image.Resampling.BICUBIC), "JPEG", quality=60)
-    return _encode(grey, "PNG" if style == 4 else "JPEG", quality=80)
+        return _encode(photo.resize((112, 112), Image.Resampling.BICUBIC), "JPEG", quality=60)
+    return _encode(photo, "PNG" if style == 4 else "JPEG", quality=80)
 
 
 def _texture(kind: str, rng: np.random.Generator) -> bytes:
@@ -323,7 +323,7 @@ def _photo(kind: str, rng: np.random.Generator) -> bytes:
     elif kind == "desk_sheet":
         desk = rng.uniform(40, 120) + 15 * _smooth_field((h, w), rng, 8)
         sheet = Image.new("L", (w, h), 0)
-        cx, cy, sw, sh = w / 2 + rng.uniform(-60, 60), h / 2 + rng.uniform(-40, 40), 0, 0
+        cx, cy = w / 2 + rng.uniform(-60, 60), h / 2 + rng.uniform(-40, 40)
         sw, sh = rng.uniform(0.5, 1.1) * w, rng.uniform(0.5, 1.1) * h
         a = math.radians(rng.uniform(-25, 25))
         corners = [(-sw / 2, -sh / 2), (sw / 2, -sh / 2), (sw / 2, sh / 2), (-sw / 2, sh / 2)]

@@ -203,21 +203,16 @@ def threshold_for(
 
 
 def _forward_of(keras_path: Path, onnx_path: Path | None) -> Forward:
-    from pyfunc.model import DigitModel
+    from mlflow.pyfunc import PythonModelContext
+
+    from pyfunc.model import KERAS_ARTIFACT, ONNX_ARTIFACT, DigitModel
 
     model = DigitModel()
-    model.load_context(_Context(keras_path, onnx_path))
+    artifacts = {KERAS_ARTIFACT: str(keras_path)}
+    if onnx_path is not None:
+        artifacts[ONNX_ARTIFACT] = str(onnx_path)
+    model.load_context(PythonModelContext(artifacts=artifacts, model_config={}))
     return model.probabilities
-
-
-class _Context:
-    """What :meth:`DigitModel.load_context` reads: the artifacts (no rejector yet)."""
-
-    def __init__(self, keras_path: Path, onnx_path: Path | None) -> None:
-        self.artifacts = {"keras_model": str(keras_path)}
-        if onnx_path is not None:
-            self.artifacts["onnx_model"] = str(onnx_path)
-        self.model_config: dict = {}
 
 
 def _training_digits() -> tuple[np.ndarray, np.ndarray]:

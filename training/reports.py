@@ -516,7 +516,10 @@ def publish_model_card(
     import mlflow
     from mlflow import MlflowClient
 
-    run_id = mlflow.active_run().info.run_id
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("the model card is written from inside the training run")
+    run_id = active.info.run_id
     client = MlflowClient()
     run = client.get_run(run_id)
     source = run.data.params.get("data_source")

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from pyfunc.errors import ImageError
-from pyfunc.model import DigitModel
+from pyfunc.model import DigitModel, Prediction
 from training.variants import VARIANTS
 
 CHUNK = 256
@@ -54,8 +54,9 @@ def naive_batch(encoded: Iterable[bytes]) -> np.ndarray:
 def _answers(model: DigitModel, chunk: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """Predicted digits and their confidence; digit -1 (confidence 0) where the pipeline
     refused the image (a refusal is a miss, never a confident one)."""
+    predictions: list[Prediction | None]
     try:
-        predictions = model.classify(chunk)
+        predictions = list(model.classify(chunk))
     except ImageError:
         predictions = []
         for image in chunk:
