@@ -60,13 +60,19 @@ _FILL = re.compile(rb"\xff+")
 
 
 class BudgetLimits(Protocol):
-    """The limits the budget reads (:class:`pyfunc.preprocess.Limits` has them)."""
+    """The limits the budget reads (:class:`pyfunc.preprocess.Limits` has them; read-only,
+    so a frozen dataclass fits)."""
 
-    max_side: int
-    max_pixels: int
-    max_lossless_pixels: int
-    max_webp_pixels: int
-    max_jpeg_scans: int
+    @property
+    def max_side(self) -> int: ...
+    @property
+    def max_pixels(self) -> int: ...
+    @property
+    def max_lossless_pixels(self) -> int: ...
+    @property
+    def max_webp_pixels(self) -> int: ...
+    @property
+    def max_jpeg_scans(self) -> int: ...
 
 
 def check_encoded(data: bytes, fmt: str, limits: BudgetLimits) -> None:

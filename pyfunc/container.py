@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterator
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Walks stop (end unknown) after this many chunks, segments or blocks: real files have a
@@ -34,11 +33,12 @@ class _Budget:
     def __init__(self) -> None:
         self.left = MAX_STEPS
 
-    def __iter__(self) -> Iterator[None]:
-        while self.left > 0:
-            self.left -= 1
-            yield
-        raise _TooLong
+    def spend(self) -> None:
+        """One step more, or _TooLong when none is left (loops are ``while True``, so
+        that a walk ends by returning or by this, never by running out of loop)."""
+        if self.left <= 0:
+            raise _TooLong
+        self.left -= 1
 
 
 def image_end(data: bytes) -> int | None:
@@ -68,7 +68,8 @@ def trailing_bytes(data: bytes) -> int:
 
 def _png_end(data: bytes, budget: _Budget) -> int | None:
     pos = len(PNG_SIGNATURE)
-    for _ in budget:
+    while True:
+        budget.spend()
         if pos + 12 > len(data):
             return None
         (length,) = struct.unpack_from(">I", data, pos)
@@ -84,12 +85,16 @@ _STANDALONE = {0x01, 0xD8} | set(range(0xD0, 0xD8))
 
 def _jpeg_end(data: bytes, budget: _Budget) -> int | None:
     pos, size = 2, len(data)
-    for _ in budget:
+    while True:
+        budget.spend()
         if pos >= size:
             return None
         if data[pos] != 0xFF:
             return None  # not a marker where one must be
-        pos = _FILL.match(data, pos).end()  # 0xFF fill bytes, any number
+        fill = _FILL.match(data, pos)  # 0xFF fill bytes, any number (one at least, as checked)
+        if fill is None:
+            return None
+        pos = fill.end()
         if pos >= size:
             return None
         marker = data[pos]
@@ -110,7 +115,8 @@ def _jpeg_end(data: bytes, budget: _Budget) -> int | None:
 
 
 def _sub_blocks_end(data: bytes, pos: int, budget: _Budget) -> int:
-    for _ in budget:
+    while True:
+        budget.spend()
         length = data[pos]
         pos += 1 + length
         if length == 0:
@@ -120,7 +126,8 @@ def _sub_blocks_end(data: bytes, pos: int, budget: _Budget) -> int:
 def _gif_end(data: bytes, budget: _Budget) -> int | None:
     flags = data[10]
     pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
-    for _ in budget:
+    while True:
+        budget.spend()
         block = data[pos]
         if block == 0x3B:  # trailer
             return pos + 1

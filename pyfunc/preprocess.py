@@ -832,7 +832,8 @@ def _fast_mnist(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x, peak_c = x[idx], peak[idx, None, None]
 
     core = x >= _level(_CORE_FRACTION, peak_c)
-    core_rows, core_cols = core.any(axis=2), core.any(axis=1)
+    # (np.asarray: numpy's stubs type any() with an axis as a scalar or an array.)
+    core_rows, core_cols = np.asarray(core.any(axis=2)), np.asarray(core.any(axis=1))
     (y0, x0), (y1, x1) = _extents(core_rows, core_cols)
     # A speck the per-item path would cut off sits beyond an empty row or column: leave
     # any image whose ink has such a gap to that path.
