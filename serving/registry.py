@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from pyfunc import loading
@@ -60,7 +61,7 @@ def resolve(client: MlflowClient, model_uri: str) -> ModelRef:
             return ModelRef(name, str(client.get_model_version_by_alias(name, alias).version))
         if ref.isdigit():
             return ModelRef(name, str(client.get_model_version(name, ref).version))
-        versions = client.search_model_versions(f"name = '{name}'")
+        versions: list[ModelVersion] = list(client.search_model_versions(f"name = '{name}'"))
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise NoModel(f"{model_uri}: {exc.message}") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import keras
 import numpy as np
@@ -44,7 +45,7 @@ class Augmentation:
         return (self.fraction > 0 and bool(transforms or self.elastic_alpha)) or self.photos > 0
 
 
-Seed = Sequence[int] | tf.Tensor
+Seed: TypeAlias = Sequence[int] | tf.Tensor
 
 
 def _gaussian(sigma: float, side: int) -> np.ndarray:

@@ -138,7 +138,7 @@ def _ruled_sheet(
     rng: np.random.Generator, h: int, w: int, spacing: float, grid: bool
 ) -> np.ndarray:
     paper = _paper_colour(rng)
-    sheet = np.broadcast_to(paper, (h, w, 3)).astype(np.float32)
+    sheet: np.ndarray = np.broadcast_to(paper, (h, w, 3)).astype(np.float32)
     sheet = sheet + _smooth_noise(rng, h, w, 30)[..., None] * np.float32(1.5)
     if grid and rng.random() < 0.5:
         line = np.array([_u(rng, 150, 195)] * 3, np.float32)  # grey squares
@@ -210,7 +210,7 @@ def shadow(digit: np.ndarray, seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
     w, h = int(rng.integers(180, 281)), int(rng.integers(160, 241))
     box = _u(rng, 0.35, 0.6) * min(w, h)
-    page = np.broadcast_to(_paper_colour(rng), (h, w, 3)).astype(np.float32)
+    page: np.ndarray = np.broadcast_to(_paper_colour(rng), (h, w, 3)).astype(np.float32)
     page = page + _smooth_noise(rng, h, w, 30)[..., None] * np.float32(1.5)
     centre = (w / 2 + _u(rng, -0.15, 0.15) * w, h / 2 + _u(rng, -0.15, 0.15) * h)
     _draw_ink(page, _ink_coverage(digit, box), centre, _colour(rng, _pick(rng)))
@@ -302,7 +302,7 @@ def desk_photo(digit: np.ndarray, seed: int = 0) -> bytes:
         else _paper_colour(rng)
     )
     sw, sh = round(sheet_w), round(sheet_h)
-    sheet = np.broadcast_to(paper, (sh, sw, 3)).astype(np.float32)
+    sheet: np.ndarray = np.broadcast_to(paper, (sh, sw, 3)).astype(np.float32)
     sheet = sheet + _smooth_noise(rng, sh, sw, 40)[..., None] * np.float32(2.0)
     # The digit somewhere on the sheet, at least a few px from its edges.
     # People turn the phone to the writing, not to the sheet: the digit ends up within

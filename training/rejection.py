@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -280,7 +281,7 @@ def build_sets(
 
 
 def save_sets(path: str, sets: list[Scored]) -> None:
-    arrays = {}
+    arrays: dict[str, Any] = {}  # Any: mypy would match np.ndarray against allow_pickle too
     for i, s in enumerate(sets):
         arrays |= {f"{i}_name": np.array(s.name), f"{i}_refused": s.refused, f"{i}_batch": s.batch}
         arrays |= {f"{i}_probs": s.probs, f"{i}_scores": s.scores, f"{i}_labels": s.labels}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+from mlflow.data.numpy_dataset import from_numpy
 
 from pyfunc.preprocess import pre_process
 from training import feedback, reports, tracking
@@ -238,11 +239,12 @@ def train(args: argparse.Namespace) -> str:
         if extra is not None:
             feedback.log_input(extra)
         mlflow.log_input(
-            mlflow.data.from_numpy(
+            from_numpy(
                 data.x_train,
                 targets=data.y_train,
                 name="mnist-train",
-                source=str(source) if source else None,
+                # None: MLflow names the code as the source (its hint leaves None out).
+                source=str(source) if source else None,  # type: ignore[arg-type]
             ),
             context="training",
         )
