@@ -36,9 +36,10 @@ test: setup lint  ## every test, with those that train by `mlflow run` and start
 test-fast: setup  ## unit and in-process tests on a tiny model built by the tests (under a minute)
 	$(PY) -m pytest -m "not integration"
 
-lint: setup
+lint: setup  ## ruff, then mypy on the packages ([tool.mypy] in pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: setup
 	$(VENV)/bin/ruff format .
@@ -94,7 +95,7 @@ ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
 help:  ## every target, with its note where it has one
 	@grep -E '^[a-z][a-z-]*:([^=]|$$)' $(MAKEFILE_LIST) | sed -E 's/:[^#]*(## )?/\t/' | expand -t 16
