@@ -367,10 +367,16 @@ def _maybe_rulings(ink: np.ndarray) -> bool:
 
 
 def _pool_max_rows(x: np.ndarray, f: int) -> np.ndarray:
-    """Maximum over runs of ``f`` pixels along each row (a partial run at the end included)."""
-    h, w = x.shape
-    padded = np.pad(x, ((0, 0), (0, -w % f)), mode="edge")
-    return padded.reshape(h, -(-w // f), f).max(axis=2)
+    """Maximum over runs of ``f`` pixels along each row (a partial run at the end included).
+    Strided slices combined in place: several times faster than a padded reshape's max."""
+    w = x.shape[1]
+    whole = w - w % f
+    pooled = x[:, 0:whole:f].copy()
+    for j in range(1, f):
+        np.maximum(pooled, x[:, j:whole:f], out=pooled)
+    if whole < w:
+        pooled = np.concatenate([pooled, x[:, whole:].max(axis=1, keepdims=True)], axis=1)
+    return pooled
 
 
 def _line_levels(x: np.ndarray) -> np.ndarray:
