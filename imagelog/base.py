@@ -266,19 +266,6 @@ def enough_to_free(rows: list[tuple], excess: int) -> list[tuple[int]]:
     return chosen
 
 
-class StagedImage(abc.ABC):
-    """An image write started by :meth:`ImageLog.stage_image`."""
-
-    @abc.abstractmethod
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until the bytes are durable; :class:`StorageError` if they could not be,
-        :class:`StorageTimeout` if that takes longer than ``timeout`` seconds."""
-
-    @abc.abstractmethod
-    def discard(self) -> None:
-        """The request failed: remove the bytes unless a record already refers to them."""
-
-
 class ImageLog(abc.ABC):
     """A durable, de-duplicating log of predictions, their images and feedback labels.
 
@@ -298,14 +285,6 @@ class ImageLog(abc.ABC):
         self.retention = retention or Retention()
         self.timeout = timeout
         self.guard = Guard(timeout, max_inflight, stall_seconds)
-
-    def stage_image(self, sha256: str, extension: str, image: bytes) -> StagedImage | None:
-        """Start storing an image's bytes in the background, before its record is ready.
-
-        The service calls this while the model works, so the answer does not wait for the
-        file write; :meth:`record` then only commits the row. None: nothing to stage.
-        """
-        return None
 
     @abc.abstractmethod
     def record(self, entry: Record) -> None:
@@ -384,8 +363,9 @@ class ImageLog(abc.ABC):
         """Bytes of the stored images (what ``Retention.max_image_bytes`` caps)."""
 
     def sweep(self, older_than: timedelta = timedelta(hours=1)) -> int:
-        """Remove leftovers of requests that never committed (a killed worker's half-written
-        or staged files) older than ``older_than``; returns how many."""
+        """Remove leftovers of requests that never committed (a killed worker's image files
+        whose row never committed, half-written files) older than ``older_than``; returns
+        how many."""
         return 0
 
     @abc.abstractmethod

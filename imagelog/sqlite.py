@@ -50,7 +50,6 @@ from imagelog.base import (
     LabelledImage,
     Record,
     Retention,
-    StagedImage,
     StorageError,
     StorageTimeout,
     StoredRecord,
@@ -164,19 +163,6 @@ def _stored(row: tuple) -> StoredRecord:
         label=row[13],
         trailing_bytes=row[14],
     )
-
-
-class _StagedFile(StagedImage):
-    def __init__(self, log: SqliteImageLog, sha256: str, path: Path, write: Future) -> None:
-        self._log, self._sha256, self._path, self._write = log, sha256, path, write
-
-    def wait(self, timeout: float | None = None) -> None:
-        _result(self._write, timeout, "image file write")
-
-    def discard(self) -> None:
-        with contextlib.suppress(Exception):
-            self._write.result(self._log.timeout)
-        self._log._remove_unreferenced(self._sha256, self._path)
 
 
 @dataclass(eq=False)
@@ -427,14 +413,6 @@ class SqliteImageLog(ImageLog):
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    def _remove_unreferenced(self, sha256: str, path: Path) -> None:
-        # Under the write lock: a record committing the same image re-creates a missing file.
-        with contextlib.suppress(StorageError), self._write() as conn:
-            row = conn.execute("SELECT 1 FROM images WHERE sha256 = ?", (sha256,)).fetchone()
-            if row is None:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-
     # -- the interface ----------------------------------------------------------------------
     def check(self) -> None:
         with self.guard.call("image log probe", timeout=PROBE_TIMEOUT) as deadline:
@@ -497,13 +475,6 @@ class SqliteImageLog(ImageLog):
             pass
         marker.touch()  # before sweeping: workers starting together sweep once between them
         return True
-
-    def stage_image(self, sha256: str, extension: str, image: bytes) -> StagedImage | None:
-        path = self.data_dir / self._relpath(sha256, extension)
-        if not self.store_images or self._conn is None or path.exists():
-            return None
-        write = self._pool().submit(self._write_file, path, image)
-        return _StagedFile(self, sha256, path, write)
 
     def record(self, entry: Record) -> None:
         with self.guard.call("image log write") as deadline:

@@ -141,35 +141,6 @@ def _image_files(log: SqliteImageLog) -> list[Path]:
     return [p for p in (log.data_dir / "images").rglob("*") if p.is_file()]
 
 
-def test_a_staged_image_is_written_before_its_record(log: SqliteImageLog):
-    staged = log.stage_image(sha256_hex(image(1)), "png", image(1))
-    staged.wait()
-    assert [p.read_bytes() for p in _image_files(log)] == [image(1)]
-    log.record(make_record("a", image(1)))
-    assert log.image(sha256_hex(image(1))) == image(1)
-    assert log.stage_image(sha256_hex(image(1)), "png", image(1)) is None  # already stored
-
-
-def test_a_discarded_stage_leaves_no_file_unless_a_record_uses_it(log: SqliteImageLog):
-    log.stage_image(sha256_hex(image(1)), "png", image(1)).discard()
-    assert _image_files(log) == [] and log.count() == 0
-    staged = log.stage_image(sha256_hex(image(2)), "png", image(2))
-    log.record(make_record("b", image(2)))  # another request with the same image answered
-    staged.discard()
-    assert log.image(sha256_hex(image(2))) == image(2)
-
-
-def test_a_failed_staged_write_is_a_storage_error(log: SqliteImageLog, monkeypatch):
-    def no_space(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr("imagelog.sqlite.os.fsync", no_space)
-    staged = log.stage_image(sha256_hex(image(1)), "png", image(1))
-    with pytest.raises(StorageError, match="No space left"):
-        staged.wait()
-    assert _image_files(log) == []
-
-
 def _old_file(path: Path, data: bytes, age_seconds: float = 7200) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -179,7 +150,7 @@ def _old_file(path: Path, data: bytes, age_seconds: float = 7200) -> Path:
 
 
 def test_sweep_removes_only_old_files_no_record_refers_to(log: SqliteImageLog):
-    """A killed worker leaves .tmp- files and staged images whose row never committed."""
+    """A killed worker leaves .tmp- files and image files whose row never committed."""
     images = log.data_dir / "images"
     log.record(make_record("kept", image(1)))
     sha = sha256_hex(image(1))

@@ -160,9 +160,6 @@ def test_retention_runs_every_n_writes_one_at_a_time(monkeypatch, seed_png: byte
         retention = Retention(max_count=10)
         runs = 0
 
-        def stage_image(self, *args: object) -> None:
-            return None
-
         def record(self, entry) -> None:
             pass
 
