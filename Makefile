@@ -34,7 +34,7 @@ test: setup lint  ## every test, with those that train by `mlflow run` and start
 	$(PY) -m pytest
 
 test-fast: setup  ## unit and in-process tests on a tiny model built by the tests (under a minute)
-	$(PY) -m pytest -m "not integration"
+	$(PY) -m pytest -m "not integration" -n 2
 
 lint: setup  ## ruff, then mypy on the packages ([tool.mypy] in pyproject.toml)
 	$(VENV)/bin/ruff check .
