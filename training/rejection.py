@@ -78,14 +78,14 @@ def score(model: DigitModel, name: str, images: list[bytes], labels) -> Scored:
 # --------------------------------------------------------------------------- rules
 
 
-def rejected(s: Scored, threshold: float | None) -> np.ndarray:
-    """The rejector's refusals at ``threshold`` (None: the model's own)."""
+def rejected(s: Scored, threshold: float) -> np.ndarray:
+    """The rejector's refusals at ``threshold`` (none without a rejector's scores)."""
     if np.isnan(s.scores).all():
         return np.zeros(len(s), dtype=bool)
     return np.nan_to_num(s.scores, nan=0.0) > threshold
 
 
-def outcome(s: Scored, low_confidence: float, threshold: float | None) -> dict[str, np.ndarray]:
+def outcome(s: Scored, low_confidence: float, threshold: float) -> dict[str, np.ndarray]:
     """Masks: refused by pre-processing, refused by the rejector, flagged low confidence."""
     pre = s.refused
     rej = ~pre & rejected(s, threshold)
@@ -175,14 +175,16 @@ def curve(
     return rows
 
 
-def combined(digits: list[Scored], others: Scored, flags: Sequence[float]) -> list[str]:
+def combined(
+    digits: list[Scored], others: Scored, flags: Sequence[float], threshold: float
+) -> list[str]:
     """The model's rejector at its own threshold together with the low-confidence flag at
     each of ``flags``: non-digits refused or flagged against digits refused or flagged."""
     look = np.array([_is_lookalike(lbl) for lbl in others.labels])
     rows = []
     for flag in flags:
-        caught = outcome(others, flag, None)["any"]
-        rates = [float(outcome(d, flag, None)["any"].mean()) for d in digits]
+        caught = outcome(others, flag, threshold)["any"]
+        rates = [float(outcome(d, flag, threshold)["any"].mean()) for d in digits]
         worst = int(np.argmax(rates))
         rows.append(
             f"| {flag:g} | {100 * caught[~look].mean():.1f} % | {100 * caught.mean():.1f} % | "
@@ -203,14 +205,14 @@ def _pct(mask: np.ndarray) -> str:
     return f"{100 * mask.mean():.2f} %" if mask.size else "–"
 
 
-def digit_table(digits: list[Scored], low_confidence: float) -> list[str]:
+def digit_table(digits: list[Scored], low_confidence: float, threshold: float) -> list[str]:
     lines = [
         "| digits | images | refused (pre-processing) | refused (rejector) | flagged "
         "low confidence | refused or flagged |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for d in digits:
-        o = outcome(d, low_confidence, None)
+        o = outcome(d, low_confidence, threshold)
         lines.append(
             f"| {d.name} | {len(d)} | {_pct(o['pre'])} | {_pct(o['rejector'])} | "
             f"{_pct(o['flagged'])} | **{_pct(o['any'])}** |"
@@ -218,8 +220,8 @@ def digit_table(digits: list[Scored], low_confidence: float) -> list[str]:
     return lines
 
 
-def nondigit_table(others: Scored, low_confidence: float) -> list[str]:
-    o = outcome(others, low_confidence, None)
+def nondigit_table(others: Scored, low_confidence: float, threshold: float) -> list[str]:
+    o = outcome(others, low_confidence, threshold)
     cats = np.array([str(x).partition(":")[0] for x in others.labels])
     look = np.array([_is_lookalike(x) for x in others.labels])
     lines = [
@@ -244,8 +246,8 @@ def nondigit_table(others: Scored, low_confidence: float) -> list[str]:
     return lines
 
 
-def letter_table(others: Scored, low_confidence: float) -> list[str]:
-    o = outcome(others, low_confidence, None)["any"]
+def letter_table(others: Scored, low_confidence: float, threshold: float) -> list[str]:
+    o = outcome(others, low_confidence, threshold)["any"]
     cats = np.array([str(x).partition(":")[0] for x in others.labels])
     letters = np.array([str(x).partition(":")[2] for x in others.labels])
     lines = ["| letter | twin of | printed | drawn |", "|---|---|---:|---:|"]
@@ -272,10 +274,10 @@ def build_sets(
     for name, build in VARIANTS.items():
         if name != "clean":
             digits.append(score(model, name, [build(d, i) for i, d in enumerate(x[:n])], y[:n]))
-    samples = nondigits.build(fonts, per_category=args.per_category)
+    samples = nondigits.build(fonts, per_category=args.per_category, seed=args.nondigit_seed)
     labels = [f"{s.category}:{s.label}" for s in samples]
     others = score(model, "non-digits", [s.data for s in samples], labels)
-    g_images, g_labels = nondigits.digit_glyphs(fonts, args.glyph_digits)
+    g_images, g_labels = nondigits.digit_glyphs(fonts, args.glyph_digits, args.nondigit_seed)
     glyphs = score(model, f"printed/drawn digits ({fonts} fonts)", g_images, g_labels)
     return digits, others, glyphs
 
@@ -319,6 +321,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="non-digits per category (52 letters × 11 fonts)",
     )
     parser.add_argument("--glyph-digits", type=int, default=440)
+    parser.add_argument(
+        "--nondigit-seed",
+        type=int,
+        default=100,
+        help="draw of the non-digit set; the rejector is fitted on draws 0-3 of the fitting fonts",
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="the rejector's threshold (default: its own)"
+    )
     parser.add_argument("--low-confidence", type=float, default=0.5)
     parser.add_argument("--curves", action="store_true", help="also print the candidates' curves")
     parser.add_argument(
@@ -353,16 +364,19 @@ def main(argv: list[str] | None = None) -> int:
             save_sets(args.cache, [*digits, others, glyphs])
 
     rejector = getattr(model, "rejector", None)
+    threshold = rejector.threshold if rejector is not None else np.inf
+    if args.threshold is not None:
+        threshold = args.threshold
     print(f"# Rejection: {args.model_uri}, {args.split} digits, {fonts} fonts")
     print(
-        f"\nrejector: {f'threshold {rejector.threshold:.4f}' if rejector else 'none'}; "
+        f"\nrejector: {f'threshold {threshold:.4f}' if rejector else 'none'}; "
         f"low confidence below {args.low_confidence}\n"
     )
-    print("\n".join(nondigit_table(others, args.low_confidence)))
+    print("\n".join(nondigit_table(others, args.low_confidence, threshold)))
     print()
-    print("\n".join(digit_table([*digits, glyphs], args.low_confidence)))
+    print("\n".join(digit_table([*digits, glyphs], args.low_confidence, threshold)))
     print("\n(the printed/drawn digits row is reported, not part of the digit target)\n")
-    print("\n".join(letter_table(others, args.low_confidence)))
+    print("\n".join(letter_table(others, args.low_confidence, threshold)))
     if args.curves:
         candidates: dict[str, Callable[[Scored], np.ndarray]] = {
             "1 - confidence": _confidence,
@@ -385,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 "| (all) | digits refused or flagged, worst set |"
             )
             print("|---:|---:|---:|---|")
-            print("\n".join(combined(digits, others, FLAGS)))
+            print("\n".join(combined(digits, others, FLAGS, threshold)))
     print(f"\n{time.perf_counter() - started:.0f} s")
     return 0
 
