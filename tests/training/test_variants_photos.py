@@ -65,3 +65,21 @@ def test_they_are_in_the_evaluated_variants() -> None:
 def test_a_wrong_digit_array_is_refused() -> None:
     with pytest.raises(ValueError, match="28, 28"):
         photos.ruled_paper(np.zeros((27, 28), np.uint8))
+
+
+def test_training_copies_are_seeded_normalised_and_still_the_digit() -> None:
+    """Photo copies of training digits: a seed fixes them, they are 28×28 ink maps as
+    pre_process makes them, and each is still the digit (close to its clean form) without
+    being the clean form itself."""
+    from pyfunc.preprocess import pre_process
+
+    digits = np.stack([_digit(), np.rot90(_digit()).copy()])
+    copies = photos.preprocessed(digits, seed=4, workers=1)
+    assert copies.shape == (2, 28, 28, 1) and copies.dtype == np.float32
+    assert np.array_equal(copies, photos.preprocessed(digits, seed=4, workers=1))
+    assert not np.array_equal(copies, photos.preprocessed(digits, seed=5, workers=1))
+    clean = pre_process(digits)
+    for copy, plain in zip(copies, clean, strict=True):
+        assert copy.min() >= 0.0 and copy.max() <= 1.0
+        assert not np.array_equal(copy, plain)
+        assert np.corrcoef(copy.ravel(), plain.ravel())[0, 1] > 0.5
