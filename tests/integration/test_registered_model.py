@@ -27,7 +27,13 @@ def test_notebook_load_model_accepts_arrays_bytes_and_base64(registry, mnist):
         model = mlflow.pyfunc.load_model(uri)
         x, y = mnist.x_test[:200], mnist.y_test[:200]
         from_arrays = model.predict({"image": x})
-        assert list(from_arrays.columns) == ["digit", "confidence", "probabilities"]
+        assert list(from_arrays.columns) == [
+            "digit",
+            "confidence",
+            "probabilities",
+            "no_digit",
+            "not_digit_score",
+        ]
         assert np.mean(from_arrays["digit"].to_numpy() == y) > 0.85
         pngs = [_png(d) for d in x[:20]]
         from_bytes = model.predict(pd.DataFrame({"image": pngs}))
