@@ -24,6 +24,7 @@ import ctypes
 import ctypes.util
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -63,12 +64,33 @@ FRONT_ERRORS = {
     400: ("bad_request", "the request could not be read"),
     408: ("request_timeout", "the request was not sent in time"),
     413: ("request_entity_too_large", "the request body is over the size limit"),
+    # TRACE, which nginx refuses before the service could (with the Allow header below).
+    405: ("method_not_allowed", "the method is not allowed for this path"),
     414: ("request_uri_too_large", "the request line is too long"),
     # nginx's own code for a header over its buffers; it is sent as 400.
     494: ("request_header_fields_too_large", "a request header is too long"),
     502: ("upstream_unavailable", "the service cannot be reached; try again"),
     504: ("upstream_timeout", "the service did not answer in time"),
 }
+
+
+_HTTP_METHODS = ("get", "post", "put", "delete", "patch")
+
+
+def allow_map() -> str:
+    """An nginx map from the request URI to the methods its route takes, as Flask's own 405
+    lists them: RFC 9110 wants an Allow header on a 405, and nginx answers TRACE itself.
+    The routes come from the OpenAPI document, the one list of them."""
+    from serving.openapi import document
+
+    lines = []
+    for path, operations in document()["paths"].items():
+        methods = {m.upper() for m in operations if m in _HTTP_METHODS} | {"OPTIONS"}
+        if "GET" in methods:
+            methods.add("HEAD")
+        pattern = re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path))
+        lines.append(f'        "~^{pattern}(\\?|$)" "{", ".join(sorted(methods))}";')
+    return "\n".join(lines)
 
 
 def find_nginx() -> str | None:
@@ -123,7 +145,8 @@ def render(config: FrontConfig) -> str:
         f"        location = /.front-error/{status} {{\n"
         f"            internal;\n"
         f"            default_type application/json;\n"
-        f"            return {400 if status == 494 else status} "
+        + ("            add_header Allow $front_allow always;\n" if status == 405 else "")
+        + f"            return {400 if status == 494 else status} "
         f'\'{{"error": {{"code": "{code}", "message": "{message}"}}}}\\n\';\n'
         f"        }}"
         for status, (code, message) in FRONT_ERRORS.items()
@@ -151,6 +174,10 @@ http {{
     # The service logs every request it answers (serving/logs.py); the front logs only what
     # it answered itself (refused, timed out, unreachable service).
     map $upstream_addr $front_only {{ "" 1; default 0; }}
+    map $request_uri $front_allow {{
+        default "GET, HEAD, OPTIONS";
+{allow_map()}
+    }}
     log_format front escape=json '{{"msg": "front", "status": $status, '
         '"remote_addr": "$remote_addr", "request": "$request", "bytes_in": $request_length, '
         '"seconds": $request_time}}';

@@ -124,6 +124,15 @@ def test_the_front_answers_its_own_refusals_in_json(served):
         assert "nginx" not in response.text
 
 
+def test_trace_is_refused_with_the_routes_allow_header(served):
+    # nginx refuses TRACE itself; RFC 9110 (and schemathesis) want the route's Allow header.
+    for path, allow in [("/recognize", "OPTIONS, POST"), ("/ready?x=1", "GET, HEAD, OPTIONS")]:
+        response = requests.request("TRACE", f"{served.url}{path}", timeout=10)
+        assert response.status_code == 405
+        assert response.headers["Allow"] == allow
+        assert response.json()["error"]["code"] == "method_not_allowed"
+
+
 def test_the_access_log_has_the_clients_address_and_believes_no_forged_one(served):
     request_id = f"front-{uuid.uuid4().hex[:12]}"
     response = _recognize(

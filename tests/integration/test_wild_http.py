@@ -34,6 +34,10 @@ def test_variant_is_recognised(live_server: str, mnist, variant: str):
             headers={"Content-Type": "image/png"},
             timeout=30,
         )
+        # The model's rejector may refuse a digit it cannot read (422 no_digit): a miss,
+        # counted against the bar like a wrong digit; any other answer is a failure.
+        if response.status_code == 422 and response.json()["error"]["code"] == "no_digit":
+            continue
         assert response.status_code == 200, response.text
         hits += response.json()["digit"] == mnist.y_test[i]
     assert hits >= BAR.get(variant, 0.8) * DIGITS_PER_VARIANT, f"{variant}: {hits}/30"
