@@ -16,10 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import io
 import json
 import socket
-import struct
 import threading
 import time
 import uuid
@@ -28,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.bombs import jpeg_scan_bomb, webp_canvas_bomb
 from locations import PROJECT_ROOT
 
 EXAMPLES = PROJECT_ROOT / "examples"
@@ -392,85 +391,6 @@ def attack_slow_all(target, stop, outcome):
 
 
 # ------------------------------------------------------------------- decoder bombs
-
-
-def _segments(jpeg: bytes) -> Iterator[tuple[int, bytes]]:
-    """(marker, bytes) of a baseline/progressive JPEG; a scan's bytes include its data."""
-    pos = 2  # after SOI
-    while pos < len(jpeg):
-        assert jpeg[pos] == 0xFF, f"no marker at {pos}"
-        marker = jpeg[pos + 1]
-        if marker == 0xD9:  # EOI
-            yield marker, jpeg[pos : pos + 2]
-            return
-        length = struct.unpack(">H", jpeg[pos + 2 : pos + 4])[0]
-        end = pos + 2 + length
-        if marker == 0xDA:  # SOS: entropy-coded data runs to the next real marker
-            while True:
-                end = jpeg.index(b"\xff", end)
-                if jpeg[end + 1] != 0 and not 0xD0 <= jpeg[end + 1] <= 0xD7:
-                    break
-                end += 2
-        yield marker, jpeg[pos:end]
-        pos = end
-
-
-@functools.cache
-def jpeg_scan_bomb(scans: int = 1000, size: tuple[int, int] = (10_000, 4_000)) -> bytes:
-    """A progressive JPEG whose first AC scan is repeated ``scans`` times: a few hundred
-    kB that make a decoder walk every block of a 40 Mpx image once per scan."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("L", size, 255).save(buffer, "JPEG", progressive=True, quality=90)
-    parts = list(_segments(buffer.getvalue()))
-    out = [b"\xff\xd8"]
-    repeated = False
-    for marker, data in parts:
-        out.append(data)
-        spectral_start = data[4 + 2 * data[4] + 1] if marker == 0xDA else 0
-        if marker == 0xDA and spectral_start > 0 and not repeated:
-            out.extend([data] * (scans - 1))
-            repeated = True
-    return b"".join(out)
-
-
-def _chunk(tag: bytes, payload: bytes) -> bytes:
-    return tag + struct.pack("<I", len(payload)) + payload + (b"\0" if len(payload) % 2 else b"")
-
-
-def _u24(value: int) -> bytes:
-    return struct.pack("<I", value)[:3]
-
-
-@functools.cache
-def webp_canvas_bomb(frames: int = 4, canvas: tuple[int, int] = (10_000, 4_000)) -> bytes:
-    """An animated WebP of a few hundred bytes: 1×1 frames on a 10000×4000 canvas, which an
-    animation decoder composes at full size, 160 MB per frame."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGBA", (1, 1), (0, 0, 0, 255)).save(buffer, "WEBP", lossless=True)
-    riff = buffer.getvalue()
-    pos, frame = 12, None
-    while pos < len(riff):
-        tag, size = riff[pos : pos + 4], struct.unpack("<I", riff[pos + 4 : pos + 8])[0]
-        if tag == b"VP8L":
-            frame = riff[pos : pos + 8 + size + (size % 2)]
-        pos += 8 + size + (size % 2)
-    assert frame is not None, "Pillow wrote no VP8L chunk"
-    width, height = canvas
-    chunks = [
-        _chunk(b"VP8X", bytes([0x12, 0, 0, 0]) + _u24(width - 1) + _u24(height - 1)),
-        _chunk(b"ANIM", struct.pack("<IH", 0xFFFFFFFF, 0)),
-    ]
-    for i in range(frames):
-        x, y = (i * 2000) % width, (i * 1000) % height
-        header = _u24(x // 2) + _u24(y // 2) + _u24(0) + _u24(0) + _u24(100) + bytes([0])
-        chunks.append(_chunk(b"ANMF", header + frame))
-    body = b"WEBP" + b"".join(chunks)
-    return b"RIFF" + struct.pack("<I", len(body)) + body
-
 
 # Each hostile client waits this long after an answer before sending again: these rows are
 # about what one request costs and what it gets, and "16 at once" stays 16 at once. Sheer
