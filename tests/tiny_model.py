@@ -107,22 +107,10 @@ def _pinned(*names: str) -> list[str]:
 
 
 def signature():
-    """The serving signature training logs (training/register.py, which imports Keras)."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, Array, ColSpec, Schema
+    """The serving signature training logs (from pyfunc, without training's Keras import)."""
+    from pyfunc.signature import SIGNATURE
 
-    from pyfunc.model import IMAGE_COLUMN
-
-    return ModelSignature(
-        inputs=Schema([ColSpec(AnyType(), IMAGE_COLUMN)]),
-        outputs=Schema(
-            [
-                ColSpec("long", "digit"),
-                ColSpec("double", "confidence"),
-                ColSpec(Array("double"), "probabilities"),
-            ]
-        ),
-    )
+    return SIGNATURE
 
 
 def register(tracking_uri: str, onnx_path: Path, experiment: str = "digits") -> str:

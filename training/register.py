@@ -11,30 +11,15 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import ModelSignature
-from mlflow.types.schema import AnyType, Array, ColSpec, Schema
 from PIL import Image
 
 import pyfunc
 from pyfunc.model import IMAGE_COLUMN, KERAS_ARTIFACT, ONNX_ARTIFACT, THREADS_CONFIG, DigitModel
 from pyfunc.reject import REJECT_ARTIFACT
+from pyfunc.signature import SIGNATURE
 from training.rejector import fit_artifact
 
 MODEL_ARTIFACT_PATH = "model"
-
-SIGNATURE = ModelSignature(
-    # AnyType: the column holds encoded bytes, base64 strings or decoded arrays.
-    inputs=Schema([ColSpec(AnyType(), IMAGE_COLUMN)]),
-    outputs=Schema(
-        [
-            ColSpec("long", "digit"),
-            ColSpec("double", "confidence"),
-            ColSpec(Array("double"), "probabilities"),
-            ColSpec("boolean", "no_digit"),
-            ColSpec("double", "not_digit_score"),
-        ]
-    ),
-)
 
 
 def _installed(*candidates: str) -> str | None:
