@@ -26,8 +26,8 @@ from typing import Any
 
 from bench import loadgen, servers
 from bench.payloads import build_payloads, request_for
-from bench.run import _WORKER_READY, base_env, parse_env
-from locations import PROJECT_ROOT, tracking_uri
+from bench.run import parse_env, start_service
+from locations import PROJECT_ROOT
 
 
 def start(env_text: str, work: Path, name: str, model_uri: str) -> servers.RunningServer:
@@ -39,19 +39,7 @@ def start(env_text: str, work: Path, name: str, model_uri: str) -> servers.Runni
         "DATA_DIR": str(work / f"data-{name}"),
         **parse_env(env_text),
     }
-    spec = servers.ServerSpec(
-        name=name,
-        label=env_text or "default",
-        api="service",
-        argv=[sys.executable, "-m", "serving"],
-        env={**base_env(tracking_uri()), **extra},
-        ready_path="/ready",
-        port=port,
-        cwd=PROJECT_ROOT,
-        worker_ready_pattern=_WORKER_READY,
-        workers=int(extra.get("WORKERS", 2)),
-    )
-    return servers.start(spec, work)
+    return start_service(name, env_text or "default", port, extra, work)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from bench import servers
 from bench.hostile import SCENARIOS, Outcome, Scenario, Target, example, stored_bytes
-from locations import PROJECT_ROOT, tracking_uri
+from locations import PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
 PROBE_TIMEOUT = 10.0
@@ -295,7 +295,8 @@ def chosen(args: argparse.Namespace) -> list[Scenario]:
 
 
 def start_service(args: argparse.Namespace, work: Path) -> servers.RunningServer:
-    from bench.run import _WORKER_READY, base_env, parse_env
+    from bench.run import parse_env
+    from bench.run import start_service as start_serving
 
     port = servers.free_port()
     extra = {
@@ -305,19 +306,7 @@ def start_service(args: argparse.Namespace, work: Path) -> servers.RunningServer
         "DATA_DIR": str(work / "data"),
         **parse_env(args.service_env),
     }
-    spec = servers.ServerSpec(
-        name="service",
-        label="python -m serving",
-        api="service",
-        argv=[sys.executable, "-m", "serving"],
-        env={**base_env(tracking_uri()), **extra},
-        ready_path="/ready",
-        port=port,
-        cwd=PROJECT_ROOT,
-        worker_ready_pattern=_WORKER_READY,
-        workers=int(extra.get("WORKERS", 2)),
-    )
-    return servers.start(spec, work)
+    return start_serving("service", "python -m serving", port, extra, work)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,6 +139,26 @@ def base_env(tracking_uri: str) -> dict[str, str]:
     return env
 
 
+def start_service(
+    name: str, label: str, port: int, extra: dict[str, str], work: Path
+) -> servers.RunningServer:
+    """`python -m serving` on ``port`` with ``extra`` over the bench's environment, started
+    in ``work`` and waited for until every worker serves (make attack, bench.ab)."""
+    spec = servers.ServerSpec(
+        name=name,
+        label=label,
+        api="service",
+        argv=[sys.executable, "-m", "serving"],
+        env={**base_env(locations.tracking_uri()), **extra},
+        ready_path="/ready",
+        port=port,
+        cwd=PROJECT_ROOT,
+        worker_ready_pattern=_WORKER_READY,
+        workers=int(extra.get("WORKERS", 2)),
+    )
+    return servers.start(spec, work)
+
+
 def service_settings(env: dict[str, str]) -> dict[str, Any]:
     """The settings `python -m serving` resolves in ``env`` (file + environment), as run."""
     code = "from serving.config import Settings; print(Settings().model_dump_json())"
