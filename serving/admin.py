@@ -15,7 +15,9 @@ from serving.schemas import AdminStatus, ModelVersion, ReloadResult
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
-def _require_token() -> None:
+def require_admin_token() -> None:
+    """Raises the JSON 401/403 unless the request carries ``ADMIN_TOKEN`` (compared in constant
+    time); every admin view (here and serving/review.py) calls it first."""
     expected = current_app.config["SETTINGS"].admin_token
     if not expected:
         raise ApiError(403, "admin_disabled", "set ADMIN_TOKEN to enable admin endpoints")
@@ -32,7 +34,7 @@ def _require_token() -> None:
 def reload():
     """Check the registry now, in this worker and (via the master's reload file) in its
     siblings; a version that failed before is tried again."""
-    _require_token()
+    require_admin_token()
     store = model_store()
     result = store.check(force=True)
     store.request_reload_everywhere()
@@ -47,7 +49,7 @@ def reload():
 def status():
     """This worker's state with the details public answers leave out: the errors' own
     text (registry, model load, storage) and where the served model came from."""
-    _require_token()
+    require_admin_token()
     recorder = image_log.recorder()
     answer = AdminStatus(
         pid=os.getpid(),

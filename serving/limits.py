@@ -9,14 +9,20 @@ production setting: with N processes, memory counters let a client through N tim
 
 Defaults keep one well-behaved client (a benchmark on the same machine) unthrottled: no
 limit on /recognize, 30 labels a minute per client on /feedback.
+
+With API_KEYS set, a request without a valid key is refused (401/403) only after it has been
+counted against its client address (``KEYLESS_RATE_LIMIT``, whatever the endpoint's own
+limit): whoever guesses keys or floods without one is throttled like anyone else.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
@@ -28,6 +34,9 @@ log = logging.getLogger(__name__)
 EXTENSION = "digits_limiter"
 API_KEY_HEADER = "X-API-Key"
 STORAGE_TIMEOUT = 0.5  # seconds; Redis answers a count in well under a millisecond
+# Requests refused for a missing or unknown API key, per client address and endpoint: ample
+# for a client that forgot its key, and a wall for one trying keys.
+KEYLESS_RATE_LIMIT = "60/minute"
 # The endpoints that keys and limits apply to.
 FEEDBACK_ENDPOINT, RECOGNIZE_ENDPOINT = "feedback.feedback", "digits.recognize"
 
@@ -57,6 +66,30 @@ def require_api_key() -> None:
     if found is None:
         raise ApiError(403, "invalid_api_key", "unknown API key")
     g.api_key = found
+
+
+def _identify_key() -> None:
+    """Before the limits: the request's key, or its refusal, raised only once it has been
+    counted (:func:`_refused_after_counting`)."""
+    g.key_refusal = None
+    try:
+        require_api_key()
+    except ApiError as refusal:
+        g.key_refusal = refusal
+
+
+def _refused_after_counting(view: Callable[..., Any]) -> Callable[..., Any]:
+    """``view``, preceded by the key's refusal if any; wrapped inside the limits, so that a
+    refused request has been counted first."""
+
+    @functools.wraps(view)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        refusal = g.get("key_refusal")
+        if refusal is not None:
+            raise refusal
+        return view(*args, **kwargs)
+
+    return checked
 
 
 def _client() -> str:
@@ -103,16 +136,22 @@ def init_app(app: Flask, settings: AccessConfig) -> None:
         in_memory_fallback_enabled=True,
     )
     app.extensions[EXTENSION] = limiter
+    keyless = limiter.limit(
+        KEYLESS_RATE_LIMIT,
+        error_message=_message,
+        exempt_when=lambda: g.get("key_refusal") is None,
+    )
     for endpoint, default_of in (
         (RECOGNIZE_ENDPOINT, "recognize_rate_limit"),
         (FEEDBACK_ENDPOINT, "feedback_rate_limit"),
     ):
         limit = _limit_for(default_of)
         limited = limiter.limit(limit, error_message=_message, exempt_when=_unlimited(limit))
+        view = _refused_after_counting(app.view_functions[endpoint])
         # flask-limiter's decorator is typed for sync and async views at once; ours are sync.
-        app.view_functions[endpoint] = limited(app.view_functions[endpoint])  # type: ignore[assignment]
+        app.view_functions[endpoint] = keyless(limited(view))  # type: ignore[assignment,arg-type]
 
     @app.before_request
     def check_key() -> None:
         if request.endpoint in (RECOGNIZE_ENDPOINT, FEEDBACK_ENDPOINT):
-            require_api_key()
+            _identify_key()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from imagelog.base import REVIEW_STATES, StorageError
-from serving.admin import _require_token
+from serving.admin import require_admin_token
 from serving.bodies import json_body
 from serving.errors import ApiError
 from serving.image_log import image_log
@@ -23,7 +23,7 @@ def _storage_error(exc: StorageError) -> ApiError:
 
 @bp.get("/admin/reviews")
 def held_labels():
-    _require_token()
+    require_admin_token()
     state = request.args.get("state", "pending")
     if state not in REVIEW_STATES:
         raise ApiError(400, "invalid_state", f"'state' is one of {', '.join(REVIEW_STATES)}")
@@ -52,7 +52,7 @@ def held_labels():
 
 @bp.post("/admin/reviews/<int:label_id>")
 def decide(label_id: int):
-    _require_token()
+    require_admin_token()
     try:
         decision = ReviewDecision.model_validate(json_body())
     except ValueError:  # pydantic's ValidationError

@@ -76,3 +76,20 @@ def test_reload_answers_codes_and_the_public_status(admin_client):
     body = reload.get_json()
     assert body["changed"] is False and body["error"] is None
     assert body["model"]["version"] == "1" and body["degraded"] is None
+
+
+def test_every_admin_route_needs_the_token(admin_client):
+    # Every view under /admin (reload, status, reviews, and any added later) starts with
+    # serving.admin.require_admin_token: without the token nothing runs, with a wrong one 403.
+    app = admin_client.application
+    rules = [r for r in app.url_map.iter_rules() if r.rule.startswith("/admin")]
+    assert {r.endpoint for r in rules} >= {"admin.reload", "admin.status", "review.held_labels",
+                                           "review.decide"}  # fmt: skip
+    for rule in rules:
+        path = rule.rule.replace("<int:label_id>", "1")
+        method = "POST" if "POST" in rule.methods else "GET"
+        missing = admin_client.open(path, method=method, json={"accept": True})
+        wrong = admin_client.open(path, method=method, json={"accept": True},
+                                  headers={"Authorization": "Bearer nope"})  # fmt: skip
+        assert (missing.status_code, wrong.status_code) == (401, 403), path
+        assert wrong.get_json()["error"]["code"] == "forbidden"

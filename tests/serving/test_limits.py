@@ -8,7 +8,7 @@ import uuid
 import pytest
 import redis
 
-from serving import create_app
+from serving import create_app, limits
 
 REDIS_URL = "redis://127.0.0.1:6379"
 KEY_A, KEY_B = "a" * 20 + "-key", "b" * 20 + "-key"
@@ -197,3 +197,26 @@ def test_a_client_cannot_pick_its_address_with_x_forwarded_for(registry, tmp_pat
         for i in range(3)
     ]
     assert statuses == [200, 200, 429]
+
+
+def test_requests_without_a_valid_key_are_limited_per_client(registry, tmp_path, seed_png,
+                                                              monkeypatch):  # fmt: skip
+    # Refused for their key, yet counted first: guessing keys or flooding without one is
+    # throttled, while a client with a valid key keeps its own (unlimited) allowance.
+    monkeypatch.setattr(limits, "KEYLESS_RATE_LIMIT", "3/minute")
+    app = _app(registry, tmp_path, api_keys={KEY_A: ""})
+    client = app.test_client()
+    missing = [_recognize(client, seed_png).status_code for _ in range(3)]
+    guessed = _recognize(client, seed_png, **{"X-API-Key": "c" * 24})
+    assert missing == [401] * 3
+    assert guessed.status_code == 429
+    assert guessed.get_json()["error"]["code"] == "too_many_requests"
+    assert "Retry-After" in guessed.headers
+    # Another address has its own allowance; a valid key is not held by the keyless count.
+    other = client.post("/recognize", data=seed_png, content_type="image/png",
+                        environ_base={"REMOTE_ADDR": "10.0.0.3"})  # fmt: skip
+    assert other.status_code == 401
+    keyed = [_recognize(client, seed_png, **{"X-API-Key": KEY_A}).status_code for _ in range(5)]
+    assert keyed == [200] * 5
+    # /feedback counts refusals on its own.
+    assert _feedback(client, {"record_id": "x", "feedback_token": "y"}).status_code == 401
