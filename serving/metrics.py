@@ -47,6 +47,7 @@ class _Metrics:
     model_info: Gauge
     batch_size: Histogram
     image_log_failures: Counter
+    drafts: Counter
 
 
 _lock = threading.Lock()
@@ -100,6 +101,8 @@ def _build() -> _Metrics:
         image_log_failures=Counter(
             "digits_image_log_failures", "Recognized images that could not be logged"
         ),
+        # Live predictions of drawings in progress: apart from digits_predictions.
+        drafts=Counter("digits_draft_predictions", "Answers of /recognize to draft=true"),
     )
 
 
@@ -133,6 +136,10 @@ def set_model_info(name: str, version: str) -> None:
 
 def observe_batch_size(n: int) -> None:
     metrics().batch_size.observe(n)
+
+
+def count_draft() -> None:
+    metrics().drafts.inc()
 
 
 def count_image_log_failure() -> None:

@@ -135,6 +135,30 @@ _ADMIN_ERRORS = {
     ),
 }
 
+# POST /recognize's opt-in options as query parameters (any body encoding); a JSON body
+# may carry them as fields too (schemas.Base64Image).
+_RECOGNIZE_OPTIONS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "boolean", "default": False},
+        "description": description,
+    }
+    for name, description in (
+        (
+            "draft",
+            "A drawing still in progress (live prediction): answered but not stored in the "
+            "image log, so without `record_id` and `feedback_token`.",
+        ),
+        (
+            "return_input",
+            "Also answer `model_input`: the 28×28 image the network received, as a base64 "
+            "PNG. Costs one more pre-processing pass.",
+        ),
+    )
+]
+
 _PATHS: dict[str, dict[str, Any]] = {
     "/recognize": {
         "post": {
@@ -155,7 +179,10 @@ _PATHS: dict[str, dict[str, Any]] = {
                 f"curl -s {_URL}/recognize -H 'Content-Type: application/json' "
                 '-d "{\\"image\\": \\"$(base64 -w0 examples/seven.png)\\"}"',
             ),
-            "parameters": [{"$ref": "#/components/parameters/RequestId"}],
+            "parameters": [
+                {"$ref": "#/components/parameters/RequestId"},
+                *_RECOGNIZE_OPTIONS,
+            ],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -193,6 +220,7 @@ _PATHS: dict[str, dict[str, Any]] = {
                         "invalid_image_field",
                         "invalid_base64",
                         "invalid_image",
+                        "invalid_option",
                     ],
                     "invalid_base64",
                     "'image' is not valid base64",

@@ -54,6 +54,17 @@ class Base64Image(BaseModel):
         "or not); whitespace and a `data:image/…;base64,` prefix are allowed, so a canvas "
         "`toDataURL()` works."
     )
+    draft: bool = Field(
+        default=False,
+        description="A drawing still in progress (live prediction): answered, not stored in "
+        "the image log, so the answer has no `record_id` or `feedback_token`. Also accepted "
+        "as the query parameter `?draft=true` with any encoding.",
+    )
+    return_input: bool = Field(
+        default=False,
+        description="Also answer `model_input`, the 28×28 image the network received. Costs "
+        "one more pre-processing pass. Also accepted as `?return_input=true`.",
+    )
 
 
 class ImageUpload(BaseModel):
@@ -164,8 +175,17 @@ class Recognition(BaseModel):
     # Answered only when false (dumped with exclude_defaults).
     logged: bool = Field(
         default=True,
-        description="Present, and false, only when the image log could not store this "
-        "request and the service is configured to answer anyway.",
+        description="Present, and false, only when this request was not stored: a `draft`, "
+        "or the image log could not store it and the service is configured to answer anyway.",
+    )
+    draft: bool = Field(
+        default=False, description="Present, and true, when the request was a `draft`."
+    )
+    model_input: str | None = Field(
+        default=None,
+        description="Only when `return_input` was asked: the 28×28 image the network "
+        "received, after the model's own pre-processing, as a base64 PNG (white ink on black, "
+        "as MNIST digits are).",
     )
 
 

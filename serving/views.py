@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from imagelog.base import StorageError
 from pyfunc.preprocess import Limits
-from serving import feedback, image_log, metrics, payload, request_id
+from serving import feedback, image_log, metrics, payload, recognize_options, request_id
 from serving.errors import ApiError
 from serving.model_store import model_store
 from serving.schemas import ErrorDetail, Health, ModelVersion, NotReady, Ready, Recognition
@@ -22,18 +22,25 @@ def _settings():
 def recognize():
     settings = _settings()
     image = payload.image_bytes(request, settings)
+    options = recognize_options.parse(request)
     loaded = model_store().require()
     limits = Limits(max_side=settings.max_image_side, max_pixels=settings.max_image_pixels)
     recorder = image_log.recorder()
-    upload = recorder.stage(image)  # described only: nothing is written before decoding
+    # A draft (a drawing in progress) is answered, never stored: see recognize_options.
+    upload = None if options.draft else recorder.stage(image)  # nothing written yet
     try:
         prediction = loaded.model.classify([image], limits=limits)[0]
     except BaseException:
-        recorder.discard(upload)
+        if upload is not None:
+            recorder.discard(upload)
         raise
-    # Stored durably before the answer leaves; 503 if it cannot be (LOG_FAILURE_POLICY).
-    logged = recorder.record(upload, prediction, loaded.ref.name, loaded.ref.version)
-    metrics.observe_prediction(prediction.digit, prediction.confidence)
+    if upload is None:
+        logged = False
+        metrics.count_draft()
+    else:
+        # Stored durably before the answer leaves; 503 if it cannot be (LOG_FAILURE_POLICY).
+        logged = recorder.record(upload, prediction, loaded.ref.name, loaded.ref.version)
+        metrics.observe_prediction(prediction.digit, prediction.confidence)
     record_id = token = None
     if logged:
         record_id = request_id.record_id()
@@ -53,6 +60,12 @@ def recognize():
         record_id=record_id,
         feedback_token=token,
         logged=logged,
+        draft=options.draft,
+        model_input=(
+            recognize_options.model_input_png(loaded.model, image, limits)
+            if options.return_input
+            else None
+        ),
     )
     # `logged` is in the answer only when false.
     return jsonify(answer.model_dump(exclude_defaults=True))

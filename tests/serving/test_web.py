@@ -3,6 +3,7 @@ tests/integration/test_web_page.py."""
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
@@ -83,3 +84,77 @@ def test_pages_hold_no_inline_script_style_or_handler(bare_app: Flask, path: str
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "an inline <script>"
     assert "<style" not in html and " style=" not in html
     assert not re.search(r"\son[a-z]+\s*=", html), "an inline event handler"
+
+
+# ---------------------------------------------------------------- the page's /recognize options
+
+
+def _records(app: Flask) -> int:
+    from serving.image_log import recorder
+
+    with app.app_context():
+        return sum(1 for _ in recorder().image_log.records())
+
+
+def _metric(client, name: str) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_a_draft_is_answered_but_not_stored_and_counted_apart(app: Flask, seed_png: bytes):
+    client = app.test_client()
+    before = _records(app)
+    drafts, answers = (
+        _metric(client, "digits_draft_predictions_total"),
+        _metric(client, "digits_predictions_total"),
+    )
+    as_query = client.post("/recognize?draft=true", data=seed_png, content_type="image/png")
+    as_field = client.post(
+        "/recognize", json={"image": base64.b64encode(seed_png).decode(), "draft": True}
+    )
+    for response in (as_query, as_field):
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        assert body["digit"] == 9 and body["draft"] is True and body["logged"] is False
+        assert "record_id" not in body and "feedback_token" not in body
+    assert _records(app) == before
+    assert _metric(client, "digits_draft_predictions_total") == drafts + 2
+    assert _metric(client, "digits_predictions_total") == answers
+
+    final = client.post("/recognize?draft=false", data=seed_png, content_type="image/png")
+    body = final.get_json()
+    assert body["record_id"] and body["feedback_token"] and "draft" not in body
+    assert _records(app) == before + 1
+
+
+def test_return_input_is_the_models_own_28x28(app: Flask, seed_png: bytes):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from pyfunc.preprocess import pre_process
+
+    client = app.test_client()
+    plain = client.post("/recognize?draft=1", data=seed_png, content_type="image/png")
+    assert "model_input" not in plain.get_json()  # opt-in: it costs a pre-processing pass
+    shown = client.post(
+        "/recognize?draft=1&return_input=true", data=seed_png, content_type="image/png"
+    ).get_json()
+    assert shown["probabilities"] == plain.get_json()["probabilities"]
+    png = Image.open(io.BytesIO(base64.b64decode(shown["model_input"])))
+    assert (png.format, png.size, png.mode) == ("PNG", (28, 28), "L")
+    expected = np.rint(pre_process([seed_png])[0, :, :, 0] * 255).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(png), expected)
+
+
+@pytest.mark.parametrize(
+    ("query", "body"),
+    [("?draft=maybe", None), ("?return_input=2", None), ("", {"draft": "yes"})],
+)
+def test_an_option_that_is_not_a_boolean_is_a_400(app: Flask, seed_png: bytes, query, body):
+    client = app.test_client()
+    image = base64.b64encode(seed_png).decode()
+    response = client.post(f"/recognize{query}", json={"image": image, **(body or {})})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_option"
