@@ -131,7 +131,10 @@ def wait_for_every_worker(url: str, log_path: Path, workers: int, deadline_s: fl
     /ready answers once one worker is up while the others may still be loading their model
     (and accept no connection meanwhile). Which worker answered a probe is the ``pid`` field
     of its access-log line, found by the probe's request id; probes go four at a time on
-    new connections, so that a worker busy with one leaves the next to another."""
+    new connections, so that a worker busy with one leaves the next to another.
+
+    Only for a server started with ``FRONT=none``: behind nginx the probes reach gunicorn
+    over nginx's kept-alive upstream connections, which one worker may hold all of."""
     deadline = time.monotonic() + deadline_s
     probes: set[str] = set()
 

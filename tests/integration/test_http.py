@@ -178,6 +178,7 @@ def test_the_feedback_limit_is_one_count_across_workers_through_redis(
     window = 600 + uuid.uuid4().int % 3000
     env = {
         "WORKERS": "2",
+        "FRONT": "none",  # both workers must be reachable (tests.support.wait_for_every_worker)
         "RATE_LIMIT_STORAGE_URI": "redis://127.0.0.1:6379",
         "FEEDBACK_RATE_LIMIT": f"5 per {window} seconds",
         "FEEDBACK_MAX_LABELS": "50",

@@ -95,6 +95,7 @@ def test_worker_restart_and_full_restart_serve_the_last_good_version(
         "TMPDIR": str(scratch),
         "STATE_DIR": str(tmp_path / "state"),
         "WORKERS": "2",
+        "FRONT": "none",  # a probe must be able to reach the restarted worker
         "MODEL_POLL_INTERVAL": "1",
         "MODEL_RETRY_MAX_SECONDS": "2",
     }

@@ -29,7 +29,13 @@ def server(registry, tmp_path_factory):
     prom_dir.mkdir()
     # A previous run's leftovers: the master must wipe them, or they would be summed in.
     (prom_dir / "counter_999999.db").write_bytes(b"\0" * 64)
-    extra = {"WORKERS": "2", "THREADS": "2", "PROMETHEUS_MULTIPROC_DIR": str(prom_dir)}
+    # Per-worker readiness is seen on gunicorn alone (tests.support.wait_for_every_worker).
+    extra = {
+        "WORKERS": "2",
+        "THREADS": "2",
+        "FRONT": "none",
+        "PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
+    }
     with run_server(registry.env, extra, log_dir=log_dir) as running:
         yield running.url, running.log_path, prom_dir
 
