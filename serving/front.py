@@ -30,12 +30,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from serving import runtime
 
 # Debian installs nginx in /usr/sbin, which is not on every user's PATH.
 NGINX_SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
@@ -141,6 +142,10 @@ def render(config: FrontConfig) -> str:
     error_pages = "\n".join(
         f"        error_page {status} /.front-error/{status};" for status in FRONT_ERRORS
     )
+    # nginx's 413 names the limit and its unit, in the words of the service's own 413.
+    from serving.errors import body_limit_message
+
+    too_large = (FRONT_ERRORS[413][0], body_limit_message(config.max_body_bytes))
     error_locations = "\n".join(
         f"        location = /.front-error/{status} {{\n"
         f"            internal;\n"
@@ -149,7 +154,7 @@ def render(config: FrontConfig) -> str:
         + f"            return {400 if status == 494 else status} "
         f'\'{{"error": {{"code": "{code}", "message": "{message}"}}}}\\n\';\n'
         f"        }}"
-        for status, (code, message) in FRONT_ERRORS.items()
+        for status, (code, message) in {**FRONT_ERRORS, 413: too_large}.items()
     )
     return f"""\
 {user}daemon off;
@@ -313,8 +318,10 @@ def _listening(host: str, port: int) -> bool:
 
 
 def private_directory(prefix: str = "digits-front-") -> Path:
-    """A directory only this user can enter (mkdtemp: mode 0700)."""
-    return Path(tempfile.mkdtemp(prefix=prefix))
+    """A directory only this user can enter (mode 0700), held for this process's life: what
+    a front killed outright leaves is removed by the next one (serving/runtime.py)."""
+    directory, _lock = runtime.private_directory(prefix)  # the descriptor stays open
+    return directory
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -148,8 +148,7 @@ def init_app(app: Flask, settings: AccessConfig) -> None:
         limit = _limit_for(default_of)
         limited = limiter.limit(limit, error_message=_message, exempt_when=_unlimited(limit))
         view = _refused_after_counting(app.view_functions[endpoint])
-        # flask-limiter's decorator is typed for sync and async views at once; ours are sync.
-        app.view_functions[endpoint] = keyless(limited(view))  # type: ignore[assignment,arg-type]
+        app.view_functions[endpoint] = keyless(limited(view))
 
     @app.before_request
     def check_key() -> None:

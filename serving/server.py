@@ -15,6 +15,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from serving import metrics
+from serving import runtime as runtime_dirs
 from serving.config import RELOAD_FILE_ENV, Settings
 from serving.front import (
     GUNICORN_KEEPALIVE_SECONDS,
@@ -146,7 +147,8 @@ def main() -> None:
     if settings.front == "nginx" and nginx is None:
         print(MISSING_NGINX, file=sys.stderr)
         sys.exit(2)
-    runtime = Path(tempfile.mkdtemp(prefix="digits-runtime-"))
+    # Its lock descriptor stays open for the master's life and its workers' (inherited).
+    runtime, _lock = runtime_dirs.private_directory("digits-runtime-")
     # Every temporary file of the instance (model downloads, MLflow's own) goes in here: a
     # worker killed mid-download leaves its files to the master's clean-up below.
     scratch = runtime / "tmp"
