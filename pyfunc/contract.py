@@ -241,12 +241,24 @@ class DigitPyfunc(PythonModel, metaclass=ABCMeta):
                     "error": NoDigit.code if refused else None,
                     "error_message": str(j) if refused else None,
                 }
-        frame = pd.DataFrame(out, columns=list(OUTPUT_COLUMNS))
-        if len(good) < len(rows):
-            # Keep None (JSON null) in the failed rows rather than pandas' NaN.
-            for column in ("digit", "confidence", "not_digit_score"):
-                frame[column] = pd.Series([r[column] for r in out], dtype=object)
-        return frame
+        return pd.DataFrame({c: _column([r[c] for r in out], c) for c in OUTPUT_COLUMNS})
+
+
+# Column types when every row has a value; a column with a null in it stays ``object`` so
+# that the null is None (JSON null), not pandas' NaN.
+_DTYPES = {
+    "digit": "int64",
+    "confidence": "float64",
+    "no_digit": "bool",
+    "not_digit_score": "float64",
+}
+
+
+def _column(values: list[Any], name: str) -> pd.Series:
+    dtype = _DTYPES.get(name)
+    if dtype is None or any(v is None for v in values):
+        return pd.Series(values, dtype=object)
+    return pd.Series(values, dtype=dtype)
 
 
 def _error_row(error: ImageError) -> dict[str, Any]:
