@@ -236,12 +236,12 @@ def _check_size(width: int, height: int, limits: Limits) -> None:
         raise ImageError(f"image has no pixels ({width}×{height})")
     if max(width, height) > limits.max_side:
         raise ImageTooLarge(
-            f"image is {width}×{height} pixels; each side may be at most {limits.max_side}"
+            f"image is {width}×{height} pixels; each side may be at most {limits.max_side} pixels"
         )
     if width * height > limits.max_pixels:
         raise ImageTooLarge(
             f"image is {width}×{height} = {width * height:,} pixels; "
-            f"at most {limits.max_pixels:,} are accepted"
+            f"at most {limits.max_pixels:,} pixels are accepted"
         )
 
 

@@ -30,8 +30,23 @@ def _http_code(exc: HTTPException) -> str:
     return re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip("_")
 
 
-def body_limit_message(limit: int | None) -> str:
-    return f"the request body is over the limit of {limit} bytes (MAX_BODY_BYTES)"
+_UNITS = ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB"))
+
+
+def size_text(size: int) -> str:
+    """A byte count as people read it and as it is configured: ``8 MiB = 8388608 bytes``;
+    ``1000 bytes`` when under a KiB. The exact count stays in, since settings take bytes."""
+    for unit, name in _UNITS:
+        if size >= unit:
+            amount = f"{size / unit:.1f}".removesuffix(".0")
+            return f"{amount} {name} = {size} bytes"
+    return f"{size} bytes"
+
+
+def body_limit_message(limit: int | None, setting: str = "MAX_BODY_BYTES") -> str:
+    if limit is None:
+        return "the request body is larger than the service accepts"
+    return f"the request body is larger than the limit of {size_text(limit)} ({setting})"
 
 
 def _message(exc: HTTPException) -> str:
@@ -44,10 +59,13 @@ def _message(exc: HTTPException) -> str:
         declared = request.content_length
         if declared is not None and limit is not None and declared > limit:
             return body_limit_message(limit)
+        memory, parts = request.max_form_memory_size, request.max_form_parts
         return (
-            f"the request is over a limit: a body of {limit} bytes (MAX_BODY_BYTES), a form "
-            f"field other than a file of {request.max_form_memory_size} bytes, or a form of "
-            f"{request.max_form_parts} parts"
+            "the request is over a limit: a body larger than "
+            f"{size_text(limit) if limit is not None else 'the service accepts'} "
+            f"(MAX_BODY_BYTES), a form field other than a file larger than "
+            f"{size_text(memory) if memory is not None else 'the service accepts'}, "
+            f"or a form of more than {parts} parts"
         )
     return exc.description or exc.name
 

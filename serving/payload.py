@@ -45,8 +45,8 @@ def _from_json(request: Request, settings: Settings) -> bytes:
         raise ApiError(
             413,
             "base64_too_large",
-            f"'image' is over the limit of {settings.max_base64_chars} characters "
-            "(MAX_BASE64_CHARS)",
+            f"'image' is {len(text)} characters of base64, over the limit of "
+            f"{settings.max_base64_chars} characters (MAX_BASE64_CHARS)",
         )
     try:
         # The pyfunc's own decoder, so that /recognize and `mlflow models serve` accept

@@ -8,8 +8,11 @@ import io
 import json
 
 import pytest
+from PIL import Image
 
 from serving import create_app
+from serving.errors import size_text
+from serving.front import FrontConfig, render
 
 DEEP = 100_000
 JSON_PATHS = ["/recognize", "/feedback"]
@@ -143,3 +146,73 @@ def test_the_base64_limit_is_named_with_its_unit(registry):
     response = app.test_client().post("/recognize", json={"image": "A" * 3000})
     message = _assert_error(response, 413, "base64_too_large")
     assert "2048 characters (MAX_BASE64_CHARS)" in message
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (8 * 1024 * 1024, "8 MiB = 8388608 bytes"),
+        (4096, "4 KiB = 4096 bytes"),
+        (5000, "4.9 KiB = 5000 bytes"),
+        (3 * 1024**3, "3 GiB = 3221225472 bytes"),
+        (1000, "1000 bytes"),
+    ],
+)
+def test_sizes_are_named_with_their_unit_and_exact_bytes(size: int, text: str):
+    assert size_text(size) == text
+
+
+def test_the_body_limit_is_named_in_kib_and_bytes(small_app):
+    response = small_app.test_client().post(
+        "/recognize", data=b"\0" * 5000, content_type="image/png"
+    )
+    message = _assert_error(response, 413, "request_entity_too_large")
+    assert "larger than the limit of 4 KiB = 4096 bytes (MAX_BODY_BYTES)" in message
+
+
+def test_the_base64_limit_says_how_long_the_text_was(registry):
+    app = create_app(
+        {"mlflow_tracking_uri": registry.tracking_uri, "workers": 1, "max_base64_chars": 2048}
+    )
+    response = app.test_client().post("/recognize", json={"image": "A" * 3000})
+    message = _assert_error(response, 413, "base64_too_large")
+    assert "3000 characters" in message
+
+
+def test_a_form_over_its_limits_names_them(registry):
+    # A non-file form field over Werkzeug's in-memory limit: the message lists the limits.
+    app = create_app({"mlflow_tracking_uri": registry.tracking_uri, "workers": 1})
+    app.config["MAX_FORM_MEMORY_SIZE"] = 1024
+    response = app.test_client().post(
+        "/recognize", data={"note": "x" * 5000}, content_type="multipart/form-data"
+    )
+    message = _assert_error(response, 413, "request_entity_too_large")
+    assert "1 KiB = 1024 bytes" in message and "8 MiB = 8388608 bytes" in message
+
+
+@pytest.mark.parametrize(
+    ("image", "numbers"),
+    [
+        (Image.new("L", (12_000, 1)), ["12000×1 pixels", "at most 10000 pixels"]),
+        (Image.new("1", (9_000, 9_000)), ["81,000,000 pixels", "at most 40,000,000 pixels"]),
+    ],
+    ids=["side", "pixels"],
+)
+def test_image_limits_name_the_size_and_the_limit(client, image, numbers: list[str]):
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    response = client.post("/recognize", data=out.getvalue(), content_type="image/png")
+    message = _assert_error(response, 413, "image_too_large")
+    for number in numbers:
+        assert number in message
+
+
+def test_the_fronts_own_413_names_the_limit(tmp_path):
+    # nginx answers a body over client_max_body_size itself, with this text.
+    conf = render(
+        FrontConfig("127.0.0.1", 8000, ("unix:/nowhere.sock",), 8 * 1024 * 1024, 30, tmp_path)
+    )
+    assert (
+        '"code": "request_entity_too_large", "message": "the request body is larger than the '
+        'limit of 8 MiB = 8388608 bytes (MAX_BODY_BYTES)"' in conf
+    )
