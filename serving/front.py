@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import ctypes
 import ctypes.util
+import http.client
 import os
 import pwd
 import re
@@ -33,10 +34,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from serving import runtime
+from serving.headers import HEADERS
 
 # Debian installs nginx in /usr/sbin, which is not on every user's PATH.
 NGINX_SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
@@ -58,6 +60,10 @@ UPSTREAM_IDLE_SECONDS = 4
 GUNICORN_KEEPALIVE_SECONDS = 10
 # Bodies up to this stay in memory; larger ones go to a file in the front's directory.
 BODY_BUFFER = "256k"
+# make stack's balancer asks each replica's /ready this often; one that fails this many
+# times in a row is left out until it answers 200 again (see ReadyWatch).
+READY_INTERVAL_SECONDS = 2.0
+READY_FAILS_TO_LEAVE_OUT = 2
 
 # The errors nginx answers itself, as the service's JSON ({"error": {"code", "message"}}),
 # never nginx's HTML pages. An upstream's own error bodies pass through untouched.
@@ -108,6 +114,8 @@ class FrontConfig:
     # How long a request may take inside gunicorn (its worker timeout).
     upstream_timeout: int
     directory: Path
+    # Upstreams whose /ready fails, left out (``down``) until it answers 200 (ReadyWatch).
+    down: frozenset[str] = frozenset()
 
     @property
     def listen(self) -> str:
@@ -126,7 +134,8 @@ def render(config: FrontConfig) -> str:
     # next. A 503 of this service means "not answered, not stored", so a POST may be retried.
     several = len(config.upstreams) > 1
     servers = "\n".join(
-        f"        server {u}{' max_fails=1 fail_timeout=5s' if several else ''};"
+        f"        server {u}{' max_fails=1 fail_timeout=5s' if several else ''}"
+        f"{' down' if u in config.down else ''};"
         for u in config.upstreams
     )
     next_upstream = (
@@ -146,10 +155,16 @@ def render(config: FrontConfig) -> str:
     from serving.errors import body_limit_message
 
     too_large = (FRONT_ERRORS[413][0], body_limit_message(config.max_body_bytes))
+    # The service's security headers on nginx's own answers too ("always": add_header
+    # skips error statuses without it). Only here: a proxied answer has the service's own.
+    security_headers = "".join(
+        f'            add_header {name} "{value}" always;\n' for name, value in HEADERS.items()
+    )
     error_locations = "\n".join(
         f"        location = /.front-error/{status} {{\n"
         f"            internal;\n"
         f"            default_type application/json;\n"
+        + security_headers
         + ("            add_header Allow $front_allow always;\n" if status == 405 else "")
         + f"            return {400 if status == 494 else status} "
         f'\'{{"error": {{"code": "{code}", "message": "{message}"}}}}\\n\';\n'
@@ -283,6 +298,15 @@ class Front:
                 )
             time.sleep(0.02)
 
+    def reload(self, config: FrontConfig) -> None:
+        """Rewrites the config and has nginx load it (SIGHUP: new workers take over, the old
+        ones finish their requests)."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError("nginx is reloaded while it runs")
+        self.config = config
+        (config.directory / "nginx.conf").write_text(render(config))
+        self.proc.send_signal(signal.SIGHUP)
+
     def watch(self, on_exit: Callable[[int], None]) -> None:
         """Calls ``on_exit(returncode)`` from a thread if nginx exits before stop()."""
         proc = self.proc
@@ -308,6 +332,79 @@ class Front:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         shutil.rmtree(self.config.directory, ignore_errors=True)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def is_ready(upstream: str, timeout: float = READY_INTERVAL_SECONDS) -> bool:
+    """Whether the replica at ``upstream`` (as nginx writes it) answers GET /ready with 200."""
+    if upstream.startswith("unix:"):
+        conn: http.client.HTTPConnection = _UnixHTTPConnection(upstream[5:], timeout)
+    else:
+        host, port = upstream.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
+    try:
+        conn.request("GET", "/ready")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+class ReadyWatch:
+    """Active health checks for make stack's balancer: open-source nginx has none (NGINX
+    Plus's ``health_check``), only passive ones (``max_fails``), which notice a replica that
+    refuses connections or answers 502/503 but not one that is up and unready. So this
+    thread asks each replica's /ready every ``interval`` seconds and leaves out (``down``,
+    then a graceful reload) one that failed ``fails`` times in a row, until it answers 200.
+    If none is ready, none is left out: the replicas' own 503s say why, where nginx would
+    only have a 502."""
+
+    def __init__(
+        self,
+        front: Front,
+        interval: float = READY_INTERVAL_SECONDS,
+        fails: int = READY_FAILS_TO_LEAVE_OUT,
+        check: Callable[[str], bool] = is_ready,
+    ) -> None:
+        self.front, self.interval, self.fails, self.check = front, interval, fails, check
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ready-watch", daemon=True)
+
+    def start(self) -> ReadyWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        upstreams = self.front.config.upstreams
+        failed = dict.fromkeys(upstreams, 0)
+        while not self._stop.wait(self.interval):
+            for upstream in upstreams:
+                failed[upstream] = 0 if self.check(upstream) else failed[upstream] + 1
+            down = frozenset(u for u in upstreams if failed[u] >= self.fails)
+            if down == frozenset(upstreams):
+                down = frozenset()
+            if down != self.front.config.down and not self._stop.is_set():
+                with contextlib.suppress(RuntimeError):  # nginx gone: main() is stopping
+                    self.front.reload(replace(self.front.config, down=down))
+                    print(
+                        f"front: left out (/ready not 200): {', '.join(sorted(down)) or 'none'}",
+                        flush=True,
+                    )
 
 
 def _listening(host: str, port: int) -> bool:
@@ -339,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     # By default the service's own settings (same environment and settings file).
     parser.add_argument("--max-body-bytes", type=int, help="default: MAX_BODY_BYTES")
     parser.add_argument("--upstream-timeout", type=int, help="default: TIMEOUT + 5 s")
+    parser.add_argument(
+        "--ready-interval",
+        type=float,
+        default=READY_INTERVAL_SECONDS,
+        help="seconds between two checks of each upstream's /ready (0: no checks)",
+    )
     args = parser.parse_args(argv)
     if args.max_body_bytes is None or args.upstream_timeout is None:
         from serving.config import Settings
@@ -362,14 +465,19 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
+    watch = None
     try:
         front.start()
         front.watch(lambda code: done.set())
         print(
             f"front: nginx on http://{config.listen} -> {', '.join(config.upstreams)}", flush=True
         )
+        if args.ready_interval > 0 and len(config.upstreams) > 1:
+            watch = ReadyWatch(front, args.ready_interval).start()
         done.wait()
     finally:
+        if watch is not None:
+            watch.stop()
         front.stop()
     return 0 if front.proc is None or front.proc.returncode in (0, None, -signal.SIGQUIT) else 1
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -14,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+from mlflow import MlflowClient
 
 from bench.hostile import (
     Outcome,
@@ -23,9 +26,18 @@ from bench.hostile import (
     slow_connections,
     slow_heads,
 )
-from serving.front import FrontConfig, find_nginx, render
+from serving.front import Front, FrontConfig, find_nginx, private_directory, render
+from serving.headers import HEADERS
 from tests import tiny_model
-from tests.support import PROJECT_ROOT, Registry, access_lines, run_server
+from tests.support import (
+    PROJECT_ROOT,
+    Registry,
+    access_lines,
+    add_version,
+    free_port,
+    run_server,
+    stop,
+)
 
 SEVEN = (PROJECT_ROOT / "examples" / "seven.png").read_bytes()
 MAX_BODY = 1024 * 1024
@@ -119,9 +131,44 @@ def test_the_front_answers_its_own_refusals_in_json(served):
         (long_header, 400, "request_header_fields_too_large"),
     ]:
         assert response.status_code == status, response.text
-        assert response.headers["Content-Type"] == "application/json"
-        assert response.json()["error"]["code"] == code
-        assert "nginx" not in response.text
+        _assert_front_json(response, code)
+
+
+def _assert_front_json(response: requests.Response, code: str) -> None:
+    """nginx's own answer: the service's JSON error and its security headers."""
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == code
+    assert "nginx" not in response.text
+    for name, value in HEADERS.items():
+        assert response.headers.get(name) == value, name
+
+
+def test_the_front_answers_a_missing_or_silent_service_in_json(tmp_path):
+    # No gunicorn behind the socket: 502. One that takes the request and never answers:
+    # 504 after the upstream timeout (1 s here).
+    nginx = find_nginx()
+    assert nginx
+    silent_path = tmp_path / "silent.sock"
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.bind(str(silent_path))
+    silent.listen(16)
+    try:
+        for upstream, status, code in [
+            (f"unix:{tmp_path / 'nobody.sock'}", 502, "upstream_unavailable"),
+            (f"unix:{silent_path}", 504, "upstream_timeout"),
+        ]:
+            port = free_port()
+            config = FrontConfig("127.0.0.1", port, (upstream,), MAX_BODY, 1, private_directory())
+            front = Front(config, nginx)
+            front.start()
+            try:
+                response = _recognize(f"http://127.0.0.1:{port}", timeout=10)
+            finally:
+                front.stop()
+            assert response.status_code == status, response.text
+            _assert_front_json(response, code)
+    finally:
+        silent.close()
 
 
 def test_trace_is_refused_with_the_routes_allow_header(served):
@@ -191,3 +238,73 @@ def test_the_generated_config_is_valid_nginx(tmp_path):
     text = render(config)
     assert f"client_max_body_size {MAX_BODY};" in text
     assert "max_fails=1" in text and "proxy_next_upstream error http_502 http_503" in text
+
+
+def test_the_balancer_leaves_out_a_replica_whose_ready_fails(tmp_path, mnist):
+    """make stack's balancer (python -m serving.front) over two real replicas, one of them
+    not ready (its model version does not exist yet): the replica is left out, so it sees no
+    request, until its /ready answers 200 and it gets its share again."""
+    reg = Registry.create(tmp_path / "registry")
+    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
+    tiny_model.register(reg.tracking_uri, onnx_path)
+    procs: list[subprocess.Popen] = []
+    logs = {name: tmp_path / f"{name}.log" for name in ("ready", "later", "front")}
+    sockets = {name: tmp_path / f"{name}.sock" for name in ("ready", "later")}
+    try:
+        for name, model_uri in [("ready", "models:/digits/1"), ("later", "models:/digits/2")]:
+            env = {
+                **reg.env,
+                "FRONT": "none",
+                "UNIX_SOCKET": str(sockets[name]),
+                "WORKERS": "1",
+                "MODEL_URI": model_uri,
+                "MODEL_POLL_INTERVAL": "1",
+                "DATA_DIR": str(tmp_path / f"data-{name}"),
+            }
+            with open(logs[name], "wb") as log:
+                procs.append(
+                    subprocess.Popen([sys.executable, "-m", "serving"], env=env, cwd=PROJECT_ROOT,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                )  # fmt: skip
+        port = free_port()
+        with open(logs["front"], "wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "serving.front", "--port", str(port),
+                     "--upstream", f"unix:{sockets['ready']}",
+                     "--upstream", f"unix:{sockets['later']}", "--ready-interval", "0.5"],
+                    env=reg.env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+
+        def front_said(text: str) -> None:
+            deadline = time.monotonic() + 180
+            while text not in logs["front"].read_text():
+                assert all(p.poll() is None for p in procs), logs["front"].read_text()
+                assert time.monotonic() < deadline, logs["front"].read_text()[-3000:]
+                time.sleep(0.2)
+
+        def recognized_by(name: str, ids: list[str]) -> int:
+            return sum(1 for x in access_lines(logs[name]) if x.get("request_id") in ids)
+
+        front_said(f"left out (/ready not 200): unix:{sockets['later']}")
+        ids = [f"lb-{uuid.uuid4().hex[:12]}" for _ in range(10)]
+        for request_id in ids:
+            assert _recognize(url, timeout=30, **{"X-Request-ID": request_id}).status_code == 200
+        time.sleep(0.5)  # access lines are written after the answer
+        assert recognized_by("ready", ids) == 10
+        assert recognized_by("later", ids) == 0
+
+        v1 = MlflowClient(reg.tracking_uri, reg.tracking_uri).get_model_version("digits", "1")
+        assert add_version(reg.tracking_uri, v1.source, v1.run_id) == "2"  # what "later" awaits
+        front_said("left out (/ready not 200): none")
+        ids = [f"lb-{uuid.uuid4().hex[:12]}" for _ in range(10)]
+        for request_id in ids:
+            assert _recognize(url, timeout=30, **{"X-Request-ID": request_id}).status_code == 200
+        time.sleep(0.5)
+        assert recognized_by("later", ids) >= 3, "round robin again"
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
