@@ -13,7 +13,7 @@ endif
 MLFLOW_RUN := $(PY) -m mlflow run . --env-manager local --experiment-name digits
 QUICK_EPOCHS ?= 2
 
-.PHONY: setup test lint format train quick-train evaluate eval-wild promote models-serve serve stack ui bench \
+.PHONY: setup test lint format train quick-train evaluate eval-wild promote leaderboard models-serve serve stack ui bench \
   clean help test-fast attack
 
 # nginx is the service's front (docs/front.md): a system package, installed where we can.
@@ -51,7 +51,7 @@ train: setup  ## full training (12 epochs); parameters: ARGS="-P epochs=3 -P lim
 quick-train: setup  ## a 2-epoch run (QUICK_EPOCHS=n); more parameters in ARGS="-P …"
 	$(MLFLOW_RUN) -e train -P epochs=$(QUICK_EPOCHS) $(ARGS)
 
-evaluate: setup
+evaluate: setup  ## the Production model (any family) on MNIST test and the real-world variants
 	$(MLFLOW_RUN) -e evaluate
 
 WILD_LIMIT ?= 2000
@@ -65,6 +65,9 @@ promote: setup  ## gated; VERSION=n picks one (default the latest); FORCE=true s
 	PROMOTE_COMMAND="make promote$(if $(VERSION), VERSION=$(VERSION))" \
 	  $(MLFLOW_RUN) -e promote $(if $(VERSION),-P version=$(VERSION)) \
 	  $(if $(FORCE),-P force=$(FORCE)) $(ARGS)
+
+leaderboard: setup  ## every registered version on the same images: accuracy, latency, size
+	$(MLFLOW_RUN) -e leaderboard $(ARGS)
 
 MODELS_SERVE_PORT ?= 5001
 models-serve: setup  ## `mlflow models serve` of MODEL_URI (default Production) on :5001

@@ -1,13 +1,16 @@
 """``mlflow run . -e promote``: gated promotion of a registered version to Production.
 
 The candidate (default: the latest version) and the current Production model (the
-champion) are scored on the same held-out data: the MNIST test split plus the
-"real world" variants of the evaluate entry point. The candidate is promoted only if its
-mean accuracy is no worse than the champion's by more than ``margin``; ``--force``
-overrides (that is also how to roll back: ``--version <old> --force true``). The
-comparison is recorded in the version's tags and description. The previous Production
-version is archived, never deleted. Both the (deprecated, still honoured) stage and the
-alias are set, so ``models:/NAME/Production`` and ``models:/NAME@production`` agree.
+champion), of any families, answer the very same held-out images (``training.evidence``:
+all of MNIST test, the validation digits and seeded renderings of the real-world variants).
+Each image is a pair of outcomes; the gate decides on the difference of the two accuracies
+and its interval from the discordant pairs (``training.paired``): the candidate is refused
+only when it is worse than the champion by more than ``margin`` with confidence
+``1 - alpha``. ``--force`` overrides (that is also how to roll back: ``--version <old>
+--force true``). The comparison is recorded in the version's tags and description. The
+previous Production version is archived, never deleted. Both the (deprecated, still
+honoured) stage and the alias are set, so ``models:/NAME/Production`` and
+``models:/NAME@production`` agree.
 """
 
 from __future__ import annotations
@@ -18,24 +21,30 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-import mlflow
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from training import tracking
+from training.paired import ALPHA, Paired
 
 STAGE = "Production"
 ALIAS = "production"
+DEFAULT_FAMILY = "keras_example"  # versions logged before families existed
 
 
 class GateRefused(Exception):
-    """The candidate scored worse than the champion by more than the margin."""
+    """The candidate is worse than the champion by more than the margin, confidently."""
 
 
 class CandidateDoesNotLoad(GateRefused):
     """The candidate cannot be loaded from the registry the way the servers load it."""
+
+
+def _points(share: float) -> str:
+    return f"{100 * share:+.2f}"
 
 
 @dataclass
@@ -43,27 +52,40 @@ class Comparison:
     candidate: str
     champion: str | None
     margin: float
-    candidate_scores: dict[str, float] = field(default_factory=dict)
-    champion_scores: dict[str, float] = field(default_factory=dict)
+    alpha: float = ALPHA
     forced: bool = False
+    candidate_family: str = ""
+    champion_family: str = ""
+    # Per held-out set, and all images pooled (what the gate decides on).
+    sets: dict[str, Paired] = field(default_factory=dict)
+    evidence: str = ""
 
-    @staticmethod
-    def _mean(scores: dict[str, float]) -> float:
-        return float(np.mean(list(scores.values()))) if scores else float("nan")
+    @property
+    def overall(self) -> Paired | None:
+        if not self.sets:
+            return None
+        parts = list(self.sets.values())
+        return Paired(
+            n=sum(p.n for p in parts),
+            b=sum(p.b for p in parts),
+            c=sum(p.c for p in parts),
+            both=sum(p.both for p in parts),
+            alpha=self.alpha,
+        )
 
     @property
     def candidate_score(self) -> float:
-        return self._mean(self.candidate_scores)
+        return self.overall.candidate_accuracy if self.overall else float("nan")
 
     @property
     def champion_score(self) -> float:
-        return self._mean(self.champion_scores)
+        return self.overall.champion_accuracy if self.overall else float("nan")
 
     @property
     def passed(self) -> bool:
-        if self.forced or self.champion is None:
+        if self.forced or self.champion is None or self.overall is None:
             return True
-        return self.candidate_score >= self.champion_score - self.margin
+        return self.overall.non_inferior(self.margin)
 
     @property
     def decision(self) -> str:
@@ -71,35 +93,91 @@ class Comparison:
             return "forced"
         return "promoted" if self.passed else "refused"
 
+    def _name(self, version: str, family: str) -> str:
+        return f"v{version}" + (f" ({family})" if family else "")
+
+    def rule(self) -> str:
+        return (
+            f"refused only if the candidate is worse than the champion by more than "
+            f"{100 * self.margin:.2f} points with {100 * (1 - self.alpha):.0f} % confidence "
+            f"(the one-sided upper bound of the difference below {_points(-self.margin)})"
+        )
+
+    def verdict(self) -> str:
+        """The numbers the decision rests on, in one sentence."""
+        overall = self.overall
+        if overall is None:
+            return ""
+        lower, upper = overall.interval
+        return (
+            f"{overall.n:,} paired images: the candidate alone right on {overall.b}, the "
+            f"champion alone on {overall.c}; difference {_points(overall.difference)} points, "
+            f"one-sided {100 * (1 - self.alpha):.0f} % bounds [{_points(lower)}, "
+            f"{_points(upper)}] points; P(worse by more than the margin) test p = "
+            f"{overall.p_worse_than(self.margin):.3g}; exact McNemar p (any difference) = "
+            f"{overall.mcnemar_p:.3g}"
+        )
+
     def markdown(self) -> str:
         when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         head = (
             f"## Promotion gate, {when}: {self.decision}\n\n"
-            f"Candidate v{self.candidate} against "
-            + (f"champion v{self.champion}" if self.champion else "no champion")
+            f"Candidate {self._name(self.candidate, self.candidate_family)} against "
+            + (
+                f"champion {self._name(self.champion, self.champion_family)}"
+                if self.champion
+                else "no champion"
+            )
             + f", margin {100 * self.margin:.2f} points.\n"
         )
-        if not self.candidate_scores:
+        overall = self.overall
+        if overall is None:
             return head
-        rows = ["", "| held-out set | candidate | champion |", "|---|---:|---:|"]
-        for name, score in self.candidate_scores.items():
-            champ = self.champion_scores.get(name)
-            champ_text = f"{100 * champ:.2f} %" if champ is not None else "–"
-            rows.append(f"| {name} | {100 * score:.2f} % | {champ_text} |")
-        champ_mean = f"{100 * self.champion_score:.2f} %" if self.champion_scores else "–"
-        rows.append(f"| **mean** | **{100 * self.candidate_score:.2f} %** | **{champ_mean}** |")
-        return head + "\n".join(rows) + "\n"
+        rows = [
+            "",
+            f"Rule: {self.rule()}. Evidence {self.evidence}.",
+            "",
+            "| held-out set | images | candidate | champion | candidate alone right "
+            "| champion alone right | difference (points) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, paired in [*self.sets.items(), ("**all (decides)**", overall)]:
+            rows.append(
+                f"| {name} | {paired.n:,} | {100 * paired.candidate_accuracy:.2f} % "
+                f"| {100 * paired.champion_accuracy:.2f} % | {paired.b} | {paired.c} "
+                f"| {_points(paired.difference)} |"
+            )
+        return head + "\n".join(rows) + f"\n\n{self.verdict()}: {self.decision}.\n"
 
     def tags(self) -> dict[str, str]:
         tags = {
             "gate.decision": self.decision,
             "gate.champion_version": self.champion or "",
             "gate.margin": str(self.margin),
+            "gate.alpha": str(self.alpha),
         }
-        if self.candidate_scores:
-            tags["gate.candidate_score"] = f"{self.candidate_score:.6f}"
-        if self.champion_scores:
-            tags["gate.champion_score"] = f"{self.champion_score:.6f}"
+        if self.candidate_family:
+            tags["gate.candidate_family"] = self.candidate_family
+        if self.champion_family:
+            tags["gate.champion_family"] = self.champion_family
+        overall = self.overall
+        if overall is not None:
+            lower, upper = overall.interval
+            tags.update(
+                {
+                    "gate.candidate_score": f"{overall.candidate_accuracy:.6f}",
+                    "gate.champion_score": f"{overall.champion_accuracy:.6f}",
+                    "gate.images": str(overall.n),
+                    "gate.candidate_only_right": str(overall.b),
+                    "gate.champion_only_right": str(overall.c),
+                    "gate.difference": f"{overall.difference:.6f}",
+                    "gate.difference_lower": f"{lower:.6f}",
+                    "gate.difference_upper": f"{upper:.6f}",
+                    "gate.p_worse_than_margin": f"{overall.p_worse_than(self.margin):.4g}",
+                    "gate.mcnemar_p": f"{overall.mcnemar_p:.4g}",
+                    "gate.evidence": self.evidence,
+                }
+            )
         return tags
 
 
@@ -113,13 +191,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.001,
         help="how much worse (accuracy, 0-1) than the champion a candidate may be",
     )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=ALPHA,
+        help="refuse only when the candidate is worse by more than the margin with "
+        "confidence 1 - alpha",
+    )
     parser.add_argument("--force", default="false", help="true: skip the gate (rollbacks)")
     parser.add_argument("--data-path", default="", help="MNIST .npz; default $MNIST_PATH")
     parser.add_argument(
         "--wild-limit",
         type=int,
         default=500,
-        help="test digits per real-world variant in the comparison (0: MNIST test only)",
+        help="seeded renderings of test digits per real-world variant (0: no variants)",
     )
     return parser.parse_args(argv)
 
@@ -154,35 +239,28 @@ def make_production(client: MlflowClient, name: str, version: str) -> None:
     client.set_registered_model_alias(name, ALIAS, version)
 
 
-def score(
-    name: str, version: str, data_path: str, wild_limit: int, cache: dict
-) -> dict[str, float]:
-    """Accuracy per held-out set: the MNIST test split and each real-world variant."""
+def family_of(model: Any) -> str:
+    return str(getattr(model, "family", None) or DEFAULT_FAMILY)
+
+
+def score(uri: str, name: str, version: str, evidence: Any) -> tuple[str, dict[str, np.ndarray]]:
+    """The version's family and, per held-out set, which images its top answer gets right.
+    Loaded as the servers load it (pyfunc.loading: no download left behind)."""
     from pyfunc.loading import load_version
-    from training.data import load_mnist
-    from training.wild import build_sets, pipeline_accuracy
+    from training.evidence import score as score_evidence
 
-    if "data" not in cache:
-        data = load_mnist(data_path)
-        cache["data"] = data
-        cache["sets"] = build_sets(data.x_test[:wild_limit]) if wild_limit else {}
-    data, sets = cache["data"], cache["sets"]
-    # Loaded as the servers load it, and no download left behind.
-    python_model = load_version(mlflow.get_registry_uri(), name, version)
-    predicted = python_model.predict(None, {"image": data.x_test})["digit"].to_numpy()
-    scores = {"mnist_test": float(np.mean(predicted == data.y_test))}
-    for variant, encoded in sets.items():
-        scores[variant] = pipeline_accuracy(python_model, encoded, data.y_test[:wild_limit])
-    return scores
+    model = load_version(uri, name, version)
+    outcomes = score_evidence(model, evidence)
+    return family_of(model), {set_name: o.right for set_name, o in outcomes.items()}
 
 
-def check_loads(name: str, version: str) -> None:
+def check_loads(uri: str, name: str, version: str) -> None:
     """Load the version from the registry as the servers do (pyfunc.loading: the same
     download, model_config and warm-up), or refuse it with the reason."""
     from pyfunc.loading import load_version
 
     try:
-        load_version(mlflow.get_registry_uri(), name, version, threads=1)
+        load_version(uri, name, version, threads=1)
     except Exception as exc:
         raise CandidateDoesNotLoad(
             f"v{version} cannot be loaded from the registry the way the servers load it "
@@ -191,27 +269,45 @@ def check_loads(name: str, version: str) -> None:
         ) from exc
 
 
-def compare(args: argparse.Namespace, client: MlflowClient) -> Comparison:
+def compare(args: argparse.Namespace, client: MlflowClient, uri: str) -> Comparison:
+    """Candidate against champion on the same images, in the registry at ``uri``."""
+    from training.data import load_mnist
+    from training.evidence import Evidence
+
     candidate = args.version or latest_version(client, args.model_name)
     client.get_model_version(args.model_name, candidate)  # fails clearly if absent
-    check_loads(args.model_name, candidate)  # forced or not: a broken version serves nobody
+    check_loads(uri, args.model_name, candidate)  # forced or not: a broken version serves nobody
     champion = production_version(client, args.model_name)
     comparison = Comparison(
         candidate,
         champion if champion != candidate else None,
         args.margin,
+        alpha=args.alpha,
         forced=args.force.strip().lower() in ("1", "true", "yes"),
     )
     if comparison.forced or comparison.champion is None:
         return comparison
-    cache: dict = {}
-    comparison.candidate_scores = score(
-        args.model_name, candidate, args.data_path, args.wild_limit, cache
+    evidence = Evidence(load_mnist(args.data_path), per_variant=max(args.wild_limit, 0))
+    comparison.evidence = describe(evidence)
+    comparison.candidate_family, candidate_right = score(uri, args.model_name, candidate, evidence)
+    comparison.champion_family, champion_right = score(
+        uri, args.model_name, comparison.champion, evidence
     )
-    comparison.champion_scores = score(
-        args.model_name, comparison.champion, args.data_path, args.wild_limit, cache
-    )
+    comparison.sets = {
+        name: Paired.of(candidate_right[name], champion_right[name], args.alpha)
+        for name in evidence.names()
+        if len(candidate_right[name])
+    }
     return comparison
+
+
+def describe(evidence: Any) -> str:
+    sizes = evidence.sizes()
+    variants = [n for n in evidence.variants if sizes[n]]
+    text = f"MNIST test {sizes['mnist_test']:,}, validation {sizes['validation']:,}"
+    if variants:
+        text += f", {len(variants)} variants x {evidence.per_variant} (seed {evidence.seed})"
+    return f"{text}; fingerprint {evidence.fingerprint}"
 
 
 def record(client: MlflowClient, name: str, comparison: Comparison) -> None:
@@ -233,16 +329,18 @@ def force_hint() -> str:
 
 
 def promote(args: argparse.Namespace) -> Comparison:
-    tracking.configure()
-    client = MlflowClient()
-    comparison = compare(args, client)
+    uri = tracking.configure()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    comparison = compare(args, client, uri)
     record(client, args.model_name, comparison)
     print(comparison.markdown())
     if not comparison.passed:
         raise GateRefused(
             f"v{comparison.candidate} scores {100 * comparison.candidate_score:.2f} % against "
-            f"v{comparison.champion}'s {100 * comparison.champion_score:.2f} % (margin "
-            f"{100 * comparison.margin:.2f} points): not promoted; {force_hint()} overrides"
+            f"v{comparison.champion}'s {100 * comparison.champion_score:.2f} % on the same "
+            f"images, worse by more than {100 * comparison.margin:.2f} points with "
+            f"{100 * (1 - comparison.alpha):.0f} % confidence ({comparison.verdict()}): "
+            f"not promoted; {force_hint()} overrides"
         )
     make_production(client, args.model_name, comparison.candidate)
     print(f"{args.model_name} version {comparison.candidate} is now {STAGE} (alias @{ALIAS})")

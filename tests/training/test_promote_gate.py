@@ -1,0 +1,111 @@
+"""The promotion gate over a real sqlite registry: tiny models compared on the same images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from tests import tiny_model
+from tests.support import Registry, add_version
+from training.data import Mnist
+from training.promote import Comparison, compare, make_production, parse_args
+
+
+def write_weak_onnx(mnist: Mnist, path: Path) -> Path:
+    """A much weaker softmax than the tiny model: 100 digits, 3 steps (well under 80 %)."""
+    import onnx
+
+    from pyfunc.preprocess import pre_process
+
+    x = pre_process(mnist.x_train[:100]).reshape(100, tiny_model.PIXELS)
+    weights, bias = tiny_model.fit_softmax(x, mnist.y_train[:100], steps=3)
+    onnx.save(tiny_model.onnx_graph(weights, bias), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_mnist_path(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Path:
+    """2,000 training digits (the last 200 the validation tail) and 1,000 test digits: the
+    gate's path on a tenth of the images."""
+    path = tmp_path_factory.mktemp("small-mnist") / "mnist.npz"
+    np.savez(
+        path,
+        x_train=mnist.x_train[:2000],
+        y_train=mnist.y_train[:2000],
+        x_test=mnist.x_test[:1000],
+        y_test=mnist.y_test[:1000],
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def gate_registry(tmp_path_factory: pytest.TempPathFactory, tiny_onnx: Path, mnist: Mnist):
+    """v1 the tiny model (Production), v2 a weak one, v3 the very files of v1 again."""
+    root = tmp_path_factory.mktemp("gate-registry")
+    reg = Registry.create(root)
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
+    tiny_model.register(reg.tracking_uri, write_weak_onnx(mnist, root / "weak.onnx"))
+    client = MlflowClient(tracking_uri=reg.tracking_uri, registry_uri=reg.tracking_uri)
+    make_production(client, "digits", "1")
+    first = client.get_model_version("digits", "1")
+    assert add_version(reg.tracking_uri, first.source, first.run_id) == "3"
+    return reg, client
+
+
+def _compare(gate_registry, small_mnist_path: Path, version: str) -> Comparison:
+    reg, client = gate_registry
+    args = parse_args(
+        ["--version", version, "--data-path", str(small_mnist_path), "--wild-limit", "4"]
+    )
+    return compare(args, client, reg.tracking_uri)
+
+
+def test_a_clearly_worse_candidate_is_refused(gate_registry, small_mnist_path) -> None:
+    comparison = _compare(gate_registry, small_mnist_path, "2")
+    assert comparison.champion == "1"
+    assert comparison.decision == "refused" and not comparison.passed
+    overall = comparison.overall
+    assert overall is not None
+    # Every image of MNIST test, validation and 12 variants x 4, for both models.
+    assert overall.n == 1_000 + 200 + 12 * 4
+    assert overall.c > overall.b > 0
+    assert overall.interval[1] < -comparison.margin
+    assert set(comparison.sets) >= {"mnist_test", "validation", "paper_jpeg", "desk_photo"}
+    assert comparison.candidate_family == comparison.champion_family == "keras_example"
+    tags = comparison.tags()
+    assert tags["gate.decision"] == "refused"
+    assert int(tags["gate.champion_only_right"]) == overall.c
+    assert float(tags["gate.difference_upper"]) < -0.001
+    report = comparison.markdown()
+    assert "| mnist_test | 1,000 |" in report and "**all (decides)**" in report
+    assert "exact McNemar" in report
+
+
+def test_the_same_model_again_is_promoted_with_no_discordant_pair(gate_registry, small_mnist_path):
+    comparison = _compare(gate_registry, small_mnist_path, "3")
+    overall = comparison.overall
+    assert overall is not None and (overall.b, overall.c) == (0, 0)
+    assert comparison.passed and comparison.decision == "promoted"
+
+
+def test_a_better_candidate_is_promoted(gate_registry, small_mnist_path) -> None:
+    _, client = gate_registry
+    make_production(client, "digits", "2")
+    try:
+        comparison = _compare(gate_registry, small_mnist_path, "1")
+    finally:
+        make_production(client, "digits", "1")
+    overall = comparison.overall
+    assert overall is not None and overall.interval[0] > 0
+    assert comparison.passed
+    assert np.isclose(comparison.candidate_score, overall.candidate_accuracy)
+
+
+def test_a_forced_promotion_scores_nothing(gate_registry, small_mnist_path) -> None:
+    reg, client = gate_registry
+    args = parse_args(["--version", "2", "--force", "true", "--data-path", str(small_mnist_path)])
+    comparison = compare(args, client, reg.tracking_uri)
+    assert comparison.decision == "forced" and comparison.overall is None
