@@ -9,12 +9,13 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from pyfunc.errors import ImageError
-from pyfunc.model import DigitModel, Prediction
+from pyfunc.model import Prediction
 from training.variants import VARIANTS
 
 CHUNK = 256
@@ -51,7 +52,7 @@ def naive_batch(encoded: Iterable[bytes]) -> np.ndarray:
     return np.stack(arrays)[..., None]
 
 
-def _answers(model: DigitModel, chunk: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+def _answers(model: Any, chunk: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """Predicted digits and their confidence; digit -1 (confidence 0) where the pipeline
     refused the image (a refusal is a miss, never a confident one)."""
     predictions: list[Prediction | None]
@@ -69,9 +70,7 @@ def _answers(model: DigitModel, chunk: Sequence[bytes]) -> tuple[np.ndarray, np.
     return digits, confidence
 
 
-def pipeline_scores(
-    model: DigitModel, encoded: Sequence[bytes], y: np.ndarray
-) -> tuple[float, float]:
+def pipeline_scores(model: Any, encoded: Sequence[bytes], y: np.ndarray) -> tuple[float, float]:
     """Accuracy and the share answered wrongly with confidence >= :data:`CONFIDENT`."""
     hits = confident_wrong = 0
     for start in range(0, len(encoded), CHUNK):
@@ -82,11 +81,24 @@ def pipeline_scores(
     return hits / len(encoded), confident_wrong / len(encoded)
 
 
-def pipeline_accuracy(model: DigitModel, encoded: Sequence[bytes], y: np.ndarray) -> float:
+def pipeline_accuracy(model: Any, encoded: Sequence[bytes], y: np.ndarray) -> float:
     return pipeline_scores(model, encoded, y)[0]
 
 
-def naive_accuracy(model: DigitModel, encoded: Sequence[bytes], y: np.ndarray) -> float:
+def naive_applies(model: Any) -> bool:
+    """The naive batch is 28×28×1 in [0, 1]: only a family taking MNIST-normalised 28×28×1
+    can be fed one (the contract's ``input_spec``; objects without one are the Keras CNN)."""
+    spec = getattr(model, "input_spec", None)
+    if spec is None:
+        return True
+    return (spec.height, spec.width, spec.channels, spec.normalisation) == (28, 28, 1, "mnist")
+
+
+def naive_accuracy(model: Any, encoded: Sequence[bytes], y: np.ndarray) -> float:
+    """Accuracy of the naive resize fed to the model's network; NaN for a family whose
+    network takes another input (see :func:`naive_applies`)."""
+    if not naive_applies(model):
+        return float("nan")
     hits = 0
     for start in range(0, len(encoded), CHUNK):
         probs = model.probabilities(naive_batch(encoded[start : start + CHUNK]))
@@ -95,7 +107,7 @@ def naive_accuracy(model: DigitModel, encoded: Sequence[bytes], y: np.ndarray) -
 
 
 def evaluate_variants(
-    model: DigitModel, x: np.ndarray, y: np.ndarray, variants: Iterable[str] | None = None
+    model: Any, x: np.ndarray, y: np.ndarray, variants: Iterable[str] | None = None
 ) -> list[Row]:
     return [
         Row(name, len(y), naive_accuracy(model, encoded, y), *pipeline_scores(model, encoded, y))
@@ -109,8 +121,12 @@ def markdown(rows: list[Row]) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {r.variant} | {r.images} | {100 * r.naive:.2f} % | {100 * r.pipeline:.2f} % "
+        f"| {r.variant} | {r.images} | {_pct(r.naive)} | {100 * r.pipeline:.2f} % "
         f"| {100 * r.confident_wrong:.2f} % |"
         for r in rows
     ]
     return "\n".join(lines)
+
+
+def _pct(share: float) -> str:
+    return "–" if np.isnan(share) else f"{100 * share:.2f} %"
