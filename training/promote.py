@@ -249,7 +249,9 @@ def score(uri: str, name: str, version: str, evidence: Any) -> tuple[str, dict[s
     from pyfunc.loading import load_version
     from training.evidence import score as score_evidence
 
-    model = load_version(uri, name, version)
+    # One runtime thread, as the service runs it: results do not depend on it, and a
+    # runtime's own thread pool only fights the other work of a shared machine.
+    model = load_version(uri, name, version, threads=1)
     outcomes = score_evidence(model, evidence)
     return family_of(model), {set_name: o.right for set_name, o in outcomes.items()}
 
