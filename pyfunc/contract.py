@@ -126,6 +126,11 @@ class DigitPyfunc(PythonModel, metaclass=ABCMeta):
     # The optional no-digit rejector (pyfunc.reject.Rejector), set by load_context. It scores
     # the pre-processed batch, so only families with the MNIST input spec can carry one.
     rejector: Any = None
+    # True when pre_process is exactly pyfunc.preprocess.pre_process under the limits given
+    # (shared decoding and MNIST normalisation, nothing of the family's own): the service's
+    # micro-batcher may then decode in the request thread and normalise the queued images
+    # in one vectorised pass. False: it calls the family's own pre_process per request.
+    shared_pre_process: bool = False
 
     def __init__(
         self,

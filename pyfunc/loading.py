@@ -20,13 +20,13 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from pyfunc.model import THREADS_CONFIG, DigitModel
+from pyfunc.contract import THREADS_CONFIG, DigitPyfunc, is_digit_model
 
 log = logging.getLogger(__name__)
 
 
 class NotADigitModel(TypeError):
-    """The version loads, but is not this project's digit model."""
+    """The version loads, but does not implement the digit-model contract (pyfunc.contract)."""
 
 
 def registry_client(tracking_uri: str):
@@ -43,7 +43,7 @@ def load_version(
     threads: int = 0,
     keep: Callable[[Path], None] | None = None,
     work_dir: Path | None = None,
-) -> DigitModel:
+) -> DigitPyfunc:
     """Version ``version`` of ``name`` from the registry at ``tracking_uri``, loaded and
     warmed up in this process with ``threads`` runtime threads (0: the runtime's default).
 
@@ -69,7 +69,7 @@ def load_version(
     return model
 
 
-def load_directory(path: Path, threads: int = 0) -> DigitModel:
+def load_directory(path: Path, threads: int = 0) -> DigitPyfunc:
     """A model directory on disk (a download, or a kept copy), loaded as
     :func:`load_version` loads it. The directory's MLmodel is made to declare the thread
     count if it does not (see :func:`declare_threads`): pass a copy you own."""
@@ -89,7 +89,8 @@ def load_directory(path: Path, threads: int = 0) -> DigitModel:
     finally:
         sys.path[:] = saved_path
     python_model = pyfunc_model.unwrap_python_model()
-    if not isinstance(python_model, DigitModel):
+    # Any family: the contract, not a class, decides (pyfunc.contract.is_digit_model).
+    if not is_digit_model(python_model):
         raise NotADigitModel(f"not a digit model (got {type(python_model).__name__})")
     return python_model
 

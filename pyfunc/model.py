@@ -43,6 +43,7 @@ class DigitModel(DigitPyfunc):
     ``family`` or ``input_spec`` of their own: the class defaults answer for them."""
 
     family = DEFAULT_FAMILY
+    shared_pre_process = True  # pre_process below is the shared one, nothing added
 
     def __init__(self, limits: Limits | None = None, family: str = DEFAULT_FAMILY) -> None:
         super().__init__(limits, family=family)

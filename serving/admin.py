@@ -39,7 +39,11 @@ def reload():
     result = store.check(force=True)
     store.request_reload_everywhere()
     loaded = store.current
-    model = ModelVersion(name=loaded.ref.name, version=loaded.ref.version) if loaded else None
+    model = (
+        ModelVersion(name=loaded.ref.name, version=loaded.ref.version, family=loaded.family)
+        if loaded
+        else None
+    )
     # ``error`` is a code; the details are in GET /admin/status and the log.
     answer = ReloadResult(changed=result.changed, model=model, error=result.error, **store.status())
     return jsonify(answer.model_dump())

@@ -10,6 +10,11 @@ share of a worker's Python time under load. Each request waits on its own future
 every caller gets its own rows, or its own error (an image without a digit fails only
 its request).
 
+That split (decoding here, normalisation in the pass) is the shared MNIST pre-processing's
+(``shared_pre_process`` of pyfunc.contract). A family with its own pre-processing is
+pre-processed by its own ``pre_process`` in the request thread, and only its network calls
+are batched.
+
 Opportunistic mode also skips the queue when there is nothing to share: a request that
 finds no pass running and none queued runs its own pass in its own thread, as a batch of
 one: handing it to the batcher thread and back cost ≈ 0.5 ms in process here.
@@ -30,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from pyfunc.contract import DigitPyfunc, Prediction
 from pyfunc.errors import ImageError
-from pyfunc.model import DigitModel, Prediction
 from pyfunc.preprocess import Decoded, Limits, decode_images, normalise_decoded, stack
 
 log = logging.getLogger(__name__)
@@ -39,16 +44,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Job:
+    # Decoded images to normalise in the pass, or (a family's own pre-processing) the batch.
     images: list[Decoded]
+    batch: np.ndarray | None = None
     future: Future = field(default_factory=Future)
+
+    @property
+    def size(self) -> int:
+        return len(self.images) if self.batch is None else len(self.batch)
 
 
 class BatchingModel:
-    """Same ``classify`` as :class:`DigitModel`, with the network calls batched."""
+    """Same ``classify`` as the model's (pyfunc.contract), with the network calls batched."""
 
     def __init__(
         self,
-        model: DigitModel,
+        model: DigitPyfunc,
         max_size: int = 32,
         max_wait_us: int = 0,
         on_batch: Callable[[int], None] | None = None,
@@ -65,19 +76,22 @@ class BatchingModel:
         self._thread.start()
 
     def classify(self, images: Sequence[Any], limits: Limits | None = None) -> list[Prediction]:
-        decoded = decode_images(list(images), limits or self.model.limits)
+        limits = limits or self.model.limits
+        if getattr(self.model, "shared_pre_process", False):
+            job = _Job(decode_images(list(images), limits))
+        else:  # the family's own pre-processing, whole, here
+            job = _Job([], self.model.pre_process(images, limits))
         if self._closed:  # a straggler after a model swap: answer it directly
-            batch = stack(normalise_decoded(decoded))
+            batch = self._batch_of(job)
             return self.model.answer(batch, self.model.probabilities(batch))
         if self.max_wait == 0 and self._jobs.empty() and self._pass.acquire(blocking=False):
             try:
-                batch = stack(normalise_decoded(decoded))
+                batch = self._batch_of(job)
                 probs = self.model.probabilities(batch)
             finally:
                 self._pass.release()
             self._report(1)
             return self.model.answer(batch, probs)
-        job = _Job(decoded)
         self._jobs.put(job)
         # The rejector's verdict (DigitModel.answer) is the caller's, outside the pass.
         return self.model.answer(*job.future.result())
@@ -88,7 +102,7 @@ class BatchingModel:
         self._jobs.put(None)
 
     def _collect(self, first: _Job) -> list[_Job]:
-        jobs, size = [first], len(first.images)
+        jobs, size = [first], first.size
         deadline = time.monotonic() + self.max_wait
         while size < self.max_size:
             try:
@@ -105,7 +119,7 @@ class BatchingModel:
                 self._jobs.put(None)
                 break
             jobs.append(job)
-            size += len(job.images)
+            size += job.size
         return jobs
 
     def _serve(self) -> None:
@@ -124,18 +138,26 @@ class BatchingModel:
                     continue
             start = 0
             for job in jobs:
-                end = start + len(job.images)
+                end = start + job.size
                 job.future.set_result((batch[start:end], probs[start:end]))
-                start += len(job.images)
+                start = end
             self._report(len(jobs))
+
+    @staticmethod
+    def _batch_of(job: _Job) -> np.ndarray:
+        return stack(normalise_decoded(job.images)) if job.batch is None else job.batch
 
     @staticmethod
     def _normalise(jobs: list[_Job]) -> tuple[list[_Job], np.ndarray]:
         """One normalisation for every queued image; a job with an image that has no digit
-        gets its error now and leaves the batch."""
+        gets its error now and leaves the batch. Jobs that came pre-processed are kept."""
         results = normalise_decoded([image for job in jobs for image in job.images])
         kept, batches, start = [], [], 0
         for job in jobs:
+            if job.batch is not None:
+                batches.append(job.batch)
+                kept.append(job)
+                continue
             mine = results[start : start + len(job.images)]
             start += len(job.images)
             try:

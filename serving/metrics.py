@@ -45,6 +45,7 @@ class _Metrics:
     predictions: Counter
     confidence: Histogram
     model_info: Gauge
+    model_family: Gauge
     batch_size: Histogram
     image_log_failures: Counter
     drafts: Counter
@@ -52,8 +53,10 @@ class _Metrics:
 
 _lock = threading.Lock()
 _metrics: _Metrics | None = None
-# The (name, version) this process last reported as served, to zero it on a swap.
+# The (name, version) and (name, version, family) this process last reported as served,
+# to zero them on a swap.
 _served: tuple[str, str] | None = None
+_served_family: tuple[str, str, str] | None = None
 
 
 def _build() -> _Metrics:
@@ -97,6 +100,14 @@ def _build() -> _Metrics:
             ["name", "version"],
             multiprocess_mode="livemax",
         ),
+        # Its own gauge rather than a label on digits_model_info, whose series (and the
+        # queries on them) stay as they were.
+        model_family=Gauge(
+            "digits_model_family_info",
+            "The family of the served model version (1 = served by at least one worker)",
+            ["name", "version", "family"],
+            multiprocess_mode="livemax",
+        ),
         batch_size=Histogram("digits_batch_size", "Images per model call", buckets=BATCH_BUCKETS),
         image_log_failures=Counter(
             "digits_image_log_failures", "Recognized images that could not be logged"
@@ -122,9 +133,10 @@ def observe_prediction(digit: int, confidence: float) -> None:
     m.confidence.observe(confidence)
 
 
-def set_model_info(name: str, version: str) -> None:
-    """Report the version this worker serves now; call on every load or swap."""
-    global _served
+def set_model_info(name: str, version: str, family: str | None = None) -> None:
+    """Report the version (and its family) this worker serves now; call on every load or
+    swap."""
+    global _served, _served_family
     m = metrics()
     with _lock:
         if _served is not None and _served != (name, str(version)):
@@ -132,6 +144,12 @@ def set_model_info(name: str, version: str) -> None:
             m.model_info.labels(*_served).set(0)
         _served = (name, str(version))
         m.model_info.labels(*_served).set(1)
+        if family is None:
+            return
+        if _served_family is not None and _served_family != (*_served, family):
+            m.model_family.labels(*_served_family).set(0)
+        _served_family = (*_served, family)
+        m.model_family.labels(*_served_family).set(1)
 
 
 def observe_batch_size(n: int) -> None:
@@ -165,7 +183,7 @@ def route_label() -> str:
 
 def model_swapped(loaded: registry.LoadedModel) -> None:
     """The model store's ``on_swap``: report the version this worker serves now."""
-    set_model_info(loaded.ref.name, loaded.ref.version)
+    set_model_info(loaded.ref.name, loaded.ref.version, loaded.family)
 
 
 def init_app(app: Flask) -> None:

@@ -200,9 +200,10 @@ class ModelStore:
         if self._on_swap is not None:
             self._on_swap(loaded)
         log.info(
-            "now serving %s version %s (was %s), loaded in %.1f s from %s",
+            "now serving %s version %s (family %s, was %s), loaded in %.1f s from %s",
             ref.name,
             ref.version,
+            loaded.family,
             previous,
             time.perf_counter() - started,
             "the registry" if source == "registry" else "the copy kept on this machine",
@@ -332,7 +333,8 @@ class ModelStore:
         loaded = self.current
         return {
             **self.status(),
-            "model": loaded and {"name": loaded.ref.name, "version": loaded.ref.version},
+            "model": loaded
+            and {"name": loaded.ref.name, "version": loaded.ref.version, "family": loaded.family},
             "served_from": self.served_from,
             "wanted_version": self.wanted and self.wanted.version,
             "registry_error_detail": self.registry_error,

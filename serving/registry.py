@@ -1,4 +1,7 @@
-"""Resolving ``MODEL_URI`` against the MLflow registry and loading that version."""
+"""Resolving ``MODEL_URI`` against the MLflow registry and loading that version.
+
+Any registered pyfunc that honours the digit-model contract (pyfunc.contract) is served,
+whatever its family: promoting a version of another family swaps it in like any other."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from pyfunc import loading
-from pyfunc.model import DigitModel
+from pyfunc.contract import DigitPyfunc, family_of
 from serving.config import Settings
 
 log = logging.getLogger(__name__)
@@ -35,12 +38,20 @@ class ModelRef:
         return f"models:/{self.name}/{self.version}"
 
 
+# The family of a remote model whose registry entry names none.
+UNKNOWN_FAMILY = "unknown"
+# The tag naming a version's family, on the model version or on the run that logged it.
+FAMILY_TAG = "family"
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     ref: ModelRef
-    # Anything with DigitModel's classify(images, limits): the pyfunc itself, or a client
-    # of a remote scoring server in predictor mode.
-    model: DigitModel | Any
+    # Anything with the contract's classify(images, limits): the pyfunc itself (any family),
+    # the micro-batcher around it, or a client of a remote scoring server in predictor mode.
+    model: DigitPyfunc | Any
+    # The model family (pyfunc.contract), named by /recognize, /ready and the metrics.
+    family: str = UNKNOWN_FAMILY
 
 
 def client_for(settings: Settings) -> MlflowClient:
@@ -97,7 +108,7 @@ def load(
             # The adapter stays up and answers 502/504 while the scorer is away, rather
             # than flapping between ready and not ready with it.
             log.warning("remote predictor %s not answering yet: %s", remote.url, exc)
-        return LoadedModel(ref, remote)
+        return LoadedModel(ref, remote, _registered_family(settings, ref))
     python_model = loading.load_version(
         settings.mlflow_tracking_uri,
         ref.name,
@@ -124,10 +135,11 @@ def load_directory(
 
 def _serving(
     ref: ModelRef,
-    python_model: DigitModel,
+    python_model: DigitPyfunc,
     settings: Settings,
     on_batch: Callable[[int], None] | None,
 ) -> LoadedModel:
+    family = family_of(python_model)
     if settings.batching:
         from serving.batching import BatchingModel
 
@@ -139,5 +151,21 @@ def _serving(
                 settings.batch_max_wait_us,
                 on_batch=on_batch,
             ),
+            family,
         )
-    return LoadedModel(ref, python_model)
+    return LoadedModel(ref, python_model, family)
+
+
+def _registered_family(settings: Settings, ref: ModelRef) -> str:
+    """The family the registry names for ``ref`` (the version's tag, else its run's): in
+    predictor mode the model itself is in another process."""
+    try:
+        client = client_for(settings)
+        version = client.get_model_version(ref.name, ref.version)
+        family = (version.tags or {}).get(FAMILY_TAG)
+        if not family and version.run_id:
+            family = client.get_run(version.run_id).data.tags.get(FAMILY_TAG)
+    except MlflowException as exc:
+        log.warning("the family of %s could not be read: %s", ref.uri, exc)
+        return UNKNOWN_FAMILY
+    return family or UNKNOWN_FAMILY

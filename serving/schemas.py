@@ -118,6 +118,11 @@ class ModelVersion(BaseModel):
 
     name: str = Field(examples=["digits"])
     version: str = Field(examples=["3"])
+    family: str | None = Field(
+        default=None,
+        description="The model family (how the version turns an image into a digit)",
+        examples=["keras_example"],
+    )
 
 
 class Recognition(BaseModel):

@@ -105,4 +105,4 @@ def _not_ready(code: str, message: str, status: dict):
 
 
 def _version(loaded) -> ModelVersion:
-    return ModelVersion(name=loaded.ref.name, version=loaded.ref.version)
+    return ModelVersion(name=loaded.ref.name, version=loaded.ref.version, family=loaded.family)

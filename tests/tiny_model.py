@@ -8,6 +8,9 @@ MNIST training digits (more than eight in ten test digits right), written as an 
 logs (ONNX artifact, the ``pyfunc`` package as code, the signature), so the service loads it
 through its real registry code path. tests/integration/test_tiny_model.py checks that it
 stays logged like the trained model.
+
+A second family, :class:`PooledLogistic` (scikit-learn on 14×14 pooled digits, a family
+with its own normalisation), shows that the service serves any contract pyfunc.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ import contextlib
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import pyfunc
-from pyfunc.preprocess import pre_process
+from pyfunc.contract import DigitPyfunc, InputSpec, images_of
+from pyfunc.preprocess import Limits, pre_process
 
 MODEL_NAME = "digits"
 ARTIFACT_PATH = "model"  # as training logs it
+# Logged through the Keras/ONNX family's class (DigitModel), under a name of its own.
+FAMILY = "tiny_softmax"
 PIXELS = 28 * 28
 CLASSES = 10
 # About 86 % of MNIST test digits right, fitted in about a tenth of a second on a quiet core.
@@ -118,32 +125,111 @@ def register(tracking_uri: str, onnx_path: Path, experiment: str = "digits") -> 
     register it as a new version of ``digits`` and make that version Production (stage and
     alias); returns the version. Through a client, so the process's MLflow settings (the
     fluent API's tracking URI, which also sets ``MLFLOW_TRACKING_URI``) stay as they were."""
+    from pyfunc.model import ONNX_ARTIFACT, DigitModel
+
+    return register_model(
+        tracking_uri,
+        DigitModel(family=FAMILY),
+        {ONNX_ARTIFACT: str(onnx_path)},
+        ["onnxruntime"],
+        experiment,
+    )
+
+
+def register_model(
+    tracking_uri: str,
+    model: DigitPyfunc,
+    artifacts: dict[str, str],
+    requirements: list[str],
+    experiment: str = "digits",
+) -> str:
+    """Any family's pyfunc, logged as training logs one (the ``pyfunc`` package as code, the
+    signature, the family as metadata and as a tag), registered as a new version of
+    ``digits`` and made Production; returns the version."""
     import mlflow
     from mlflow import MlflowClient
 
-    from pyfunc.model import ONNX_ARTIFACT, DigitModel
     from training.promote import make_production
 
     with tempfile.TemporaryDirectory(prefix="tiny-model-") as tmp:
         local = Path(tmp) / "model"
         mlflow.pyfunc.save_model(
             path=str(local),
-            python_model=DigitModel(),
-            artifacts={ONNX_ARTIFACT: str(onnx_path)},
+            python_model=model,
+            artifacts=artifacts,
             code_paths=[str(Path(pyfunc.__file__).parent)],
             signature=signature(),
+            metadata=model.metadata(),
             # Given, so MLflow does not load the model in a subprocess to infer them.
-            pip_requirements=_pinned("mlflow", "numpy", "pillow", "scipy", "pandas", "onnxruntime"),
+            pip_requirements=_pinned("mlflow", "numpy", "pillow", "scipy", "pandas", *requirements),
         )
         client = MlflowClient(tracking_uri, tracking_uri)
         experiment_id = client.get_experiment_by_name(experiment).experiment_id
-        run = client.create_run(experiment_id, run_name="tiny-test-model")
+        run = client.create_run(
+            experiment_id, run_name=f"tiny-{model.family}", tags={"family": model.family}
+        )
         client.log_artifacts(run.info.run_id, str(local), ARTIFACT_PATH)
         client.set_terminated(run.info.run_id)
     if not client.search_registered_models(f"name = '{MODEL_NAME}'"):
         client.create_registered_model(MODEL_NAME)
     version = client.create_model_version(
-        MODEL_NAME, source=f"{run.info.artifact_uri}/{ARTIFACT_PATH}", run_id=run.info.run_id
+        MODEL_NAME,
+        source=f"{run.info.artifact_uri}/{ARTIFACT_PATH}",
+        run_id=run.info.run_id,
+        tags={"family": model.family},
     ).version
     make_production(client, MODEL_NAME, str(version))
     return str(version)
+
+
+# --------------------------------------------------------------------- a second family
+
+POOLED_FAMILY = "tiny_pooled_logistic"
+POOLED_SPEC = InputSpec(height=14, width=14, channels=1, normalisation="mnist-pooled-2x2")
+POOLED_TRAIN_DIGITS = 2000
+
+
+class PooledLogistic(DigitPyfunc):
+    """Another package and another input: scikit-learn's ``LogisticRegression`` on the
+    MNIST-normalised digit averaged down to 14×14, its own normalisation, so the service
+    runs this family's ``pre_process`` and never the shared MNIST split. The fitted
+    estimator is pickled with the object; there are no artifacts to read."""
+
+    family = POOLED_FAMILY
+    input_spec = POOLED_SPEC
+
+    def __init__(self, classifier: Any) -> None:
+        super().__init__(family=POOLED_FAMILY, input_spec=POOLED_SPEC)
+        self.classifier = classifier
+
+    def load_context(self, context: Any) -> None:
+        """Nothing to read: the estimator came with the pickle."""
+
+    def pre_process(self, model_input: Any, limits: Limits | None = None) -> np.ndarray:
+        mnist = pre_process(images_of(model_input), limits=limits or self.limits)
+        return pool(mnist)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        flat = np.asarray(batch, dtype=np.float32).reshape(len(batch), -1)
+        return np.asarray(self.classifier.predict_proba(flat), dtype=np.float64)
+
+
+def pool(batch: np.ndarray) -> np.ndarray:
+    """``(N, 28, 28, 1)`` → ``(N, 14, 14, 1)``, each pixel the mean of a 2×2 block."""
+    n = len(batch)
+    return batch.reshape(n, 14, 2, 14, 2, 1).mean(axis=(2, 4)).astype(np.float32)
+
+
+def fit_pooled(x_train: np.ndarray, y_train: np.ndarray) -> PooledLogistic:
+    """The second family fitted on the first training digits (a second or two)."""
+    from sklearn.linear_model import LogisticRegression
+
+    n = min(POOLED_TRAIN_DIGITS, len(x_train))
+    x = pool(pre_process(np.asarray(x_train[:n]))).reshape(n, -1)
+    classifier = LogisticRegression(max_iter=200).fit(x, y_train[:n])
+    return PooledLogistic(classifier)
+
+
+def register_pooled(tracking_uri: str, model: PooledLogistic) -> str:
+    """The second family as a new Production version of ``digits``; returns the version."""
+    return register_model(tracking_uri, model, {}, ["scikit-learn"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from serving import create_app
+from tests import tiny_model
 
 TOKEN = "s3cret-admin"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -49,7 +50,7 @@ def test_status_needs_the_token(admin_client, registry):
 
 def test_status_says_where_the_model_came_from_and_what_is_kept(admin_client):
     body = admin_client.get("/admin/status", headers=AUTH).get_json()
-    assert body["model"] == {"name": "digits", "version": "1"}
+    assert body["model"] == {"name": "digits", "version": "1", "family": tiny_model.FAMILY}
     assert body["served_from"] == "registry" and body["wanted_version"] == "1"
     assert body["degraded"] is None and body["last_load_failure_detail"] is None
     assert body["last_good"]["version"] == "1"

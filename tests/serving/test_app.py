@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from tests import tiny_model
 from tests.cases import BAD_REQUESTS, BadRequest
 
 
@@ -17,7 +18,7 @@ def test_seed_image_is_a_nine(client, seed_png: bytes):
     assert len(body["probabilities"]) == 10
     assert abs(sum(body["probabilities"]) - 1) < 1e-4
     assert body["confidence"] == max(body["probabilities"])
-    assert body["model"] == {"name": "digits", "version": "1"}
+    assert body["model"] == {"name": "digits", "version": "1", "family": tiny_model.FAMILY}
     assert body["request_id"] == response.headers["X-Request-ID"]
 
 
@@ -93,7 +94,11 @@ def test_health_and_ready(client):
     assert client.get("/health").get_json() == {"status": "ok"}
     ready = client.get("/ready")
     assert ready.status_code == 200
-    assert ready.get_json()["model"] == {"name": "digits", "version": "1"}
+    assert ready.get_json()["model"] == {
+        "name": "digits",
+        "version": "1",
+        "family": tiny_model.FAMILY,
+    }
 
 
 def test_no_production_model_means_503_but_alive(empty_registry):

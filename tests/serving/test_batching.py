@@ -89,6 +89,7 @@ def test_a_lone_request_runs_in_its_own_thread(digit_model, mnist):
     class Spy:
         limits = digit_model.limits
         answer = digit_model.answer
+        shared_pre_process = True
 
         def probabilities(self, batch):
             ran_in.append(threading.current_thread().name)
@@ -116,6 +117,7 @@ def test_requests_arriving_during_a_pass_share_the_next(digit_model, mnist):
     class SlowFirstPass:
         limits = digit_model.limits
         answer = digit_model.answer
+        shared_pre_process = True
 
         def probabilities(self, batch):
             if not first_pass_started.is_set():
