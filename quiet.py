@@ -3,7 +3,8 @@ message it drops and why the user cannot act on it. Everything else (every other
 every other log line, every other line TensorFlow writes) stays visible.
 
 Call :func:`install` at the start of an entry point (``training.train``, ``python -m
-serving``), before TensorFlow is imported. Nothing happens at import time.
+serving``), before TensorFlow is imported. Nothing happens at import time. A top-level module,
+like ``locations``: serving and training both use it, and neither imports the other.
 
 TensorFlow's two start-up lines ("All log messages before absl::InitializeLog() …" and the
 oneDNN notice) are written by its C++ code straight to file descriptor 2 while ``import

@@ -41,7 +41,7 @@ def test_noise_written_to_descriptor_2_during_an_import_is_dropped(tmp_path: Pat
     )
     stderr = _run(
         """
-        from training import quiet
+        import quiet
         quiet.install(modules=("noisy",))
         import noisy
         import os
@@ -64,7 +64,7 @@ def test_lines_written_by_a_failing_import_are_kept(tmp_path: Path):
     )
     stderr = _run(
         """
-        from training import quiet
+        import quiet
         quiet.install(modules=("broken",))
         try:
             import broken
@@ -80,7 +80,7 @@ def test_only_the_named_warnings_are_filtered(tmp_path: Path):
     stderr = _run(
         """
         import warnings
-        from training import quiet
+        import quiet
         quiet.install(modules=())
         warnings.warn("\\x1b[33mAdd type hints to the `predict` method to enable data "
                       "validation\\x1b[0m", UserWarning)
@@ -105,7 +105,7 @@ def test_log_records_are_filtered_by_logger_and_message(tmp_path: Path):
     stderr = _run(
         """
         import logging
-        from training import quiet
+        import quiet
         quiet.install(modules=())
         quiet.install(modules=())  # twice: still one filter each
         assert len(logging.getLogger("mlflow.utils.git_utils").filters) == 1
@@ -124,7 +124,7 @@ def test_log_records_are_filtered_by_logger_and_message(tmp_path: Path):
 
 @pytest.mark.integration
 def test_tensorflows_start_up_lines_are_dropped(tmp_path: Path):
-    code = "from training import quiet\nquiet.install()\nimport tensorflow\n"
+    code = "import quiet\nquiet.install()\nimport tensorflow\n"
     stderr = _run(code, tmp_path)
     assert "oneDNN" not in stderr and "absl::InitializeLog" not in stderr, stderr
     # TensorFlow imported this way still works and knows its own loader.
