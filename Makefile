@@ -48,8 +48,9 @@ format: setup
 train: setup  ## full training (12 epochs); parameters: ARGS="-P epochs=3 -P limit=10000"
 	$(MLFLOW_RUN) -e train $(TRAIN_ARGS) $(ARGS)
 
+# An epochs in ARGS wins over QUICK_EPOCHS (mlflow run refuses a parameter given twice).
 quick-train: setup  ## a 2-epoch run (QUICK_EPOCHS=n); more parameters in ARGS="-P …"
-	$(MLFLOW_RUN) -e train -P epochs=$(QUICK_EPOCHS) $(ARGS)
+	$(MLFLOW_RUN) -e train $(if $(findstring epochs=,$(ARGS)),,-P epochs=$(QUICK_EPOCHS)) $(ARGS)
 
 evaluate: setup  ## the Production model (any family) on MNIST test and the real-world variants
 	$(MLFLOW_RUN) -e evaluate
@@ -77,8 +78,15 @@ models-serve: setup  ## `mlflow models serve` of MODEL_URI (default Production) 
 stack: setup  ## tracking server on PostgreSQL + proxied artifacts, two replicas behind nginx on :8000
 	MLFLOW_TRACKING_URI= bash deploy/stack.sh
 
-serve: setup
-	@$(PY) -m training.registry_status || { $(MLFLOW_RUN) -e train -P epochs=$(QUICK_EPOCHS) && $(MLFLOW_RUN) -e promote; }
+# On an empty registry: says what it does (training.registry_status), trains a quick model
+# (which times itself: training.progress), promotes it, then serves.
+SERVE_URL = $$($(PY) -c 'from serving.config import Settings; s = Settings(); print(f"http://{s.host}:{s.port}")')
+serve: setup  ## serve the Production model on :8000; on an empty registry, train a quick one first
+	@$(PY) -m training.registry_status --first-start $(QUICK_EPOCHS) --url "$(SERVE_URL)" || { \
+	  $(MLFLOW_RUN) -e train -P epochs=$(QUICK_EPOCHS) && \
+	  echo "make serve: the quick model is registered; next the promotion gate scores it" && \
+	  $(MLFLOW_RUN) -e promote && \
+	  echo "make serve: promoted; starting the service on $(SERVE_URL)"; }
 	$(PY) -m serving
 
 # this service vs `mlflow models serve` vs naive Flask + Keras under wrk; writes bench/results/.
