@@ -33,7 +33,11 @@ def test_notebook_load_model_accepts_arrays_bytes_and_base64(registry, mnist):
             "probabilities",
             "no_digit",
             "not_digit_score",
+            "error",
+            "error_message",
         ]
+        # The bare array, as a notebook passes it.
+        assert list(model.predict(x)["digit"]) == list(from_arrays["digit"])
         assert np.mean(from_arrays["digit"].to_numpy() == y) > 0.85
         pngs = [_png(d) for d in x[:20]]
         from_bytes = model.predict(pd.DataFrame({"image": pngs}))
@@ -45,18 +49,37 @@ def test_notebook_load_model_accepts_arrays_bytes_and_base64(registry, mnist):
 
 
 def test_mlflow_models_serve_answers_with_the_same_model(registry, seed_png, tmp_path):
+    blank = base64.b64encode(_png(np.zeros((28, 28), np.uint8))).decode()
+    seed = base64.b64encode(seed_png).decode()
     with start_scorer(registry.env, tmp_path) as (url, _):
-        payload = {
-            "dataframe_split": {
-                "columns": ["image"],
-                "data": [[base64.b64encode(seed_png).decode()]],
-            }
-        }
+        payload = {"dataframe_split": {"columns": ["image"], "data": [[seed]]}}
         response = requests.post(f"{url}/invocations", json=payload, timeout=60)
         assert response.status_code == 200, response.text
         (prediction,) = response.json()["predictions"]
         assert prediction["digit"] == 9
         assert len(prediction["probabilities"]) == 10
+        assert prediction["error"] is None
+        # One image without a digit, one that is no image: their rows say so, the rest answer.
+        rows = [[seed], [blank], [base64.b64encode(b"no image").decode()], [seed]]
+        payload = {"dataframe_split": {"columns": ["image"], "data": rows}}
+        response = requests.post(f"{url}/invocations", json=payload, timeout=60)
+        assert response.status_code == 200, response.text
+        assert "Traceback" not in response.text
+        answers = response.json()["predictions"]
+        assert [a["error"] for a in answers] == [None, "no_digit", "unsupported_format", None]
+        assert [a["digit"] for a in answers] == [9, None, None, 9]
+        # A bare (N, 28, 28) array as tensor input, as a notebook's x_test is sent.
+        payload = {"inputs": [np.zeros((28, 28), np.uint8).tolist(), _seed_pixels(seed_png)]}
+        response = requests.post(f"{url}/invocations", json=payload, timeout=60)
+        assert response.status_code == 200, response.text
+        answers = response.json()["predictions"]
+        assert [a["error"] for a in answers] == ["no_digit", None]
+        assert answers[1]["digit"] == 9
+
+
+def _seed_pixels(png: bytes) -> list:
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image).tolist()
 
 
 def test_evaluate_entry_point_logs_accuracy(registry, mnist_path):
