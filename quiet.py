@@ -3,8 +3,11 @@ message it drops and why the user cannot act on it. Everything else (every other
 every other log line, every other line TensorFlow writes) stays visible.
 
 Call :func:`install` at the start of an entry point (``training.train``, ``python -m
-serving``), before TensorFlow is imported. Nothing happens at import time. A top-level module,
-like ``locations``: serving and training both use it, and neither imports the other.
+serving``), before TensorFlow is imported; or run a module under it, installed before the
+module imports anything: ``python -m quiet training.train …`` (the MLproject's train entry
+point: MLflow warns once already while ``pyfunc.contract`` is imported). Nothing happens at
+import time. A top-level module, like ``locations``: serving and training both use it, and
+neither imports the other.
 
 TensorFlow's two start-up lines ("All log messages before absl::InitializeLog() …" and the
 oneDNN notice) are written by its C++ code straight to file descriptor 2 while ``import
@@ -22,6 +25,7 @@ import importlib.machinery
 import logging
 import os
 import re
+import runpy
 import sys
 import tempfile
 import warnings
@@ -173,3 +177,20 @@ class _FilteredLoader(importlib.abc.Loader):
             module.__spec__.loader = self.loader
         with filtered_stderr():
             self.loader.exec_module(module)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m quiet MODULE ARGS…``: ``python -m MODULE ARGS…`` with :func:`install` first."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0].startswith("-"):
+        sys.exit("usage: python -m quiet MODULE [ARGS…]")
+    install()
+    sys.argv = args
+    runpy.run_module(args[0], run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    # This very file, imported as ``quiet``: the module run below imports the same copy.
+    import quiet
+
+    quiet.main()

@@ -133,3 +133,26 @@ def test_tensorflows_start_up_lines_are_dropped(tmp_path: Path):
         "assert tensorflow.__spec__.loader.__class__.__name__ != '_FilteredLoader'\n",
         tmp_path,
     )
+
+
+def test_python_m_quiet_runs_a_module_with_the_filters_set_before_its_imports(tmp_path: Path):
+    # Like pyfunc.contract: MLflow warns while the module is imported, before any main().
+    (tmp_path / "warns_on_import.py").write_text(
+        "import warnings\nwarnings.warn('Add type hints to the `predict` method', UserWarning)\n"
+    )
+    (tmp_path / "tool.py").write_text(
+        "import sys, warnings\nimport warns_on_import\n"
+        "print(sys.argv[1:])\nwarnings.warn('a real one', UserWarning)\nsys.exit(3)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "quiet", "tool", "--epochs", "2"],
+        cwd=PROJECT_ROOT,
+        env={"PYTHONPATH": f"{PROJECT_ROOT}:{tmp_path}", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "['--epochs', '2']\n"
+    assert "Add type hints" not in result.stderr
+    assert "a real one" in result.stderr
