@@ -126,3 +126,21 @@ def test_the_table_is_logged_as_artifacts_of_a_run(board_registry, mnist, tmp_pa
     assert [v["version"] for v in document["versions"]] == ["1", "2"]
     assert document["evidence"]["fingerprint"] == evidence.fingerprint
     assert client.get_run(run_id).info.run_name == "leaderboard"
+
+
+@pytest.mark.skipif(
+    not hasattr(tiny_model, "fit_pooled"), reason="tests/tiny_model.py has no second family"
+)
+def test_versions_of_two_families_share_the_table(tmp_path, tiny_onnx, mnist) -> None:
+    reg = Registry.create(tmp_path / "reg")
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
+    tiny_model.register_pooled(
+        reg.tracking_uri, tiny_model.fit_pooled(mnist.x_train, mnist.y_train)
+    )
+    evidence = _evidence(mnist)
+    rows = leaderboard(reg.tracking_uri, "digits", evidence, latency_images=3)
+    assert [r.family for r in rows] == [TINY_FAMILY, tiny_model.POOLED_FAMILY]
+    for row in rows:
+        assert not row.error and row.latency_ms > 0
+        assert set(row.accuracy) == {"mnist_test", "validation", *VARIANTS}
+        assert row.accuracy["mnist_test"] > 0.7

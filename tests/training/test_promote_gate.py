@@ -112,3 +112,29 @@ def test_a_forced_promotion_scores_nothing(gate_registry, small_mnist_path) -> N
     args = parse_args(["--version", "2", "--force", "true", "--data-path", str(small_mnist_path)])
     comparison = compare(args, client, reg.tracking_uri)
     assert comparison.decision == "forced" and comparison.overall is None
+
+
+SECOND_FAMILY = hasattr(tiny_model, "fit_pooled")
+
+
+@pytest.mark.skipif(not SECOND_FAMILY, reason="tests/tiny_model.py has no second family")
+def test_the_gate_compares_across_families(tmp_path, tiny_onnx, mnist, small_mnist_path):
+    reg = Registry.create(tmp_path / "reg")
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
+    second = tiny_model.register_pooled(
+        reg.tracking_uri, tiny_model.fit_pooled(mnist.x_train, mnist.y_train)
+    )
+    client = MlflowClient(tracking_uri=reg.tracking_uri, registry_uri=reg.tracking_uri)
+    make_production(client, "digits", "1")
+    args = parse_args(
+        ["--version", second, "--data-path", str(small_mnist_path), "--wild-limit", "4"]
+    )
+    comparison = compare(args, client, reg.tracking_uri)
+    assert comparison.candidate_family == tiny_model.POOLED_FAMILY
+    assert comparison.champion_family == TINY_FAMILY
+    overall = comparison.overall
+    assert overall is not None and overall.n == 1_000 + 200 + 12 * 4
+    # Different models: they disagree somewhere, and the decision follows the rule.
+    assert overall.b + overall.c > 0
+    assert comparison.passed == (overall.interval[1] >= -comparison.margin)
+    assert comparison.tags()["gate.candidate_family"] == tiny_model.POOLED_FAMILY
