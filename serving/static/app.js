@@ -1,5 +1,6 @@
 // The digit page: draw on the canvas (pointer events: mouse, pen and touch alike) or pick a
-// photo, send it to POST /recognize, show the answer. Plain JavaScript, no build step.
+// photo, send it to POST /recognize (or POST /read for a number), show the answer and the
+// 28×28 the model received. Plain JavaScript, no build step.
 "use strict";
 
 (() => {
@@ -7,8 +8,10 @@
   const main = $("main");
   const urls = {
     recognize: main.dataset.recognizeUrl,
+    read: main.dataset.readUrl,
     ready: main.dataset.readyUrl,
     feedback: main.dataset.feedbackUrl,
+    openapi: main.dataset.openapiUrl,
   };
 
   const pad = $("pad");
@@ -17,15 +20,30 @@
   const INK = "#111111";
   // About the stroke width of MNIST digits (2–3 px of 28) at the canvas' 280 px.
   const LINE_WIDTH = pad.width / 13;
+  // Live answers: a draft this long after the pen last lifted; the drawing counts as
+  // finished (the logged request, the one feedback can label) after FINAL_DELAY_MS.
+  const LIVE_DELAY_MS = 300;
+  const FINAL_DELAY_MS = 1500;
+  const STRIP_LENGTH = 8;
+  const JSON_TYPE = "application/json";
+  const READY_POLL_MS = 60000;
 
   const state = {
     hasInk: false,
     drawing: false,
     last: null,
-    requestId: null,
-    digit: null,
-    busy: false,
+    ink: 0, // bumped on every change of the drawing: answers for an older one are stale
+    seq: 0, // requests sent
+    applied: 0, // the newest request whose answer (or error) is on screen
+    draftInFlight: false,
+    draftQueued: false,
+    liveTimer: null,
+    finalTimer: null,
+    finalInk: -1, // the drawing last sent as a final request
+    result: null, // the answer on screen: {kind, digit, number, recordId, token, entry}
     previewUrl: null,
+    canRead: false,
+    history: [],
   };
 
   // ---------------------------------------------------------------- drawing
@@ -40,6 +58,8 @@
     ctx.lineCap = "round";
     ctx.lineJoin = "round";
     state.hasInk = false;
+    state.ink += 1;
+    stopTimers();
   }
 
   function canvasPoint(ev) {
@@ -51,11 +71,16 @@
     };
   }
 
+  function inked() {
+    state.hasInk = true;
+    state.ink += 1;
+  }
+
   function dot(p) {
     ctx.beginPath();
     ctx.arc(p.x, p.y, LINE_WIDTH / 2, 0, Math.PI * 2);
     ctx.fill();
-    state.hasInk = true;
+    inked();
   }
 
   function lineTo(p) {
@@ -64,7 +89,20 @@
     ctx.lineTo(p.x, p.y);
     ctx.stroke();
     state.last = p;
-    state.hasInk = true;
+    inked();
+  }
+
+  function stopTimers() {
+    clearTimeout(state.liveTimer);
+    clearTimeout(state.finalTimer);
+    state.liveTimer = state.finalTimer = null;
+  }
+
+  function strokeEnded() {
+    if (!state.hasInk || !$("live").checked) return;
+    stopTimers();
+    state.liveTimer = setTimeout(sendDraft, LIVE_DELAY_MS);
+    state.finalTimer = setTimeout(() => recognizeDrawing({ auto: true }), FINAL_DELAY_MS);
   }
 
   pad.addEventListener("pointerdown", (ev) => {
@@ -72,6 +110,7 @@
     ev.preventDefault();
     pad.focus({ preventScroll: true });
     pad.setPointerCapture(ev.pointerId);
+    stopTimers();
     state.drawing = true;
     state.last = canvasPoint(ev);
     dot(state.last);
@@ -88,18 +127,25 @@
 
   for (const type of ["pointerup", "pointercancel", "lostpointercapture"]) {
     pad.addEventListener(type, () => {
+      const was = state.drawing;
       state.drawing = false;
       state.last = null;
+      if (was) strokeEnded();
     });
   }
 
   // ---------------------------------------------------------------- messages
 
-  function showMessage(text, kind = "error") {
+  function showMessage(text, kind = "error", scroll = true) {
     const el = $("message");
     el.textContent = text;
     el.className = `message ${kind}`;
     el.hidden = false;
+    // On a phone the result card is below the pad: bring the message into view (not for
+    // a live guess: the page must not move under a finger that is drawing).
+    if (scroll && el.getBoundingClientRect().bottom > window.innerHeight) {
+      el.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    }
   }
 
   function hideMessage() {
@@ -107,14 +153,11 @@
   }
 
   function setBusy(busy) {
-    state.busy = busy;
     $("result-card").setAttribute("aria-busy", String(busy));
-    $("recognize").disabled = busy;
-    $("busy").hidden = !busy;
-    if (busy) {
-      $("placeholder").hidden = true;
-      $("result").hidden = true;
-    }
+    // The answer on screen stays while the next one is on its way (live drawing would
+    // otherwise flicker); the placeholder says "Recognising…" only when there is none.
+    $("busy").hidden = !busy || state.result !== null;
+    $("placeholder").hidden = busy || state.result !== null;
   }
 
   // ---------------------------------------------------------------- talking to the service
@@ -132,58 +175,107 @@
     if (err && err.code === "no_digit") {
       return "No digit found in that image. Draw or photograph one dark digit on a plain background.";
     }
+    if (err && err.code === "multiple_digits" && state.canRead) {
+      return `${err.message} (${response.status}). For a number, use “Read a number”.`;
+    }
     if (err && err.message) return `${err.message} (${response.status})`;
     return `The service answered ${response.status} ${response.statusText}.`;
   }
 
-  async function recognize(body, contentType, previewUrl) {
-    if (state.busy) return;
-    hideMessage();
+  // One request: `what` is {url, body, contentType, previewUrl, draft, number, ink}.
+  // Answers are shown only if no later request's answer is shown already and, for a
+  // drawing, the drawing has not changed since: stale answers are dropped.
+  async function send(what) {
+    const seq = (state.seq += 1);
+    if (what.draft) state.draftInFlight = true;
+    else hideMessage();
     setBusy(true);
-    const headers = contentType ? { "Content-Type": contentType } : {};
-    let response;
+    const query = what.draft ? "?return_input=true&draft=true" : "?return_input=true";
+    const headers = what.contentType ? { "Content-Type": what.contentType } : {};
+    let response = null;
+    let json = null;
     try {
-      response = await fetch(urls.recognize, { method: "POST", body, headers });
+      response = await fetch(what.url + query, { method: "POST", body: what.body, headers });
+      json = await readJson(response);
     } catch {
-      setBusy(false);
-      showPlaceholderIfEmpty();
-      showMessage("Could not reach the service. Check the connection and try again.");
+      response = null;
+    }
+    if (what.draft) {
+      state.draftInFlight = false;
+      if (state.draftQueued) {
+        state.draftQueued = false;
+        setTimeout(sendDraft, 0);
+      }
+    }
+    const stale = seq < state.applied || (what.ink !== undefined && what.ink !== state.ink);
+    if (stale) {
+      if (seq === state.seq) setBusy(false);
       return;
     }
-    const json = await readJson(response);
+    state.applied = seq;
     setBusy(false);
-    if (!response.ok || !json) {
-      showPlaceholderIfEmpty();
-      showMessage(errorText(response, json));
+    if (response === null || !response.ok || !json) {
+      // The old answer belongs to another image: it must not stand beside this error.
+      clearResult();
+      const text =
+        response === null
+          ? "Could not reach the service. Check the connection and try again."
+          : errorText(response, json);
+      showMessage(text, "error", !what.draft);
+      $("live-answer").textContent = "no answer";
+      if (response !== null) checkService();
       return;
     }
-    showResult(json, previewUrl);
+    if (!what.draft) hideMessage();
+    showResult(json, what);
   }
 
-  function showPlaceholderIfEmpty() {
-    $("placeholder").hidden = state.requestId !== null;
-    $("result").hidden = state.requestId === null;
+  function sendDraft() {
+    if (!state.hasInk || state.ink === state.finalInk) return;
+    if (state.draftInFlight) {
+      state.draftQueued = true; // one in flight; the newest drawing goes when it is back
+      return;
+    }
+    const [body, previewUrl] = drawingBody();
+    send({ url: urls.recognize, body, contentType: JSON_TYPE, previewUrl, ink: state.ink, draft: true });
   }
 
-  function recognizeDrawing() {
+  // The drawing as JSON: one PNG encoding serves as the request and the preview (a canvas'
+  // toBlob beside toDataURL would encode it twice, and its first call is slow in Chromium).
+  function drawingBody() {
+    const dataUrl = pad.toDataURL("image/png");
+    return [JSON.stringify({ image: dataUrl }), dataUrl];
+  }
+
+  function recognizeDrawing({ auto = false, number = false } = {}) {
+    stopTimers();
     if (!state.hasInk) {
+      if (auto) return;
       // A blank canvas would only earn a 422; say what to do instead of asking.
-      showMessage("Draw a digit first, or upload a photo of one.", "info");
+      showMessage(
+        number ? "Draw a number first, or upload a photo of one." : "Draw a digit first, or upload a photo of one.",
+        "info",
+      );
       pad.focus();
       return;
     }
-    const dataUrl = pad.toDataURL("image/png");
-    pad.toBlob((blob) => recognize(blob, "image/png", dataUrl), "image/png");
+    const finalKind = number ? "number" : "digit";
+    // The same drawing already answered for good: nothing new to log.
+    if (state.ink === state.finalInk && state.result && state.result.kind === finalKind) return;
+    state.finalInk = state.ink;
+    const [body, previewUrl] = drawingBody();
+    const url = number ? urls.read : urls.recognize;
+    send({ url, body, contentType: JSON_TYPE, previewUrl, ink: state.ink, number, auto });
   }
 
   function recognizeUpload(file) {
     if (!file) return;
-    if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+    stopTimers();
     state.previewUrl = URL.createObjectURL(file);
     const form = new FormData();
     form.append("image", file, file.name);
     // No Content-Type: the browser sets multipart/form-data with its boundary.
-    recognize(form, null, state.previewUrl);
+    send({ url: urls.recognize, body: form, contentType: null, previewUrl: state.previewUrl });
   }
 
   // ---------------------------------------------------------------- the answer
@@ -215,72 +307,177 @@
     });
   }
 
-  function showResult(result, previewUrl) {
-    state.requestId = result.request_id;
-    // Only this answer carries the token that lets its record be labelled.
-    state.recordId = result.record_id || null;
-    state.feedbackToken = result.feedback_token || null;
-    state.digit = result.digit;
-    $("digit").textContent = String(result.digit);
-    $("confidence").textContent = percent(result.confidence);
+  function renderNumberDigits(digits) {
+    const list = $("number-digits");
+    list.replaceChildren();
+    for (const d of digits) {
+      const item = document.createElement("li");
+      item.textContent = String(d.digit);
+      const small = document.createElement("small");
+      small.textContent = percent(d.confidence);
+      item.append(small);
+      list.append(item);
+    }
+  }
+
+  function showResult(result, what) {
+    const number = Boolean(what.number);
+    const kind = what.draft ? "draft" : number ? "number" : "digit";
+    const answer = number ? String(result.number) : String(result.digit);
+    const confidence = number
+      ? Math.min(...result.digits.map((d) => d.confidence))
+      : result.confidence;
+    state.result = {
+      kind,
+      digit: number ? null : result.digit,
+      number: number ? answer : null,
+      // Only a final answer carries the token that lets its record be labelled.
+      recordId: result.record_id || null,
+      token: result.feedback_token || null,
+      fromPad: what.ink !== undefined,
+      entry: null,
+    };
+    $("result").dataset.kind = kind;
+    $("digit").textContent = answer;
+    $("digit").classList.toggle("long", answer.length > 2);
+    $("live-badge").hidden = kind !== "draft";
+    $("confidence").textContent = percent(confidence);
     $("low-confidence").hidden = !result.low_confidence;
-    renderBars(result.probabilities, result.digit);
-    $("model-name").textContent = result.model ? result.model.name : "?";
-    $("model-version").textContent = result.model ? result.model.version : "?";
-    $("preview").src = previewUrl || "";
-    $("preview").hidden = !previewUrl;
+    $("chart").hidden = number;
+    if (!number) renderBars(result.probabilities, result.digit);
+    $("number-digits").hidden = !number;
+    if (number) renderNumberDigits(result.digits);
+    showModel(result.model);
+    $("preview").src = what.previewUrl || "";
+    $("preview").hidden = !what.previewUrl;
+    const input = result.model_input ? `data:image/png;base64,${result.model_input}` : null;
+    $("model-input").src = input || "";
+    $("model-input-figure").hidden = !input;
+    $("draft-note").hidden = kind !== "draft";
+    // Beside the pad too, where a phone user drawing can see it without scrolling.
+    $("live-answer").textContent = `${kind === "draft" ? "…" : "→"} ${answer} · ${percent(confidence)}`;
     resetFeedback();
     $("placeholder").hidden = true;
+    $("busy").hidden = true;
     $("result").hidden = false;
+    if (kind === "draft") return; // live guesses are not announced or kept
     $("announce").textContent =
-      `It is a ${result.digit}, ${percent(result.confidence)} confident` +
+      (number ? `It reads ${answer}` : `It is a ${answer}`) +
+      `, ${percent(confidence)} confident` +
       (result.low_confidence ? ", but not sure." : ".");
-    // On a phone the answer is below the pad: bring it up rather than leave it unseen.
+    state.result.entry = remember(what.previewUrl, input, answer, confidence);
+    // On a phone the answer is below the pad: bring it up rather than leave it unseen
+    // (not when the drawing finished by itself: the line beside the pad shows it).
     const card = $("result-card");
-    if (card.getBoundingClientRect().top > window.innerHeight * 0.6) {
+    if (!what.auto && card.getBoundingClientRect().top > window.innerHeight * 0.6) {
       card.scrollIntoView({ behavior: "smooth", block: "start" });
     }
+  }
+
+  function showModel(model) {
+    $("model-name").textContent = model ? model.name : "?";
+    $("model-version").textContent = model ? model.version : "?";
+    const family = model && model.family;
+    $("model-family").textContent = family || "";
+    $("model-family-part").hidden = !family;
+  }
+
+  function clearResult() {
+    state.result = null;
+    $("result").hidden = true;
+    $("result").dataset.kind = "none";
+    $("placeholder").hidden = false;
+    $("busy").hidden = true;
+    $("announce").textContent = "";
+    $("live-answer").textContent = "";
+  }
+
+  // ---------------------------------------------------------------- recent drawings
+
+  function remember(previewUrl, inputUrl, answer, confidence) {
+    const entry = { previewUrl, inputUrl, answer, confidence, verdict: null };
+    state.history.unshift(entry);
+    for (const old of state.history.splice(STRIP_LENGTH)) {
+      if (old.previewUrl && old.previewUrl.startsWith("blob:")) URL.revokeObjectURL(old.previewUrl);
+    }
+    renderStrip();
+    return entry;
+  }
+
+  function renderStrip() {
+    const strip = $("strip");
+    strip.replaceChildren();
+    for (const entry of state.history) {
+      const item = document.createElement("li");
+      const img = document.createElement("img");
+      img.src = entry.previewUrl || entry.inputUrl || "";
+      img.alt = "";
+      img.width = 56;
+      img.height = 56;
+      const label = document.createElement("span");
+      label.className = "strip-answer";
+      label.textContent = entry.answer;
+      const note = document.createElement("small");
+      note.textContent =
+        entry.verdict === null ? percent(entry.confidence) : entry.verdict ? "✓ right" : `✗ was ${entry.verdict}`;
+      if (entry.verdict !== null) item.className = entry.verdict === true ? "right" : "wrong";
+      item.setAttribute(
+        "aria-label",
+        `${entry.answer}, ${percent(entry.confidence)}` +
+          (entry.verdict === null ? "" : entry.verdict === true ? ", marked right" : `, it was ${entry.verdict}`),
+      );
+      item.append(img, label, note);
+      strip.append(item);
+    }
+    $("recent").hidden = state.history.length === 0;
   }
 
   // ---------------------------------------------------------------- feedback
 
   function resetFeedback() {
+    const r = state.result;
+    const labelled = r && r.kind === "digit" && r.recordId && r.token;
+    $("feedback").hidden = !(r && r.kind !== "number");
     $("feedback-status").textContent = "";
+    $("right-digit").textContent = r && r.digit !== null ? String(r.digit) : "?";
+    $("right").disabled = !labelled;
+    $("right").setAttribute("aria-pressed", "false");
     for (const button of $("feedback-digits").querySelectorAll("button")) {
       const label = Number(button.dataset.label);
-      button.disabled = label === state.digit;
+      button.disabled = !labelled || label === r.digit;
       button.setAttribute("aria-pressed", "false");
     }
   }
 
   async function sendFeedback(label, button) {
     const status = $("feedback-status");
-    if (!state.recordId || !state.feedbackToken) return;
+    const r = state.result;
+    if (!r || !r.recordId || !r.token) return;
     status.textContent = "Sending…";
     let response;
     try {
       response = await fetch(urls.feedback, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({
-          record_id: state.recordId,
-          feedback_token: state.feedbackToken,
-          label,
-        }),
+        body: JSON.stringify({ record_id: r.recordId, feedback_token: r.token, label }),
       });
     } catch {
-      status.textContent = "Could not reach the service; the correction was not sent.";
+      status.textContent = "Could not reach the service; the answer was not sent.";
       return;
     }
     const json = await readJson(response);
     if (response.ok) {
-      for (const b of $("feedback-digits").querySelectorAll("button")) {
+      for (const b of $("feedback").querySelectorAll("button")) {
         b.setAttribute("aria-pressed", String(b === button));
       }
-      status.textContent = `Thank you! Recorded as ${label}.`;
+      const confirmed = label === r.digit;
+      status.textContent = confirmed ? `Thank you! Confirmed as ${label}.` : `Thank you! Recorded as ${label}.`;
+      if (r.entry) {
+        r.entry.verdict = confirmed ? true : label;
+        renderStrip();
+      }
     } else if (response.status === 404) {
-      status.textContent =
-        "The service no longer knows this prediction, so the correction was not saved.";
+      status.textContent = "The service no longer knows this prediction, so the answer was not saved.";
     } else {
       status.textContent = `Not saved: ${errorText(response, json)}`;
     }
@@ -297,6 +494,10 @@
       button.addEventListener("click", () => sendFeedback(d, button));
       box.append(button);
     }
+    const right = $("right");
+    right.addEventListener("click", () => {
+      if (state.result && state.result.digit !== null) sendFeedback(state.result.digit, right);
+    });
   }
 
   // ---------------------------------------------------------------- clear / start again
@@ -304,29 +505,36 @@
   function clearDrawing() {
     resetPad();
     hideMessage();
+    // The answer belongs to the drawing just wiped (the strip keeps it); an upload's stays.
+    if (state.result && state.result.fromPad) clearResult();
   }
 
   function startAgain() {
     resetPad();
     hideMessage();
     $("upload").value = "";
-    state.requestId = null;
-    state.digit = null;
-    $("result").hidden = true;
-    $("placeholder").hidden = false;
-    $("announce").textContent = "";
+    clearResult();
     pad.focus();
   }
 
-  // ---------------------------------------------------------------- model status
+  // ---------------------------------------------------------------- the service's state
 
-  async function showModelStatus() {
+  async function checkService() {
     const line = $("status-line");
+    const note = $("service-note");
     try {
       const response = await fetch(urls.ready);
       const json = await readJson(response);
+      note.hidden = true;
       if (response.ok && json && json.model) {
-        line.textContent = `Serving model ${json.model.name} version ${json.model.version}.`;
+        const family = json.model.family ? ` (family ${json.model.family})` : "";
+        line.textContent = `Serving model ${json.model.name} version ${json.model.version}${family}.`;
+        if (json.status === "degraded") {
+          // Still answering, with an older model than the operator asked for.
+          const why = json.degraded && json.degraded.message ? `: ${json.degraded.message}` : ".";
+          note.textContent = `Degraded service — an older model is answering${why}`;
+          note.hidden = false;
+        }
       } else if (json && json.error && json.error.code === "storage_unavailable") {
         line.textContent = "Requests cannot be stored right now, so none is answered; try again later.";
       } else {
@@ -337,12 +545,29 @@
     }
   }
 
+  async function checkRead() {
+    // The "Read a number" button only where this service has POST /read.
+    try {
+      const response = await fetch(urls.openapi);
+      const doc = await readJson(response);
+      state.canRead = Boolean(doc && doc.paths && doc.paths[urls.read] && doc.paths[urls.read].post);
+    } catch {
+      state.canRead = false;
+    }
+    $("read").hidden = !state.canRead;
+  }
+
   // ---------------------------------------------------------------- wiring
 
-  $("recognize").addEventListener("click", recognizeDrawing);
+  $("recognize").addEventListener("click", () => recognizeDrawing());
+  $("read").addEventListener("click", () => recognizeDrawing({ number: true }));
   $("clear").addEventListener("click", clearDrawing);
   $("again").addEventListener("click", startAgain);
   $("upload").addEventListener("change", (ev) => recognizeUpload(ev.target.files[0]));
+  $("live").addEventListener("change", (ev) => {
+    if (!ev.target.checked) stopTimers();
+    else strokeEnded();
+  });
 
   pad.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" || ev.key === " ") {
@@ -360,6 +585,9 @@
 
   resetPad();
   buildFeedbackButtons();
-  showModelStatus();
-  main.dataset.ready = "true"; // lets tests know the script has wired everything up
+  checkService();
+  setInterval(checkService, READY_POLL_MS);
+  checkRead().finally(() => {
+    main.dataset.ready = "true"; // lets tests know the script has wired everything up
+  });
 })();

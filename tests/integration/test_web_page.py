@@ -18,7 +18,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.support import start_server
+from tests import tiny_model
+from tests.support import Registry, add_version, set_production, start_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -124,8 +125,11 @@ def _draw(browser: WebDriver, strokes: list[list[Point]], steps: int = 12) -> No
         actions.release().perform()
 
 
-def _result(browser: WebDriver) -> dict[str, object]:
-    _wait(browser, lambda d: d.find_element(By.ID, "result").is_displayed())
+def _result(browser: WebDriver, kind: str = "digit") -> dict[str, object]:
+    """The answer on screen once it is of ``kind``: ``draft`` (a live guess while drawing),
+    ``digit`` (a final answer, logged, open to feedback) or ``number``."""
+    result = browser.find_element(By.ID, "result")
+    _wait(browser, lambda d: result.is_displayed() and result.get_attribute("data-kind") == kind)
     bars = browser.find_elements(By.CSS_SELECTOR, "#bars li")
     return {
         "digit": browser.find_element(By.ID, "digit").text,
@@ -288,3 +292,206 @@ def test_status_line_says_when_requests_cannot_be_stored(
     ) as url:
         _open(browser, url)
         _wait(browser, lambda d: "cannot be stored" in status(d))
+
+
+# ---------------------------------------------------------------- live answers and the strip
+
+# Wraps the page's fetch (every request still goes to the real service) and records, for
+# each, its URL, status and whether the answer carried a record id; and every kind of
+# answer the result area showed, in order. DELAY_DRAFTS_MS holds draft answers back.
+RECORD = """
+window.__requests = [];
+window.__kinds = [];
+window.__delayDrafts = arguments[0];
+const realFetch = window.fetch;
+window.fetch = async (url, options) => {
+  const response = await realFetch(url, options);
+  const body = await response.clone().json().catch(() => null);
+  if (String(url).includes("draft=true") && window.__delayDrafts) {
+    await new Promise((done) => setTimeout(done, window.__delayDrafts));
+  }
+  window.__requests.push({url: String(url), status: response.status,
+                          recorded: Boolean(body && body.record_id)});
+  return response;
+};
+const result = document.getElementById("result");
+new MutationObserver(() => window.__kinds.push(result.dataset.kind))
+  .observe(result, {attributes: true, attributeFilter: ["data-kind"]});
+"""
+
+
+def _record(browser: WebDriver, delay_drafts_ms: int = 0) -> None:
+    browser.execute_script(RECORD, delay_drafts_ms)
+
+
+def _requests(browser: WebDriver, path: str = "/recognize") -> list[dict[str, object]]:
+    return [r for r in browser.execute_script("return window.__requests") if path in r["url"]]
+
+
+def test_live_answer_then_the_logged_one_with_the_models_28x28(
+    browser: WebDriver, live_server: str, shots: Path
+):
+    _open(browser, live_server)
+    browser.set_window_size(1280, 800)
+    _record(browser)
+    _draw(browser, SEVEN)  # and nothing pressed: the page answers by itself
+    assert _result(browser, "digit")["digit"] == "7"
+    kinds = browser.execute_script("return window.__kinds")
+    assert kinds[:2] == ["draft", "digit"], kinds
+    draft, final = _requests(browser)
+    assert "draft=true" in draft["url"] and not draft["recorded"], draft
+    assert "draft=" not in final["url"] and final["recorded"], final
+    # The 28×28 beside the drawing is the service's own pre-processing output.
+    model_input = browser.find_element(By.ID, "model-input")
+    assert model_input.is_displayed()
+    assert model_input.get_attribute("src").startswith("data:image/png;base64,")
+    assert browser.execute_script("return arguments[0].naturalWidth", model_input) == 28
+    assert browser.find_element(By.ID, "preview").get_attribute("src").startswith("data:image/png")
+    browser.save_screenshot(str(shots / "desktop-live.png"))
+
+
+def test_stale_draft_answers_are_dropped(browser: WebDriver, live_server: str):
+    _open(browser, live_server)
+    _record(browser, delay_drafts_ms=1500)
+    _draw(browser, ONE)
+    # Wiped while its draft is on the way back: that answer is for a drawing gone.
+    _wait(
+        browser,
+        lambda d: (
+            d.execute_script("return window.__requests.length") == 0
+            and d.execute_script(
+                "return document.getElementById('result-card').getAttribute('aria-busy')"
+            )
+            == "true"
+        ),
+    )
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    _wait(browser, lambda d: len(_requests(d)) == 1)
+    card = browser.find_element(By.ID, "result-card")
+    _wait(browser, lambda d: card.get_attribute("aria-busy") == "false")
+    assert not browser.find_element(By.ID, "result").is_displayed()
+    assert browser.execute_script("return window.__kinds") == []
+    assert browser.find_element(By.ID, "placeholder").is_displayed()
+
+
+def test_an_error_clears_the_old_result(
+    browser: WebDriver, live_server: str, shots: Path, tmp_path: Path
+):
+    not_an_image = tmp_path / "seven.txt"
+    not_an_image.write_text("seven\n")
+    _open(browser, live_server)
+    _draw(browser, SEVEN)
+    browser.find_element(By.ID, "recognize").click()
+    assert _result(browser)["digit"] == "7"
+    browser.find_element(By.ID, "upload").send_keys(str(not_an_image))
+    message = browser.find_element(By.ID, "message")
+    _wait(browser, lambda d: message.is_displayed())
+    browser.save_screenshot(str(shots / "error-after-result.png"))
+    assert "not a supported format" in message.text and "(415)" in message.text
+    assert not browser.find_element(By.ID, "result").is_displayed()
+    assert browser.find_element(By.ID, "placeholder").is_displayed()
+
+
+def test_right_and_wrong_feedback_and_the_strip_of_recent_drawings(
+    browser: WebDriver, live_server: str, shots: Path
+):
+    _open(browser, live_server)
+    strip = browser.find_element(By.ID, "strip")
+    assert not browser.find_element(By.ID, "recent").is_displayed()  # nothing drawn yet
+
+    _draw(browser, SEVEN)
+    browser.find_element(By.ID, "recognize").click()
+    assert _result(browser)["digit"] == "7"
+    right = browser.find_element(By.ID, "right")
+    assert right.text == "Right, it is 7"
+    right.click()
+    status = browser.find_element(By.ID, "feedback-status")
+    _wait(browser, lambda d: status.text and status.text != "Sending…")
+    assert status.text == "Thank you! Confirmed as 7."
+    assert right.get_attribute("aria-pressed") == "true"
+
+    browser.find_element(By.ID, "again").click()
+    _draw(browser, ONE)
+    browser.find_element(By.ID, "recognize").click()
+    assert _result(browser)["digit"] == "1"
+    browser.find_element(By.CSS_SELECTOR, "#feedback-digits button[data-label='4']").click()
+    _wait(browser, lambda d: status.text == "Thank you! Recorded as 4.")
+
+    items = strip.find_elements(By.TAG_NAME, "li")
+    assert len(items) == 2
+    assert items[0].get_attribute("aria-label").startswith("1, ")
+    assert items[0].get_attribute("aria-label").endswith(", it was 4")
+    assert items[1].get_attribute("aria-label").startswith("7, ")
+    assert items[1].get_attribute("aria-label").endswith(", marked right")
+    browser.save_screenshot(str(shots / "feedback-and-strip.png"))
+
+    # The strip keeps the last eight.
+    for _ in range(8):
+        browser.find_element(By.ID, "again").click()
+        _draw(browser, ZERO)
+        browser.find_element(By.ID, "recognize").click()
+        _result(browser)
+    _wait(browser, lambda d: len(strip.find_elements(By.TAG_NAME, "li")) == 8)
+    labels = [i.get_attribute("aria-label") for i in strip.find_elements(By.TAG_NAME, "li")]
+    assert all(label.startswith("0, ") for label in labels), labels
+
+
+def test_no_keyboard_hints_on_a_touch_screen(browser: WebDriver, live_server: str):
+    def hints(driver: WebDriver) -> list[bool]:
+        return [e.is_displayed() for e in driver.find_elements(By.CSS_SELECTOR, ".key-hint")]
+
+    _open(browser, live_server)
+    assert hints(browser) and all(hints(browser))
+    browser.execute_cdp_cmd(
+        "Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5}
+    )
+    try:
+        _open(browser, live_server)
+        assert browser.execute_script("return matchMedia('(pointer: coarse)').matches")
+        assert not any(hints(browser))
+    finally:
+        browser.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": False})
+
+
+def test_read_button_is_there_when_the_service_reads_numbers(browser: WebDriver, live_server: str):
+    _open(browser, live_server)
+    paths = browser.execute_script(
+        "return fetch('/openapi.json').then((r) => r.json()).then((d) => Object.keys(d.paths))"
+    )
+    assert browser.find_element(By.ID, "read").is_displayed() == ("/read" in paths)
+
+
+def test_a_degraded_service_says_so_in_a_small_line(browser: WebDriver, mnist, tmp_path: Path):
+    # A registry of its own: Production moves to a version whose weights are not weights,
+    # so the one worker keeps serving version 1 and /ready says "degraded".
+    import mlflow
+
+    reg = Registry.create(tmp_path / "registry")
+    tiny = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
+    tiny_model.register(reg.tracking_uri, tiny)
+    extra = {"WORKERS": "1", "FRONT": "none", "MODEL_POLL_INTERVAL": "1"}
+    with start_server(reg.env, extra, log_dir=tmp_path) as url:
+        _open(browser, url)
+        note = browser.find_element(By.ID, "service-note")
+        assert not note.is_displayed()
+        client = mlflow.MlflowClient(reg.tracking_uri, reg.tracking_uri)
+        source = client.get_model_version_download_uri("digits", "1").removeprefix("file://")
+        broken = tmp_path / "broken"
+        shutil.copytree(source, broken)
+        for weights in broken.rglob("*.onnx"):
+            weights.write_bytes(b"these are not weights")
+        set_production(reg.tracking_uri, add_version(reg.tracking_uri, str(broken)))
+        _wait(
+            browser,
+            lambda d: (
+                d.execute_script(
+                    "return fetch('/ready').then((r) => r.json()).then((b) => b.status)"
+                )
+                == "degraded"
+            ),
+            timeout=60,
+        )
+        _open(browser, url)
+        _wait(browser, lambda d: d.find_element(By.ID, "service-note").is_displayed())
+        text = browser.find_element(By.ID, "service-note").text
+        assert text.startswith("Degraded service"), text
