@@ -15,6 +15,8 @@ from PIL import Image
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
+from pyfunc.errors import ImageError, NoDigit
+
 MIN_SIDE = 64
 
 # --- sheet on a desk
@@ -221,6 +223,43 @@ def _blocks(a: np.ndarray, f: int, h: int, w: int) -> np.ndarray:
     return big
 
 
+# --- what a picture without a stroke shows
+_DETAIL = 0.0085  # median fine detail (0-1 grey, on a copy <= 128 px) of a texture or pattern
+
+
+def texture(grey: np.ndarray) -> bool:
+    """Whether ``grey``, a picture in which no stroke stands out, is a texture or pattern
+    (wood, fabric, a checkerboard, noise) rather than blank: fine detail all over it.
+
+    Blank paper, a flat colour, a gradient or a shadow across blank paper are smooth once
+    reduced (sensor and JPEG noise average out); a texture keeps its detail. Only for
+    choosing the message that the picture holds no digit.
+    """
+    h, w = grey.shape
+    f = max(1, math.ceil(max(h, w) / _SHEET_SIDE))
+    small = _reduce(grey, f) if f > 1 else np.asarray(grey, np.float32)
+    if min(small.shape) < 3:
+        return False
+    detail = np.abs(small - ndimage.uniform_filter(small, 3, mode="nearest"))
+    return float(np.median(detail)) >= _DETAIL
+
+
+_BLANK = "no digit found: the image is blank or uniform"
+
+
+def explain_blank(exc: ImageError, grey: np.ndarray) -> ImageError:
+    """The error for a picture without a digit (``grey`` as decoded): the pre-processing's
+    "blank or uniform" turned into a texture's when the picture shows one, so that wood,
+    fabric or an empty page of squared paper are not called blank. Other errors as they are."""
+    message = str(exc)
+    if isinstance(exc, NoDigit) and message.startswith(_BLANK) and texture(grey):
+        return NoDigit(
+            "no digit found: the image shows a texture or pattern and no stroke stands out "
+            "from it" + message[len(_BLANK) :]
+        )
+    return exc
+
+
 # --- shadows
 _SHADE_WINDOW = 0.16  # of the shorter side: wider than any stroke, narrower than a shadow
 _SHADE_LEVEL = 0.05  # background this much darker than the smooth fit says ...
@@ -287,6 +326,8 @@ _RULE_THICK = 4.0  # mean thickness (px) beyond the tilt band: anything thicker 
 _RULE_FLOOR = 0.02  # ink level below which nothing is a ruling
 _RULE_EXPLAINS = 1.6  # a pixel up to this many times the line's level is the line's
 _RULE_VARIES = 2.0  # a printed line's level varies along it by at most this factor
+_EDGE_PIECE_LONG = 3  # a ruling's piece at the frame: at least this many times longer than thick
+_RULE_LINE_SHARE = 0.6  # a band thin over this share of its columns is a ruling a stroke ran along
 
 
 def remove_rulings(ink: np.ndarray) -> np.ndarray:
@@ -316,7 +357,31 @@ def remove_rulings(ink: np.ndarray) -> np.ndarray:
         out = _refill(out, (across > 0) & (out <= limit * (across + down) + floor))
     if down.any():
         out = _refill(out.T, (down.T > 0) & (limit * down.T + floor >= out.T)).T
+    # Where the page is turned, a ruling leaves the frame after a short stretch, too short
+    # to be found as one; left there, it would widen the digit's crop to the frame.
+    if across.any():
+        out = _drop_edge_pieces(out)
+    if down.any():
+        out = _drop_edge_pieces(out.T).T
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _drop_edge_pieces(x: np.ndarray) -> np.ndarray:
+    """``x`` without marks that touch the frame and are ruling-thin and long along rows."""
+    labels, count = ndimage.label(x > 2 * _RULE_FLOOR, structure=np.ones((3, 3), bool))
+    if not count:
+        return x
+    h, w = x.shape
+    widest = 2 * _RULE_TILT + 1 + _RULE_THICK
+    drop = np.zeros(count + 1, dtype=bool)
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        rows, cols = box
+        tall, wide = rows.stop - rows.start, cols.stop - cols.start
+        touches = rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w
+        drop[i] = touches and tall <= widest and wide >= _EDGE_PIECE_LONG * tall
+    if not drop.any():
+        return x
+    return np.where(drop[labels], np.float32(0), x).astype(np.float32)
 
 
 def _spanning(
@@ -343,8 +408,71 @@ def _spanning(
     edge = (starts == 0).any(axis=1) | (stops[:, 0] == h) | (stops[:, 1] == w)
     spans = (span >= _RULE_SPAN * w) | (edge & (span >= _RULE_EDGE_SPAN * w))
     keep = np.zeros(count + 1, dtype=bool)
-    keep[1:] = spans & (areas <= widest * span)
+    thin = areas <= widest * span
+    keep[1:] = spans & thin
+    # A digit's strokes can join a ruling's band (the top of a 5 along a line) or two
+    # rulings into one: too thick on average. Rulings are parallel, so such a band is cut
+    # along the direction of the clean ones, and the rows of it that run the band's whole
+    # length are rulings; the rest (the strokes) is taken out of it.
+    # A lone line (a margin) has no clean neighbour to take the direction from: its own
+    # thin stretches give it.
+    merged = np.flatnonzero(spans & ~thin)
+    common = _slope(labels, boxes, np.flatnonzero(keep[1:])) if keep.any() else None
+    for i in merged.tolist():
+        label = i + 1
+        slope = common if common is not None else _own_slope(labels, boxes[i], label, widest)
+        if slope is None:
+            continue
+        band = _trim_to_lines(labels, boxes[i], label, slope)
+        keep[label] = band > 0 and band <= widest * span[i] * _lines_in(labels, boxes[i], label)
     return labels, keep, level, spread
+
+
+def _own_slope(
+    labels: np.ndarray, box: tuple[slice, slice], label: int, widest: float
+) -> float | None:
+    """The slope of band ``label`` fitted on its thin columns, if most of them are thin."""
+    band = labels[box] == label
+    thick = band.sum(axis=0)
+    cols = np.flatnonzero(thick)
+    line = cols[thick[cols] <= widest]
+    if len(line) < max(2, _RULE_LINE_SHARE * len(cols)):
+        return None
+    rows = np.arange(band.shape[0], dtype=np.float64)[:, None]
+    centre = (band[:, line] * rows).sum(axis=0) / thick[line]
+    return float(np.polyfit(line.astype(np.float64), centre, 1)[0])
+
+
+def _slope(labels: np.ndarray, boxes: list, kept: np.ndarray) -> float:
+    """The rulings' common slope (rows per column): the median of the kept bands' slopes."""
+    slopes = []
+    for i in kept:
+        band = labels[boxes[i]] == i + 1
+        rows, cols = np.nonzero(band)
+        slopes.append(float(np.polyfit(cols.astype(np.float64), rows.astype(np.float64), 1)[0]))
+    return float(np.median(slopes))
+
+
+def _trim_to_lines(labels: np.ndarray, box: tuple[slice, slice], label: int, slope: float) -> int:
+    """Take out of band ``label`` (in ``box``, in place) what is not on a line of ``slope``
+    running its whole length; its area left."""
+    sub = labels[box]
+    rows, cols = np.nonzero(sub == label)
+    if not len(rows):
+        return 0
+    across = np.rint(rows - slope * cols).astype(np.intp)
+    across -= across.min()
+    counts = np.bincount(across)
+    length = int(cols.max() - cols.min() + 1)
+    on_line = counts[across] >= _RULE_LINE_SHARE * length
+    sub[rows[~on_line], cols[~on_line]] = 0
+    return int(on_line.sum())
+
+
+def _lines_in(labels: np.ndarray, box: tuple[slice, slice], label: int) -> int:
+    """How many separate lines band ``label`` holds once trimmed (at least 1)."""
+    _, count = ndimage.label(labels[box] == label)
+    return max(1, count)
 
 
 def _maybe_rulings(ink: np.ndarray) -> bool:
@@ -387,13 +515,12 @@ def _line_levels(x: np.ndarray) -> np.ndarray:
     if not keep.any():
         return np.zeros_like(x)
     count = len(keep) - 1
-    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     # The line's typical level: a bold stroke lying along a ruling for a while raises the
-    # band's level there, barely the mean over the whole line.
+    # band's level there, not its median over the whole line (the mean it can raise enough
+    # to let the stroke pass for the line).
     kept = np.flatnonzero(keep)
     typical = np.zeros(count + 1, dtype=np.float32)
-    sums = np.bincount(labels.ravel(), weights=level.ravel(), minlength=count + 1)
-    typical[kept] = sums[kept] / areas[kept - 1]
+    typical[kept] = ndimage.median(level, labels, kept)
     base = typical[labels]
     short = max(5, run // 4)
     local = ndimage.minimum_filter1d(spread, short, axis=1, mode="nearest")

@@ -23,7 +23,7 @@ from scipy import ndimage
 from pyfunc import budget
 from pyfunc.encoding import b64decode
 from pyfunc.errors import ImageError, ImageTooLarge, NoDigit, UnsupportedFormat
-from pyfunc.paper import find_page, remove_rulings, shade
+from pyfunc.paper import explain_blank, find_page, remove_rulings, shade
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -796,7 +796,7 @@ def normalise_decoded(decoded: Sequence[Decoded]) -> list[np.ndarray | ImageErro
             try:
                 results[i] = _normalise(_ink_from(d.grey, d.alpha))
             except ImageError as exc:
-                results[i] = exc
+                results[i] = explain_blank(exc, d.grey)
     return results  # type: ignore[return-value]  # every slot is filled above
 
 

@@ -1,0 +1,111 @@
+"""pyfunc.paper: printed rulings go and the strokes stay; what a picture without a digit is
+called. Pictures are drawn here, so each test knows where the rulings and the strokes are."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from pyfunc.errors import NoDigit
+from pyfunc.preprocess import decode_image, pre_process
+
+PAPER, RULING, INK = 235, 160, 40
+SPACING = 20
+
+
+def _png(grey: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _ruled(h: int = 200, w: int = 280, slope: float = 0.0) -> Image.Image:
+    """Plain paper with thin rulings every SPACING px, falling by ``slope`` px per px."""
+    img = Image.new("L", (w, h), PAPER)
+    draw = ImageDraw.Draw(img)
+    for y in range(-SPACING * 4, h + SPACING * 4, SPACING):
+        draw.line([(0, y + 5), (w, y + 5 + slope * w)], fill=RULING, width=2)
+    return img
+
+
+def test_a_stroke_along_a_ruling_keeps_it_a_ruling_and_the_stroke_stays() -> None:
+    """A "5"-like mark: its top bar drawn along one ruling, its stem crossing the next. The
+    band of that ruling is thick where the bar lies; it is still removed across the page,
+    and the bar itself (darker than the ruling) stays."""
+    img = _ruled()
+    draw = ImageDraw.Draw(img)
+    bar_y = 3 * SPACING + 5
+    draw.line([(120, bar_y), (165, bar_y)], fill=INK, width=4)  # the bar, on the ruling
+    draw.line([(122, bar_y), (118, bar_y + 2 * SPACING)], fill=INK, width=4)  # the stem
+    draw.arc([(110, bar_y + 25), (165, bar_y + 75)], 270, 150, fill=INK, width=4)
+    ink = decode_image(_png(np.asarray(img, np.float32)))
+    # Away from the mark every ruling is gone, the one under the bar included.
+    assert ink[:, :90].max() < 0.1
+    assert ink[:, 200:].max() < 0.1
+    assert ink[bar_y - 1 : bar_y + 2, 125:160].mean() > 0.5
+
+
+def test_a_margin_line_through_the_digit_is_removed() -> None:
+    """One vertical (red) margin line, a "4" written on it: its stem runs along the line,
+    close enough to join its band, and there is no other vertical line to take the
+    direction from."""
+    img = Image.new("RGB", (280, 200), (PAPER,) * 3)
+    draw = ImageDraw.Draw(img)
+    draw.line([(140, 0), (140, 200)], fill=(225, 100, 120), width=2)
+    draw.line([(146, 70), (146, 135)], fill=(INK,) * 3, width=4)  # the stem, beside the line
+    draw.line([(122, 70), (114, 112), (165, 112)], fill=(INK,) * 3, width=4)
+    ink = decode_image(_png(np.asarray(img.convert("L"), np.float32)))
+    assert ink[:55, 135:143].max() < 0.1 and ink[150:, 135:143].max() < 0.1
+    assert ink[75:130, 145:148].mean() > 0.5  # the stem stays
+
+
+def test_a_ruling_cut_short_by_the_frame_does_not_widen_the_crop() -> None:
+    """The page turned: rulings run out of the top of the frame, the last one after a short
+    stretch. The digit alone decides the crop, as on a page without rulings."""
+    img = _ruled(slope=-0.08)
+    draw = ImageDraw.Draw(img)
+    draw.line([(150, 80), (150, 140)], fill=INK, width=5)
+    ruled = pre_process([_png(np.asarray(img, np.float32))])[0, :, :, 0]
+    plain = Image.new("L", img.size, PAPER)
+    ImageDraw.Draw(plain).line([(150, 80), (150, 140)], fill=INK, width=5)
+    clean = pre_process([_png(np.asarray(plain, np.float32))])[0, :, :, 0]
+    assert np.abs(ruled - clean).mean() < 0.02
+
+
+def _message(grey: np.ndarray) -> str:
+    with pytest.raises(NoDigit) as caught:
+        pre_process([_png(grey)])
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "grey",
+    [
+        np.full((120, 160), 255.0),
+        np.full((120, 160), 30.0),
+        np.tile(np.linspace(90, 230, 160), (120, 1)),  # a gradient of light
+        PAPER + np.random.default_rng(0).normal(0, 1.5, (120, 160)),  # paper, sensor noise
+    ],
+    ids=["white", "black", "gradient", "paper"],
+)
+def test_blank_pictures_are_called_blank(grey: np.ndarray) -> None:
+    assert "blank or uniform" in _message(grey)
+
+
+def _weave(h: int = 120, w: int = 160) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return 150 + 30 * np.sin(xx * 1.3) * np.sin(yy * 1.3)
+
+
+@pytest.mark.parametrize(
+    "grey",
+    [_weave(), 128 + np.random.default_rng(1).normal(0, 25, (120, 160))],
+    ids=["weave", "noise"],
+)
+def test_textures_are_not_called_blank(grey: np.ndarray) -> None:
+    message = _message(grey)
+    assert "blank" not in message
+    assert "texture or pattern" in message
