@@ -45,7 +45,7 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-train: setup  ## full training (12 epochs); parameters: ARGS="-P epochs=3 -P limit=10000"
+train: setup  ## full training of the default family; ARGS="-P family=pca_svm -P limit=10000"
 	$(MLFLOW_RUN) -e train $(TRAIN_ARGS) $(ARGS)
 
 # An epochs in ARGS wins over QUICK_EPOCHS (mlflow run refuses a parameter given twice).

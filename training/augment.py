@@ -13,11 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-import keras
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:  # TensorFlow is imported where it runs: the options above need none
+    import keras
+    import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Augmentation:
         return (self.fraction > 0 and bool(transforms or self.elastic_alpha)) or self.photos > 0
 
 
-Seed: TypeAlias = Sequence[int] | tf.Tensor
+Seed: TypeAlias = "Sequence[int] | tf.Tensor"
 
 
 def _gaussian(sigma: float, side: int) -> np.ndarray:
@@ -68,6 +70,8 @@ def displacement(
 
     ``seed_or_generator``: a stateless seed (two integers) or a ``tf.random.Generator``.
     """
+    import tensorflow as tf
+
     # dx and dy come out of one draw, so they are independent fields; Keras' own elastic
     # transform reuses one seed for both and only ever displaces along the diagonal.
     shape = tf.stack([1, height, width, 2 * n])
@@ -88,6 +92,8 @@ def displacement(
 
 def warp(images: tf.Tensor, field: tf.Tensor) -> tf.Tensor:
     """``images`` (n, h, w, c) resampled at (y + dy, x + dx), bilinear, zero outside."""
+    import tensorflow as tf
+
     n, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
     rows, cols = tf.meshgrid(
         tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij"
@@ -126,6 +132,8 @@ def elastic(
     ``alpha`` scales the field (pixels per unit of the smoothed uniform(-1, 1) noise),
     ``sigma`` is the Gaussian's std in pixels; alpha 0 returns ``images`` as they are.
     """
+    import tensorflow as tf
+
     if not alpha:
         return images
     images = tf.convert_to_tensor(images, tf.float32)
@@ -137,6 +145,8 @@ def elastic(
 
 def layers_for(aug: Augmentation, seed: int) -> keras.Sequential | None:
     """The geometric part (rotation, zoom, shift); None when all three are off."""
+    import keras
+
     steps: list[keras.layers.Layer] = []
     if aug.rotation_deg:
         steps.append(
@@ -167,6 +177,8 @@ def dataset(
     take it. ``x_photo`` holds the same digits as the service makes them out of a phone
     photo (the clean digit where none was rendered); it takes the digit's place half of
     the time, before the other transformations."""
+    import tensorflow as tf
+
     use_pen = aug.enabled and aug.stroke and x_pen is not None
     use_photo = aug.enabled and aug.photos > 0 and x_photo is not None
     # The pen and photo copies ride along only when they are used.

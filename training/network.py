@@ -1,4 +1,5 @@
-"""The Keras example CNN (keras ``examples/mnist_cnn.py``)."""
+"""The Keras networks: the Keras example CNN (keras ``examples/mnist_cnn.py``) and a small
+batch-normalised CNN (``cnn_bn``)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,61 @@ def build_cnn(
         ],
         name=name,
     )
+    _compile(model, learning_rate, label_smoothing, ema_momentum)
+    return model
+
+
+def build_cnn_bn(
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-3,
+    label_smoothing: float = 0.0,
+    ema_momentum: float = 0.0,
+    name: str = "mnist_cnn_bn",
+) -> keras.Model:
+    """Two blocks of 3×3, 3×3, strided 5×5 convolutions (32 then 64 filters), a 4×4 one of
+    128, each followed by batch normalisation; ~0.33 M parameters.
+
+    The layout of the best single Kaggle MNIST networks (C. Deotte, "How to choose CNN
+    architecture MNIST", 2018): strided convolutions learn their own pooling, batch
+    normalisation lets a high learning rate train it in few epochs. About the same
+    multiply-adds per image as the Keras example (~15 M), so it costs as much to serve.
+    """
+
+    def conv(filters: int, size: int, strides: int = 1, padding: str = "valid") -> list:
+        # No bias: the batch normalisation right after it has its own shift.
+        return [
+            layers.Conv2D(filters, size, strides=strides, padding=padding, use_bias=False),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+        ]
+
+    model = keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE),
+            *conv(32, 3),
+            *conv(32, 3),
+            *conv(32, 5, strides=2, padding="same"),
+            layers.Dropout(0.4),
+            *conv(64, 3),
+            *conv(64, 3),
+            *conv(64, 5, strides=2, padding="same"),
+            layers.Dropout(0.4),
+            *conv(128, 4),
+            layers.Flatten(),
+            layers.Dropout(0.4),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
+        name=name,
+    )
+    _compile(model, learning_rate, label_smoothing, ema_momentum)
+    return model
+
+
+def _compile(
+    model: keras.Model,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    label_smoothing: float,
+    ema_momentum: float,
+) -> None:
     ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum else {}
     model.compile(
         loss=SmoothedSparseCrossentropy(label_smoothing)
@@ -63,7 +119,6 @@ def build_cnn(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate, **ema),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    return model
 
 
 def ensemble(members: list[keras.Model]) -> keras.Model:
@@ -79,3 +134,7 @@ def ensemble(members: list[keras.Model]) -> keras.Model:
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     return model
+
+
+# The Keras families' networks (training.families), by family name.
+BUILDERS = {"keras_example": build_cnn, "cnn_bn": build_cnn_bn}

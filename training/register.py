@@ -6,18 +6,22 @@ import base64
 import io
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import mlflow
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 import pyfunc
+from pyfunc.contract import DigitPyfunc
 from pyfunc.model import IMAGE_COLUMN, KERAS_ARTIFACT, ONNX_ARTIFACT, THREADS_CONFIG, DigitModel
 from pyfunc.reject import REJECT_ARTIFACT
 from pyfunc.signature import SIGNATURE
 from training.rejector import fit_artifact
+
+if TYPE_CHECKING:
+    import keras
 
 MODEL_ARTIFACT_PATH = "model"
 
@@ -66,15 +70,34 @@ def log_pyfunc(
     registered_name: str | None,
     onnx_path: Path | None = None,
 ):
-    """Log the pyfunc (with its code and weights) and optionally register it."""
+    """Log a Keras example network's pyfunc (with its code, weights and a rejector fitted
+    for them now) and optionally register it."""
     artifacts = {KERAS_ARTIFACT: str(keras_path)}
     if onnx_path is not None:
         artifacts[ONNX_ARTIFACT] = str(onnx_path)
     # The no-digit rejector, fitted for these very weights (training.rejector).
     artifacts[REJECT_ARTIFACT] = str(fit_artifact(Path(keras_path), onnx_path))
+    return log_family(
+        DigitModel(),
+        artifacts,
+        example_digit,
+        registered_name,
+        pip_requirements(with_onnx=onnx_path is not None),
+    )
+
+
+def log_family(
+    python_model: DigitPyfunc,
+    artifacts: dict[str, str],
+    example_digit: np.ndarray,
+    registered_name: str | None,
+    requirements: list[str],
+):
+    """Log any family's pyfunc with its artifacts, the project's signature, an input
+    example and its family in the MLmodel metadata; register it if ``registered_name``."""
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT_PATH,
-        python_model=DigitModel(),
+        python_model=python_model,
         artifacts=artifacts,
         code_paths=[str(Path(pyfunc.__file__).parent)],
         # MLflow lets a loader override only the model_config keys logged here: the server
@@ -82,6 +105,7 @@ def log_pyfunc(
         model_config={THREADS_CONFIG: 0},
         signature=SIGNATURE,
         input_example=input_example(example_digit),
-        pip_requirements=pip_requirements(with_onnx=onnx_path is not None),
+        pip_requirements=requirements,
+        metadata=python_model.metadata(),
         registered_model_name=registered_name,
     )

@@ -347,7 +347,8 @@ def model_card(facts: CardFacts) -> str:
     p, m, ev = facts.params, facts.metrics, facts.evaluation
     test_accuracy = m.get("test_accuracy", ev.accuracy)
     lines = [
-        f"# {facts.name} v{facts.version}: handwritten digit classifier (Keras CNN)",
+        f"# {facts.name} v{facts.version}: handwritten digit classifier "
+        f"({p.get('family', 'keras_example')})",
         "",
         f"**Test accuracy {_pct(test_accuracy)}** (test_accuracy {test_accuracy:.4f}, "
         f"test loss {_num(m.get('test_loss'))}) on {len(ev.y_true):,} MNIST test images.",
@@ -407,9 +408,14 @@ def model_card(facts: CardFacts) -> str:
         "Plots in the run: " + ", ".join(f"`{path}`" for path in REPORT_PATHS.values()) + ".",
         "",
         "## How it was trained",
-        "- Network: `training/network.py` (Conv32 → Conv64 → MaxPool → Dropout 0.25 → "
-        f"Dense128 → Dropout 0.5 → softmax), {_objective(p)}.",
-        f"- {p.get('epochs', '?')} epochs, batch {p.get('batch_size', '?')}, "
+        "- Model: "
+        + p.get(
+            "model_summary",
+            "`training/network.py` (Conv32 → Conv64 → MaxPool → Dropout 0.25 → "
+            "Dense128 → Dropout 0.5 → softmax)",
+        )
+        + f", {_objective(p)}.",
+        f"- {_param(p, 'epochs', '?')} epochs, batch {p.get('batch_size', '?')}, "
         f"{p.get('optimizer', 'adam')} at {_param(p, 'learning_rate', '?')} "
         f"({p.get('lr_schedule', 'constant')} decay to 0), seed {p.get('seed', '?')}"
         + (

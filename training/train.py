@@ -1,20 +1,24 @@
-"""``mlflow run . -e train``: fit the CNN, log everything, register a pyfunc version."""
+"""``mlflow run . -e train``: fit one model family, log everything, register a pyfunc version.
+
+``--family`` picks the family (training.families; ``--list-families`` names them); options
+of other families are ignored, and listed in the run's ``ignored_params``."""
 
 from __future__ import annotations
 
 import argparse
-import math
+import copy
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 from mlflow.data.numpy_dataset import from_numpy
 
+import quiet
 from pyfunc.preprocess import pre_process
-from training import feedback, reports, tracking
+from training import families, feedback, reports, tracking
 from training.augment import Augmentation
 from training.data import (
     VALIDATION_SPLIT,
@@ -23,13 +27,26 @@ from training.data import (
     resolve_path,
     validation_size,
 )
-from training.register import export_onnx, log_pyfunc
-from training.strokes import repen
+from training.families.base import Fitted
+
+# Re-exported: the Keras families' augmentation options, as tests and callers know them.
+from training.families.keras import augmentation  # noqa: F401
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument(
+        "--family",
+        default=families.DEFAULT_FAMILY,
+        choices=families.names(),
+        help="the model family to train (docs/model.md)",
+    )
+    parser.add_argument(
+        "--list-families", action="store_true", help="print the family names, one a line"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=0, help="Keras families; 0 = the family's default"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--data-path", default="", help="MNIST .npz; default $MNIST_PATH")
     parser.add_argument("--limit", type=int, default=0, help="first N training images; 0 = all")
@@ -38,10 +55,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--validation-split", type=float, default=VALIDATION_SPLIT)
     parser.add_argument("--experiment-name", default="digits")
     parser.add_argument(
+        "--rejector",
+        type=_flag,
+        default=True,
+        help="fit the no-digit rejector for the trained model (training.rejector)",
+    )
+    parser.add_argument(
         "--learning-rate",
         type=float,
-        default=1e-3,
-        help="initial Adam rate, cosine-decayed to 0 over the run",
+        default=0.0,
+        help="initial Adam rate, cosine-decayed to 0 over the run; 0 = the family's default",
     )
     parser.add_argument(
         "--members",
@@ -73,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help="feedback .npz (training.export_feedback); default: export the image log now",
     )
-    aug = parser.add_argument_group("augmentation (0/false switches one off)")
+    aug = parser.add_argument_group("augmentation (Keras families; 0/false switches one off)")
     aug.add_argument("--augment", type=_flag, default=True, help="master switch")
     aug.add_argument(
         "--rotation", type=float, default=Augmentation.rotation_deg, help="max rotation, degrees"
@@ -113,6 +136,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="share of training digits also rendered as a phone photo (ruled/squared paper, "
         "a desk, a shadow) and pre-processed; shown in the digit's place half of the time",
     )
+    sk = parser.add_argument_group("scikit-learn family (pca_svm)")
+    sk.add_argument(
+        "--pca-components", type=_positive, default=50, help="PCA components fed to the SVM"
+    )
+    sk.add_argument("--svm-c", type=float, default=10.0, help="the SVM's C (less regularised up)")
     return parser.parse_args(argv)
 
 
@@ -132,41 +160,6 @@ def _flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def augmentation(args: argparse.Namespace) -> Augmentation:
-    if not args.augment:
-        return Augmentation(
-            rotation_deg=0, shift=0, scale=0, stroke=False, elastic_alpha=0, photos=0
-        )
-    return Augmentation(
-        args.rotation,
-        args.shift,
-        args.scale,
-        args.stroke,
-        args.augment_fraction,
-        elastic_alpha=args.elastic_alpha,
-        elastic_sigma=args.elastic_sigma,
-        photos=args.photos,
-    )
-
-
-def with_photos(
-    digits: np.ndarray, normalised: np.ndarray, share: float, seed: int
-) -> np.ndarray | None:
-    """``normalised`` (the pre-processed ``digits``) with a random ``share`` of them replaced
-    by their phone-photo copies (training.photos); None when the share is 0."""
-    if share <= 0 or len(digits) == 0:
-        return None
-    from training import photos
-
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(
-        rng.choice(len(digits), size=max(1, round(share * len(digits))), replace=False)
-    )
-    out = normalised.copy()
-    out[chosen] = photos.preprocessed(digits[chosen], seed)
-    return out
-
-
 def _mlflow_epoch_logger(prefix: str = ""):
     import keras
 
@@ -178,62 +171,75 @@ def _mlflow_epoch_logger(prefix: str = ""):
     return LogEpochs()
 
 
+def keras_callbacks(prefix: str = "") -> list[Any]:
+    """The callbacks every Keras network's fit gets (``prefix``: its metrics' prefix)."""
+    from training import progress  # its estimate and time left stand in for Keras's logger
+
+    return [_mlflow_epoch_logger(prefix), progress.callback(prefix.rstrip("_"))]
+
+
+class Served:
+    """A loaded pyfunc's ``probabilities`` behind the ``predict`` the reports call: the
+    test split is scored by what serves (ONNX Runtime for the networks), not by Keras."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def predict(self, x: np.ndarray, batch_size: int = 512, verbose: int = 0) -> np.ndarray:
+        step = max(1, batch_size)
+        return np.concatenate(
+            [self.model.probabilities(x[i : i + step]) for i in range(0, len(x), step)]
+        )
+
+
+def load_fitted(fitted: Fitted) -> Any:
+    """A copy of the fitted pyfunc, loaded from its artifacts as MLflow would load it (the
+    original stays unloaded: it is what gets pickled into the logged model)."""
+    from mlflow.pyfunc import PythonModelContext
+
+    model = copy.deepcopy(fitted.python_model)
+    model.load_context(PythonModelContext(artifacts=fitted.artifacts, model_config={}))
+    return model
+
+
 def train(args: argparse.Namespace) -> str:
     """Run one training; returns the registered model version (as a string)."""
-    import keras
+    from training import rejector
+    from training.families.base import Job
+    from training.register import log_family
+    from training.rejector import VALIDATION_DIGITS
 
-    from training.augment import dataset
-    from training.network import build_cnn, ensemble
-
+    args = families.resolve(args)
+    family = families.get(args.family)
     data = load_mnist(args.data_path).limited(args.limit)
-    keras.utils.set_random_seed(args.seed)
+    extra = feedback.load_for_training(args.feedback_path) if args.include_feedback else None
     x_all, x_test = pre_process(data.x_train), pre_process(data.x_test)
     # Validation is the tail of the training split; the test split is only for the final score.
     n_val = validation_size(len(x_all), args.validation_split)
-    x_train, y_train = x_all[: len(x_all) - n_val], data.y_train[: len(x_all) - n_val]
-    x_val, y_val = x_all[len(x_all) - n_val :], data.y_train[len(x_all) - n_val :]
-    aug = augmentation(args)
-    x_pen = repen(data.x_train[: len(x_train)], args.seed) if aug.enabled and aug.stroke else None
-    x_photo = with_photos(data.x_train[: len(x_train)], x_train, aug.photos, args.seed)
-    extra = feedback.load_for_training(args.feedback_path) if args.include_feedback else None
+    n_train = len(x_all) - n_val
+    x_train, y_train = x_all[:n_train], data.y_train[:n_train]
+    x_val, y_val = x_all[n_train:], data.y_train[n_train:]
     if extra:
         # Training split only: validation stays MNIST, comparable from run to run.
-        x_extra = pre_process(extra.x)
-        x_train = np.concatenate([x_train, x_extra])
+        x_train = np.concatenate([x_train, pre_process(extra.x)])
         y_train = np.concatenate([y_train, extra.y.astype(y_train.dtype)])
-        # Users' images come with their own pens.
-        x_pen = None if x_pen is None else np.concatenate([x_pen, x_extra])
-        x_photo = None if x_photo is None else np.concatenate([x_photo, x_extra])
 
     tracking.use_experiment(args.experiment_name)
-    with mlflow.start_run() as run:
+    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         source = resolve_path(args.data_path)
+        mlflow.set_tag("family", family.name)
         mlflow.log_params(
             {
-                "epochs": args.epochs,
-                "batch_size": args.batch_size,
+                "family": family.name,
+                "model_summary": family.summary,
                 "limit": args.limit,
                 "seed": args.seed,
                 "validation_split": args.validation_split,
                 "train_images": len(x_train),
                 "data_source": str(source) if source else "keras.datasets.mnist",
-                # Resolved values under their own keys: `mlflow run` logs the entry point's
-                # parameters as typed ("0", "2e-3"), and a param may not change its value.
-                "optimizer": "adam",
-                "opt_learning_rate": args.learning_rate,
-                "lr_schedule": "cosine",
-                "opt_label_smoothing": args.label_smoothing,
-                "opt_ema_momentum": args.ema_momentum,
-                "members": args.members,
-                "aug_rotation_deg": aug.rotation_deg,
-                "aug_shift": aug.shift,
-                "aug_scale": aug.scale,
-                "aug_stroke": aug.stroke,
-                "aug_fraction": aug.fraction,
-                "aug_elastic_alpha": aug.elastic_alpha,
-                "aug_elastic_sigma": aug.elastic_sigma,
-                "aug_photos": aug.photos,
                 "feedback_images": len(extra) if extra is not None else 0,
+                # `mlflow run` logs every entry-point parameter: these changed nothing.
+                "ignored_params": ",".join(families.ignored(family)) or "none",
             }
         )
         if extra is not None:
@@ -248,66 +254,68 @@ def train(args: argparse.Namespace) -> str:
             ),
             context="training",
         )
-        steps = math.ceil(len(x_train) / args.batch_size) * args.epochs
-        started = time.perf_counter()
-        members, histories = [], []
-        for i in range(args.members):
-            # Member i: its own initial weights and augmentation draws (seed + i); member 0
-            # is exactly the single network a run with members=1 trains.
-            if i:
-                keras.utils.set_random_seed(args.seed + i)
-            member = build_cnn(
-                keras.optimizers.schedules.CosineDecay(args.learning_rate, steps),
-                label_smoothing=args.label_smoothing,
-                ema_momentum=args.ema_momentum,
-                name=f"mnist_cnn_{i}" if args.members > 1 else "mnist_cnn",
-            )
-            history = member.fit(
-                dataset(x_train, y_train, args.batch_size, aug, args.seed + i, x_pen, x_photo),
-                epochs=args.epochs,
-                validation_data=(x_val, y_val) if n_val else None,
-                callbacks=[_mlflow_epoch_logger(prefix=f"member{i}_" if i else "")],
-                # A progress bar for people at a terminal, one line per epoch in logs.
-                verbose=1 if sys.stdout.isatty() else 2,
-            )
-            members.append(member)
-            histories.append(history.history)
-            if args.members > 1:  # each member is a run of the single recipe: its own score
-                _, accuracy = member.evaluate(x_test, data.y_test, verbose=0)
-                mlflow.log_metric(f"member{i}_test_accuracy", float(accuracy))
-        model = ensemble(members)
-        train_seconds = time.perf_counter() - started
-        if len(members) > 1 and n_val:
-            val_loss, val_accuracy = model.evaluate(x_val, y_val, verbose=0)
-            mlflow.log_metrics(
-                {"ensemble_val_loss": float(val_loss), "ensemble_val_accuracy": float(val_accuracy)}
-            )
-        test_loss, test_accuracy = model.evaluate(x_test, data.y_test, verbose=0)
+        job = Job(
+            args=args,
+            x_train=x_train,
+            y_train=y_train,
+            x_val=x_val,
+            y_val=y_val,
+            x_test=x_test,
+            y_test=data.y_test,
+            digits=data.x_train[:n_train],
+            out_dir=Path(tmp),
+            callbacks=keras_callbacks,
+        )
+        fitted = families.trainer(family).fit(job)
+        mlflow.log_params(fitted.params)
+        model = load_fitted(fitted)
+        # The test split, once, through the model as it will serve.
+        evaluation = reports.log_all(Served(model), x_test, data.y_test, fitted.history)
+        probs = np.clip(evaluation.probabilities[np.arange(len(x_test)), data.y_test], 1e-12, 1)
         mlflow.log_metrics(
             {
-                "test_loss": float(test_loss),
-                "test_accuracy": float(test_accuracy),
-                "train_seconds": train_seconds,
+                **fitted.metrics,
+                "test_loss": float(-np.mean(np.log(probs))),
+                "test_accuracy": evaluation.accuracy,
+                "train_seconds": fitted.train_seconds,
             }
         )
-        print(f"test accuracy {test_accuracy:.4f} after {train_seconds:.0f} s of training")
-        # The learning curves are member 0's (a single network's, as in every other run).
-        evaluation = reports.log_all(model, x_test, data.y_test, histories[0])
-
-        with tempfile.TemporaryDirectory() as tmp:
-            keras_path = Path(tmp) / "mnist_cnn.keras"
-            model.save(keras_path)
-            onnx_path = export_onnx(model, Path(tmp) / "mnist_cnn.onnx")
-            info = log_pyfunc(keras_path, data.x_train[0], args.model_name, onnx_path)
+        print(
+            f"{family.name}: test accuracy {evaluation.accuracy:.4f} after "
+            f"{fitted.train_seconds:.0f} s of training"
+        )
+        artifacts = dict(fitted.artifacts)
+        if args.rejector:
+            # The no-digit rejector, fitted for this very model (training.rejector); its
+            # threshold is set on the validation digits (the training tail without any).
+            held_out = data.x_train[n_train:] if n_val else data.x_train[-VALIDATION_DIGITS:]
+            fitted_rejector = rejector.fit(data.x_train[:n_train], held_out, model.probabilities)
+            mlflow.log_metric("rejector_threshold", fitted_rejector.threshold)
+            artifacts[rejector.REJECT_ARTIFACT] = str(
+                fitted_rejector.save(Path(tmp) / "rejector.npz")
+            )
+        info = log_family(
+            fitted.python_model,
+            artifacts,
+            data.x_train[0],
+            args.model_name,
+            fitted.pip_requirements,
+        )
         version = str(info.registered_model_version)
         mlflow.set_tag("registered_version", version)
+        # The version names its family too (the registry UI, the service, the leaderboard).
+        mlflow.MlflowClient().set_model_version_tag(args.model_name, version, "family", family.name)
         reports.publish_model_card(args, version, evaluation, validation_images=n_val)
         print(f"registered {args.model_name} version {version} (run {run.info.run_id})")
         return version
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet.install()  # before TensorFlow is imported
     args = parse_args(argv)
+    if args.list_families:
+        print("\n".join(families.names()))
+        return 0
     try:
         train(args)
     except DataError as exc:

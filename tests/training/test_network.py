@@ -1,4 +1,5 @@
-"""The CNN's training options: label smoothing, a moving average of the weights, ensembles."""
+"""The CNNs (the Keras example, the batch-normalised one) and their training options: label
+smoothing, a moving average of the weights, ensembles."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from training.network import SmoothedSparseCrossentropy, build_cnn, ensemble
+from training import families
+from training.network import BUILDERS, SmoothedSparseCrossentropy, build_cnn, build_cnn_bn, ensemble
 from training.register import export_onnx
 from training.train import parse_args
 
@@ -98,3 +100,33 @@ def test_an_ensemble_of_one_is_that_network() -> None:
 def test_members_must_be_a_whole_number_of_at_least_one(members: str) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--members", members])
+
+
+def test_every_keras_family_has_a_network() -> None:
+    keras_families = {
+        name for name, f in families.FAMILIES.items() if f.module == "training.families.keras"
+    }
+    assert keras_families == set(BUILDERS)
+
+
+def test_the_batch_normalised_cnn_is_small_and_normalised() -> None:
+    model = build_cnn_bn()
+    assert 250_000 < model.count_params() < 400_000  # the issue's ~0.3 M
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 7  # one per convolution
+    assert model.output_shape == (None, 10)
+
+
+def test_the_served_onnx_export_of_the_bn_cnn_uses_its_moving_statistics(tmp_path: Path) -> None:
+    """After training, inference uses the moving mean and variance, not the batch's: the
+    ONNX export (what serves) must agree with Keras' inference on single images too."""
+    rng = np.random.default_rng(2)
+    x = rng.random((256, 28, 28, 1), dtype=np.float32)
+    model = build_cnn_bn(learning_rate=1e-2)
+    model.fit(x, rng.integers(0, 10, 256), batch_size=32, epochs=2, verbose=0)
+    session = ort.InferenceSession(str(export_onnx(model, tmp_path / "bn.onnx")))
+    name = session.get_inputs()[0].name
+    expected = model.predict(x[:8], verbose=0)
+    np.testing.assert_allclose(session.run(None, {name: x[:8]})[0], expected, atol=1e-4)
+    one = session.run(None, {name: x[:1]})[0]  # a batch of one, as a single request sends
+    np.testing.assert_allclose(one, expected[:1], atol=1e-4)
