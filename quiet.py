@@ -29,7 +29,7 @@ import runpy
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 
 # (message regex, category, why it is not the user's business). MLflow colours some of its
@@ -92,6 +92,22 @@ STDERR_LINES: tuple[str, ...] = (
 _STDERR_NOISE = re.compile("|".join(f"(?:{line})" for line in STDERR_LINES))
 
 
+_NOISY_WARNINGS = [(re.compile(message, re.I), category) for message, category, _ in WARNINGS]
+
+
+class _ShowWarning:
+    """``warnings.showwarning`` that passes on all but the warnings in :data:`WARNINGS`."""
+
+    def __init__(self, show: Callable[..., None]) -> None:
+        self.show = show
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        if any(issubclass(category, c) and p.match(text) for p, c in _NOISY_WARNINGS):
+            return
+        self.show(message, category, filename, lineno, file, line)
+
+
 class _MessageFilter(logging.Filter):
     def __init__(self, pattern: str) -> None:
         super().__init__()
@@ -107,6 +123,11 @@ def install(modules: Sequence[str] = ("tensorflow",)) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for message, category, _why in WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    # MLflow shows its own warnings through ``simplefilter("once", UserWarning)`` inside
+    # ``catch_warnings`` (its filter_user_warnings_once), which outranks every filter above:
+    # the same warnings are also held back where they are shown.
+    if not isinstance(warnings.showwarning, _ShowWarning):
+        warnings.showwarning = _ShowWarning(warnings.showwarning)
     for name, pattern in LOG_RECORDS:
         logger = logging.getLogger(name)
         if not any(

@@ -88,12 +88,17 @@ def test_only_the_named_warnings_are_filtered(tmp_path: Path):
                       "LocalArtifactDatasetSource", UserWarning)
         warnings.warn("``MlflowClient.get_latest_versions`` is deprecated. Model registry "
                       "stages will be removed in a future major release.", FutureWarning)
+        with warnings.catch_warnings():  # as MLflow's filter_user_warnings_once does
+            warnings.simplefilter("once", category=UserWarning)
+            warnings.warn("\x1b[33mAdd type hints to the `predict` method, once", UserWarning)
+            warnings.warn("a real warning shown once", UserWarning)
         warnings.warn("a real warning the user should see", UserWarning)
         warnings.warn("Add type hints to the `predict` method", RuntimeWarning)
         """,
         tmp_path,
     )
     assert "a real warning the user should see" in stderr
+    assert "a real warning shown once" in stderr and "method, once" not in stderr
     # The same words in another category are not the filtered warning.
     assert "RuntimeWarning: Add type hints" in stderr
     assert "UserWarning: \x1b[33mAdd type hints" not in stderr
