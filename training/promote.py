@@ -149,6 +149,14 @@ class Comparison:
             )
         return head + "\n".join(rows) + f"\n\n{self.verdict()}: {self.decision}.\n"
 
+    def short_markdown(self) -> str:
+        """The report without its table, for a description near the registry's limit."""
+        full = self.markdown()
+        if self.overall is None:
+            return full
+        head = full.split("\n\nRule:")[0]
+        return f"{head}\n\n{self.verdict()}: {self.decision}.\n"
+
     def tags(self) -> dict[str, str]:
         tags = {
             "gate.decision": self.decision,
@@ -316,8 +324,32 @@ def record(client: MlflowClient, name: str, comparison: Comparison) -> None:
     for key, value in comparison.tags().items():
         client.set_model_version_tag(name, comparison.candidate, key, value)
     previous = client.get_model_version(name, comparison.candidate).description or ""
-    text = (previous.rstrip() + "\n\n" if previous else "") + comparison.markdown()
+    text = description_with(previous, comparison.markdown(), comparison.short_markdown())
     client.update_model_version(name, comparison.candidate, description=text)
+
+
+# The registry's description column is varchar(5000) (enforced on PostgreSQL).
+DESCRIPTION_LIMIT = 5000
+REPORT_HEAD = "## Promotion gate"
+
+
+def description_with(previous: str, report: str, short_report: str) -> str:
+    """``previous`` (the model card and earlier gate reports) with ``report`` appended,
+    within :data:`DESCRIPTION_LIMIT`: the oldest reports go first, then the table (the
+    ``short_report``); the version's tags keep the numbers."""
+    card, *reports = previous.split(f"\n{REPORT_HEAD}")
+    reports = [REPORT_HEAD + r for r in reports]
+    card = card.rstrip()
+    for latest in (report, short_report):
+        kept = list(reports)
+        while True:
+            text = "\n\n".join(p.rstrip() for p in [card, *kept, latest] if p.strip()) + "\n"
+            if len(text) <= DESCRIPTION_LIMIT or not kept:
+                break
+            kept.pop(0)
+        if len(text) <= DESCRIPTION_LIMIT:
+            return text
+    return text[: DESCRIPTION_LIMIT - 2].rstrip() + "…\n"
 
 
 def force_hint() -> str:

@@ -11,7 +11,14 @@ from mlflow import MlflowClient
 from tests import tiny_model
 from tests.support import Registry, add_version
 from training.data import Mnist
-from training.promote import Comparison, compare, make_production, parse_args
+from training.promote import (
+    DESCRIPTION_LIMIT,
+    Comparison,
+    compare,
+    description_with,
+    make_production,
+    parse_args,
+)
 
 # The family the tiny model is logged as (the Keras/ONNX class under a name of its own).
 TINY_FAMILY = getattr(tiny_model, "FAMILY", "keras_example")
@@ -138,3 +145,18 @@ def test_the_gate_compares_across_families(tmp_path, tiny_onnx, mnist, small_mni
     assert overall.b + overall.c > 0
     assert comparison.passed == (overall.interval[1] >= -comparison.margin)
     assert comparison.tags()["gate.candidate_family"] == tiny_model.POOLED_FAMILY
+
+
+def test_the_description_keeps_the_card_and_the_newest_report_within_the_limit() -> None:
+    card = "# Model card\n\n" + "x" * 1500
+    old = [f"## Promotion gate, day {i}: refused\n\n" + "r" * 1400 for i in range(3)]
+    report = "## Promotion gate, today: promoted\n\n" + "t" * 1400
+    short = "## Promotion gate, today: promoted\n\nverdict"
+    assert description_with(card, report, short) == f"{card}\n\n{report}\n"
+    text = description_with("\n\n".join([card, *old]), report, short)
+    assert len(text) <= DESCRIPTION_LIMIT
+    assert text.startswith(card) and text.rstrip().endswith(report)
+    assert "day 0" not in text and "day 2" in text  # the oldest reports go first
+    # A card that leaves no room for the table: the short report, then a cut.
+    assert description_with("y" * 4000, report, short).endswith(short + "\n")
+    assert len(description_with("z" * 6000, report, short)) <= DESCRIPTION_LIMIT
