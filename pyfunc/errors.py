@@ -31,3 +31,22 @@ class NoDigit(ImageError):
 
     code = "no_digit"
     status = 422
+
+
+class MultipleDigits(ImageError):
+    """Several digits side by side where one was expected: ``boxes`` says where, (x, y, w, h)
+    each, left to right."""
+
+    code = "multiple_digits"
+    status = 422
+
+    def __init__(self, message: str, boxes: list[tuple[int, int, int, int]]) -> None:
+        super().__init__(message)
+        self.boxes = boxes
+
+
+class TooManyDigits(ImageError):
+    """More digits in one image than a reader takes."""
+
+    code = "too_many_digits"
+    status = 422

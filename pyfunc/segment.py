@@ -1,0 +1,328 @@
+"""Finding the digits of an image, left to right: boxes, and crops the model normalises.
+
+An image is decoded to its ink map by :func:`pyfunc.preprocess.decode_image` (the one
+decoding path: polarity, paper, rulings, noise). Its strokes' 8-connected components are
+grouped into digits by where they lie along the line of writing:
+
+- specks (under a tenth of the largest component, as :mod:`pyfunc.preprocess` drops them)
+  are not digits;
+- components whose columns overlap or lie closer than :data:`MERGE_GAP` of the writing's
+  height belong to one digit: the separate top bar of a 5, the dots of a dotted 7, a stroke
+  broken by a thin pen;
+- a group wider than :data:`SPLIT_WIDTH` times its height is touching digits: it is cut
+  into ``round(width / (TYPICAL_WIDTH * height))`` parts, each cut at the column of least
+  ink near where an even split would put it.
+
+Each digit's crop is the ink map inside its box with the other digits' ink removed, white
+on black with a margin: :meth:`DigitModel.pre_process` (pyfunc.preprocess) then fits it
+into 28×28 as it fits any upload. Boxes are ``(x, y, w, h)`` in the pixels of the image
+as sent (after its EXIF orientation). The thresholds were chosen on the MNIST validation
+split and the wild variants (training/numbers.py, docs/numbers.md).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from pyfunc.encoding import b64decode
+from pyfunc.errors import MultipleDigits, NoDigit, TooManyDigits
+from pyfunc.preprocess import DEFAULT_LIMITS, Limits, decode_image, to_ink
+
+if TYPE_CHECKING:
+    from pyfunc.model import Prediction
+
+__all__ = [
+    "MERGE_GAP",
+    "SPLIT_WIDTH",
+    "TYPICAL_WIDTH",
+    "Digit",
+    "Segmentation",
+    "find_digits",
+    "read_number",
+    "require_single",
+    "segment_ink",
+]
+
+# Stroke pixels: at least this fraction of the peak ink (as pyfunc.preprocess's core).
+_CORE_FRACTION = 0.2
+# Components under this fraction of the largest (in pixels) are specks, not strokes.
+_SPECK_FRACTION = 0.1
+# Components closer than this share of the writing's height (columns apart) are one digit.
+MERGE_GAP = 0.12
+# Groups lower than this share of the tallest are marks or pieces of a digit, not digits ...
+_LOW = 0.5
+# ... pieces when they are nearer to a digit than this share of the tallest's height.
+_JOIN_GAP = 0.3
+# A group wider than this many times its height holds touching digits ...
+SPLIT_WIDTH = 1.15
+# ... each about this wide (the median width / height of MNIST digits other than 1).
+TYPICAL_WIDTH = 0.8
+# A cut is looked for within this share of a part's width around the even split: paper
+# (a column without ink) within the wider, the least ink within the narrower.
+_GAP_WINDOW = 0.4
+_INK_WINDOW = 0.15
+# Noise can make thousands of components; only the largest are grouped.
+_MAX_COMPONENTS = 256
+# The crop's margin around the box, as a share of its longer side (pre_process crops again).
+_MARGIN = 0.2
+
+
+@dataclass(frozen=True)
+class Digit:
+    """One digit found: its box in the image as sent and its ink crop (float32, ink = 1)."""
+
+    box: tuple[int, int, int, int]
+    crop: np.ndarray
+    # Cut out of a wider group of ink (touching digits), not separated by paper.
+    touching: bool = False
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    digits: list[Digit]
+
+    @property
+    def boxes(self) -> list[tuple[int, int, int, int]]:
+        return [d.box for d in self.digits]
+
+    def __len__(self) -> int:
+        return len(self.digits)
+
+
+def find_digits(
+    image: bytes | str | np.ndarray,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    split_touching: bool = True,
+) -> Segmentation:
+    """The digits of one image (encoded bytes, base64 or a decoded array), left to right.
+
+    ``split_touching``: cut groups too wide for one digit into touching digits. Without it
+    only digits with paper between them are told apart: one MNIST digit in 300 is wider
+    than 1.3 times its height, so width alone cannot tell a wide digit from two.
+
+    Raises :class:`~pyfunc.errors.ImageError` as decoding does, :class:`NoDigit` when there
+    is no ink."""
+    if isinstance(image, str):
+        image = b64decode(image)
+    if isinstance(image, np.ndarray):
+        ink = to_ink(image)
+        size = (image.shape[1], image.shape[0])
+    else:
+        ink = decode_image(bytes(image), limits)
+        size = _size_as_sent(bytes(image), ink.shape)
+    scale = (size[0] / ink.shape[1], size[1] / ink.shape[0])
+    return segment_ink(ink, scale=scale, split_touching=split_touching)
+
+
+class Classifier(Protocol):
+    def classify(self, model_input: Any, limits: Limits | None = None) -> list[Prediction]: ...
+
+
+def read_number(
+    model: Classifier,
+    image: bytes | str | np.ndarray,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    max_digits: int | None = None,
+) -> list[tuple[Digit, Prediction]]:
+    """Every digit of ``image``, left to right, with the model's prediction for its crop.
+
+    :class:`TooManyDigits` when there are more than ``max_digits``; errors of decoding and
+    :class:`NoDigit` (no ink, or the model's rejector refuses a crop) as for one digit."""
+    found = find_digits(image, limits)
+    if max_digits is not None and len(found) > max_digits:
+        raise TooManyDigits(
+            f"the image holds {len(found)} digits; at most {max_digits} are read at once"
+        )
+    try:
+        predictions = model.classify([d.crop for d in found.digits], limits=limits)
+    except NoDigit as exc:
+        raise NoDigit(f"one of the {len(found)} marks found is not a digit: {exc}") from exc
+    return list(zip(found.digits, predictions, strict=True))
+
+
+def require_single(image: bytes | str | np.ndarray, limits: Limits = DEFAULT_LIMITS) -> None:
+    """:class:`MultipleDigits` when ``image`` holds several digits with paper between them.
+
+    Digits touching each other are not counted apart here (see :func:`find_digits`), and an
+    image without ink passes: what to say about it is the pre-processing's business."""
+    try:
+        found = find_digits(image, limits, split_touching=False)
+    except NoDigit:
+        return
+    if len(found) > 1:
+        raise MultipleDigits(
+            f"the image holds {len(found)} digits side by side, not one",
+            found.boxes,
+        )
+
+
+def _size_as_sent(data: bytes, ink_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(width, height) of the image as its viewer shows it: decoding may have reduced it
+    and turned it by its EXIF orientation."""
+    with Image.open(io.BytesIO(data)) as img:
+        w, h = img.size
+    ink_h, ink_w = ink_shape[:2]
+    # Turned by 90° when the sides' order differs (an orientation tag of 5-8).
+    if (w > h) != (ink_w > ink_h) and w != h and ink_w != ink_h:
+        w, h = h, w
+    return w, h
+
+
+def segment_ink(
+    ink: np.ndarray, scale: tuple[float, float] = (1.0, 1.0), *, split_touching: bool = True
+) -> Segmentation:
+    """The digits of a 2-D ink map (float, ink = 1), left to right. ``scale`` (x, y) maps
+    ink-map pixels to the image's for the boxes."""
+    a = np.asarray(ink, dtype=np.float32)
+    background = float(np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])))
+    if background > 0:
+        a = np.clip(a - np.float32(background), 0.0, 1.0)
+    peak = float(a.max())
+    if peak <= 0:
+        raise NoDigit("no digit found: the image is blank")
+    labels, count = ndimage.label(a >= _CORE_FRACTION * peak, structure=np.ones((3, 3), bool))
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    kept = np.flatnonzero(sizes >= _SPECK_FRACTION * sizes.max())
+    kept = kept[np.argsort(-sizes[kept], kind="stable")][:_MAX_COMPONENTS]
+    slices = ndimage.find_objects(labels)
+    spans = [
+        (slices[i][1].start, slices[i][1].stop, slices[i][0].start, slices[i][0].stop) for i in kept
+    ]
+    height = max(s[3] for s in spans) - min(s[2] for s in spans)
+    groups = _tidy(_group(spans, MERGE_GAP * height), spans, labels.shape)
+    parts: list[tuple[np.ndarray, bool]] = []
+    for members in groups:
+        mask = np.isin(labels, kept[members] + 1)
+        parts.extend(_split(mask, a) if split_touching else [(mask, False)])
+    digits = [_digit(mask, a, scale, touching) for mask, touching in parts]
+    digits.sort(key=lambda d: d.box[0] + d.box[2] / 2)
+    return Segmentation(digits)
+
+
+def _group(spans: list[tuple[int, int, int, int]], gap: float) -> list[list[int]]:
+    """Indices of ``spans`` (x0, x1, y0, y1) grouped by columns that overlap or lie closer
+    than ``gap``: one pass over the spans sorted by their left edge."""
+    order = sorted(range(len(spans)), key=lambda i: spans[i][0])
+    groups: list[list[int]] = []
+    right = -math.inf
+    for i in order:
+        x0, x1 = spans[i][0], spans[i][1]
+        if groups and x0 - right < gap:
+            groups[-1].append(i)
+            right = max(right, x1)
+        else:
+            groups.append([i])
+            right = x1
+    return groups
+
+
+def _tidy(
+    groups: list[list[int]], spans: list[tuple[int, int, int, int]], shape: tuple[int, ...]
+) -> list[list[int]]:
+    """Groups that are digits: not cut by the frame's edge (a desk's corner, a shadow, the
+    sheet's edge) when any group is not, and at least :data:`_LOW` of the tallest one's
+    height; a lower group joins its neighbour when it is as near as a digit's own broken
+    stroke, else it is a mark (a dot, a dash), not a digit."""
+
+    def box(group: list[int]) -> tuple[int, int, int, int]:
+        return (
+            min(spans[i][0] for i in group),
+            max(spans[i][1] for i in group),
+            min(spans[i][2] for i in group),
+            max(spans[i][3] for i in group),
+        )
+
+    boxes = [box(g) for g in groups]
+    h, w = shape[:2]
+    inside = [b[0] > 0 and b[2] > 0 and b[1] < w and b[3] < h for b in boxes]
+    if any(inside):
+        groups = [g for g, keep in zip(groups, inside, strict=True) if keep]
+        boxes = [b for b, keep in zip(boxes, inside, strict=True) if keep]
+    tall = max(b[3] - b[2] for b in boxes)
+    full = [i for i, b in enumerate(boxes) if b[3] - b[2] >= _LOW * tall]
+    out = {i: list(groups[i]) for i in full}
+    for i, b in enumerate(boxes):
+        if i in out:
+            continue
+        gaps = {j: max(boxes[j][0] - b[1], b[0] - boxes[j][1]) for j in full}
+        nearest = min(gaps, key=lambda j: gaps[j])
+        if gaps[nearest] < _JOIN_GAP * tall:
+            out[nearest].extend(groups[i])
+    return [out[i] for i in full]
+
+
+def _split(mask: np.ndarray, a: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+    """A group's mask as one digit, or cut into touching digits when it is too wide."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    h = int(rows[-1] - rows[0] + 1)
+    x0, x1 = int(cols[0]), int(cols[-1] + 1)
+    w = x1 - x0
+    if w <= SPLIT_WIDTH * h:
+        return [(mask, False)]
+    k = max(2, round(w / (TYPICAL_WIDTH * h)))
+    # Ink per column: the cut goes where the digits meet, the thinnest join.
+    column_ink = np.where(mask, a, 0).sum(axis=0)
+    step = w / k
+    cuts = [x0]
+    for j in range(1, k):
+        centre = round(x0 + j * step)
+        cut = _cut(column_ink, centre, round(_GAP_WINDOW * step), cuts[-1] + 1, x1 - 1)
+        if cut is None:  # no room left: fewer parts
+            continue
+        cuts.append(cut)
+    cuts.append(x1)
+    out = []
+    for left, right in itertools.pairwise(cuts):
+        part = mask.copy()
+        part[:, :left] = False
+        part[:, right:] = False
+        if part.any():
+            out.append((part, True))
+    return out
+
+
+def _cut(column_ink: np.ndarray, centre: int, window: int, lo: int, hi: int) -> int | None:
+    """Where to cut near ``centre``: paper between digits that stand close (a column
+    without ink) within ``window``, the one nearest ``centre``; else the column of least
+    ink within a narrower window (a wide window would cut through the hollow of a 0)."""
+    lo, hi = max(lo, centre - window), min(hi, centre + window + 1)
+    if hi <= lo:
+        return None
+    columns = range(lo, hi)
+    empty = [c for c in columns if column_ink[c] == 0]
+    if empty:
+        return min(empty, key=lambda c: abs(c - centre))
+    narrow = max(1, round(window * _INK_WINDOW / _GAP_WINDOW))
+    near = range(max(lo, centre - narrow), min(hi, centre + narrow + 1)) or columns
+    # Least ink, and of equal ones the nearest to the even split.
+    return min(near, key=lambda c: (column_ink[c], abs(c - centre)))
+
+
+def _digit(mask: np.ndarray, a: np.ndarray, scale: tuple[float, float], touching: bool) -> Digit:
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    # The soft rim around the core strokes belongs to the digit too.
+    near = ndimage.binary_dilation(mask[y0:y1, x0:x1], iterations=2)
+    margin = max(2, round(_MARGIN * max(y1 - y0, x1 - x0)))
+    crop = np.zeros((y1 - y0 + 2 * margin, x1 - x0 + 2 * margin), dtype=np.float32)
+    crop[margin:-margin, margin:-margin] = np.where(near, a[y0:y1, x0:x1], 0)
+    sx, sy = scale
+    box = (
+        math.floor(x0 * sx),
+        math.floor(y0 * sy),
+        max(1, math.ceil((x1 - x0) * sx)),
+        max(1, math.ceil((y1 - y0) * sy)),
+    )
+    return Digit(box=box, crop=crop, touching=touching)
