@@ -11,6 +11,7 @@ from pyfunc.errors import NoDigit
 from serving import registry as model_registry
 from serving.batching import BatchingModel
 from serving.config import Settings
+from tests import tiny_model
 from training.variants import png_bytes
 
 
@@ -153,3 +154,36 @@ def test_requests_arriving_during_a_pass_share_the_next(digit_model, mnist):
         batcher.close()
     assert answers == expected
     assert sizes == [1, len(images) - 2]  # the lone pass, then all the rest in one
+
+
+def test_a_family_with_its_own_pre_processing_is_batched_on_its_own_input(mnist):
+    # 14×14 pooled digits: the shared MNIST split (decode here, normalise in the pass) would
+    # feed it 28×28; its own pre_process runs in each caller's thread instead.
+    model = tiny_model.fit_pooled(mnist.x_train, mnist.y_train)
+    images = [png_bytes(mnist.x_test[i]) for i in range(24)]
+    images[5] = png_bytes(np.zeros((28, 28), np.uint8))  # no digit: only its caller fails
+    expected: list = [None] * len(images)
+    for i, image in enumerate(images):
+        try:
+            expected[i] = model.classify([image])[0]
+        except NoDigit:
+            expected[i] = "NoDigit"
+    sizes: list[int] = []
+    batcher = BatchingModel(model, max_size=64, max_wait_us=20_000, on_batch=sizes.append)
+
+    def ask(i: int):
+        try:
+            return batcher.classify([images[i]])[0]
+        except NoDigit:
+            return "NoDigit"
+
+    try:
+        answers = _concurrently(len(images), ask)
+    finally:
+        batcher.close()
+    assert answers[5] == "NoDigit"
+    for got, want in zip(answers, expected, strict=True):
+        if want != "NoDigit":
+            assert got.digit == want.digit
+            assert np.allclose(got.probabilities, want.probabilities, atol=1e-6)
+    assert sum(sizes) == len(images) - 1 and max(sizes) > 1, sizes
