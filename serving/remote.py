@@ -47,7 +47,8 @@ class RemotePredictor:
         rows = self._post(payload)["predictions"]
         for i, r in enumerate(rows):
             if r.get("no_digit"):  # the model's rejector refused it (pyfunc.reject)
-                refused = Refused(float(r["not_digit_score"]))
+                score = r.get("not_digit_score")  # null: its pre-processing found no digit
+                refused = NoDigit(r.get("error_message")) if score is None else Refused(float(score))
                 raise refused if len(rows) == 1 else NoDigit(f"image {i}: {refused}")
         return [
             Prediction(
