@@ -48,7 +48,7 @@ class RemotePredictor:
         for i, r in enumerate(rows):
             if r.get("no_digit"):  # the model's rejector refused it (pyfunc.reject)
                 score = r.get("not_digit_score")  # null: its pre-processing found no digit
-                refused = NoDigit(r.get("error_message")) if score is None else Refused(float(score))
+                refused = NoDigit(r["error_message"]) if score is None else Refused(float(score))
                 raise refused if len(rows) == 1 else NoDigit(f"image {i}: {refused}")
         return [
             Prediction(
