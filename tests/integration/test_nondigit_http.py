@@ -84,6 +84,22 @@ def test_blank_paper_gets_the_blank_message(live_server):
         assert "blank or uniform" in message
 
 
+def test_a_texture_is_not_called_blank(live_server):
+    """A weave, a checkerboard or noise holds no stroke either, but it is not blank: the
+    message says what the picture shows, through every encoding."""
+    textures = [
+        s
+        for s in nondigits.build_category("measure", "texture", 14)
+        if s.label in ("fabric", "checker", "noise") and not _passes_pre_processing(s.data)
+    ]
+    assert textures
+    for sample in textures:
+        for encoding in ENCODINGS:
+            status, code, message = _verdict(_post(live_server, sample.data, encoding))
+            assert (status, code) == (422, "no_digit"), (sample.label, encoding)
+            assert "texture or pattern" in message and "blank" not in message, message
+
+
 @pytest.mark.parametrize("variant", ["clean", "paper_jpeg", "alpha_canvas", "thick", "rotated"])
 def test_digits_are_still_answered(live_server, mnist, variant):
     answered = 0
