@@ -207,7 +207,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit("usage: python -m quiet MODULE [ARGS…]")
     install()
     sys.argv = args
-    runpy.run_module(args[0], run_name="__main__", alter_sys=True)
+    # sys.modules["__main__"] stays this module (alter_sys=False): a process the module
+    # spawns (multiprocessing's "spawn") then starts by importing ``quiet`` as its main
+    # module, and installs the same filters (below) before it imports anything else.
+    runpy.run_module(args[0], run_name="__main__", alter_sys=False)
 
 
 if __name__ == "__main__":
@@ -215,3 +218,7 @@ if __name__ == "__main__":
     import quiet
 
     quiet.main()
+elif __name__ == "__mp_main__":
+    import quiet
+
+    quiet.install()

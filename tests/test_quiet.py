@@ -161,3 +161,35 @@ def test_python_m_quiet_runs_a_module_with_the_filters_set_before_its_imports(tm
     assert result.stdout == "['--epochs', '2']\n"
     assert "Add type hints" not in result.stderr
     assert "a real one" in result.stderr
+
+
+def test_processes_spawned_under_python_m_quiet_filter_too(tmp_path: Path):
+    # training spawns worker pools (training/photos.py, rejector.py, strokes.py): each
+    # worker imports the project afresh, and MLflow warns again there.
+    (tmp_path / "work.py").write_text(
+        "import warnings\n"
+        "def job(i):\n"
+        "    warnings.warn('Add type hints to the `predict` method', UserWarning)\n"
+        "    warnings.warn(f'a real one from worker {i}', UserWarning)\n"
+        "    return i\n"
+    )
+    (tmp_path / "pool.py").write_text(
+        "import multiprocessing\nfrom concurrent.futures import ProcessPoolExecutor\n"
+        "import work\n"
+        "if __name__ == '__main__':\n"
+        "    ctx = multiprocessing.get_context('spawn')\n"
+        "    with ProcessPoolExecutor(2, mp_context=ctx) as pool:\n"
+        "        print(sorted(pool.map(work.job, range(2))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "quiet", "pool"],
+        cwd=PROJECT_ROOT,
+        env={"PYTHONPATH": f"{PROJECT_ROOT}:{tmp_path}", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[0, 1]\n"
+    assert "Add type hints" not in result.stderr
+    assert "a real one from worker" in result.stderr
