@@ -58,8 +58,9 @@ def first_start_message(name: str, epochs: int, url: str) -> str:
     return (
         f"make serve: no Production version of '{name}' in {registry} yet. "
         f"Training a quick one ({epochs} epoch{'s' if epochs != 1 else ''} on the MNIST "
-        "training digits; how long that takes on this machine is printed once its first "
-        f"batches are timed), then the promotion gate scores it, then it is served{where}."
+        "training digits: they are prepared first, then its first batches are timed and how "
+        "long it takes on this machine is printed), then the promotion gate scores it, then "
+        f"it is served{where}."
     )
 
 
