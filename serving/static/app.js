@@ -176,7 +176,8 @@
       return "No digit found in that image. Draw or photograph one dark digit on a plain background.";
     }
     if (err && err.code === "multiple_digits" && state.canRead) {
-      return `${err.message} (${response.status}). For a number, use “Read a number”.`;
+      const count = Number.isInteger(err.count) ? `${err.count} digits` : "several digits";
+      return `That looks like ${count} side by side, not one. To read them as a number, press “Read a number”.`;
     }
     if (err && err.message) return `${err.message} (${response.status})`;
     return `The service answered ${response.status} ${response.statusText}.`;
@@ -419,7 +420,11 @@
       label.textContent = entry.answer;
       const note = document.createElement("small");
       note.textContent =
-        entry.verdict === null ? percent(entry.confidence) : entry.verdict ? "✓ right" : `✗ was ${entry.verdict}`;
+        entry.verdict === null
+          ? percent(entry.confidence)
+          : entry.verdict === true
+            ? "✓ right"
+            : `✗ was ${entry.verdict}`;
       if (entry.verdict !== null) item.className = entry.verdict === true ? "right" : "wrong";
       item.setAttribute(
         "aria-label",
@@ -434,14 +439,24 @@
 
   // ---------------------------------------------------------------- feedback
 
+  // What "right" labels the answer with: the digit, or the number as a string of digits
+  // (POST /feedback takes a /read answer's label that way).
+  const answered = (r) => (r.kind === "number" ? r.number : r.digit);
+
   function resetFeedback() {
     const r = state.result;
-    const labelled = r && r.kind === "digit" && r.recordId && r.token;
-    $("feedback").hidden = !(r && r.kind !== "number");
+    const labelled = Boolean(r && r.kind !== "draft" && r.recordId && r.token);
+    const number = Boolean(r && r.kind === "number");
+    $("feedback").hidden = !r;
     $("feedback-status").textContent = "";
-    $("right-digit").textContent = r && r.digit !== null ? String(r.digit) : "?";
+    $("right-digit").textContent = r ? String(answered(r)) : "?";
     $("right").disabled = !labelled;
     $("right").setAttribute("aria-pressed", "false");
+    $("wrong").hidden = number;
+    $("wrong-number").hidden = !number;
+    $("true-number").value = "";
+    $("true-number").disabled = !labelled;
+    $("send-number").disabled = !labelled;
     for (const button of $("feedback-digits").querySelectorAll("button")) {
       const label = Number(button.dataset.label);
       button.disabled = !labelled || label === r.digit;
@@ -470,7 +485,7 @@
       for (const b of $("feedback").querySelectorAll("button")) {
         b.setAttribute("aria-pressed", String(b === button));
       }
-      const confirmed = label === r.digit;
+      const confirmed = label === answered(r);
       status.textContent = confirmed ? `Thank you! Confirmed as ${label}.` : `Thank you! Recorded as ${label}.`;
       if (r.entry) {
         r.entry.verdict = confirmed ? true : label;
@@ -496,7 +511,19 @@
     }
     const right = $("right");
     right.addEventListener("click", () => {
-      if (state.result && state.result.digit !== null) sendFeedback(state.result.digit, right);
+      if (state.result && state.result.kind !== "draft") sendFeedback(answered(state.result), right);
+    });
+    $("wrong-number").addEventListener("submit", (ev) => {
+      ev.preventDefault(); // stays on the page: the label goes by fetch
+      const r = state.result;
+      const typed = $("true-number").value.trim();
+      if (!r || r.kind !== "number") return;
+      if (!/^[0-9]+$/.test(typed) || typed.length !== r.number.length) {
+        // A number read with the wrong count of digits cannot be labelled digit by digit.
+        $("feedback-status").textContent = `Type the ${r.number.length} digits of the number.`;
+        return;
+      }
+      sendFeedback(typed, $("send-number"));
     });
   }
 
@@ -554,7 +581,8 @@
     } catch {
       state.canRead = false;
     }
-    $("read").hidden = !state.canRead;
+    $("read-row").hidden = !state.canRead;
+    $("read-hint").hidden = !state.canRead;
   }
 
   // ---------------------------------------------------------------- wiring
