@@ -69,7 +69,7 @@ def model_input_png(model: Any, image: bytes, limits: Limits) -> str:
     batch = _pre_process_of(model)([image], limits=limits)
     pixels = np.clip(np.rint(batch[0, :, :, 0] * 255), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", optimize=True)
+    Image.fromarray(pixels).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
