@@ -11,9 +11,10 @@ Three kinds of image, none of them ever trained on:
 
 A model is scored through the digit-model contract alone (``pre_process`` and
 ``probabilities`` of the loaded pyfunc), so every family is scored alike. Per image the
-outcome is "the top answer is the label"; an image the pre-processing refuses is wrong. The
-rejector's verdicts are counted apart (``refused``): it is a separate part of a version, and
-a family without one would otherwise look better for answering everything.
+outcome is "the top answer is the label"; an image the pre-processing refuses is wrong.
+Images not answered are counted apart (``refused``: the pre-processing found no digit, or
+the rejector refused it): the rejector is a separate part of a version, and a family
+without one would otherwise look better for answering everything.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def gate_variants() -> list[str]:
 
 @dataclass(frozen=True)
 class Outcomes:
-    """Per image of one set: top answer right, and refused by the rejector."""
+    """Per image of one set: top answer right, and not answered (no digit, or refused)."""
 
     right: np.ndarray
     refused: np.ndarray

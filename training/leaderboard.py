@@ -49,7 +49,7 @@ class Row:
     aliases: list[str] = field(default_factory=list)
     # Share right per held-out set (training.evidence's names).
     accuracy: dict[str, float] = field(default_factory=dict)
-    # Share of all evidence images the version's rejector refuses.
+    # Share of all evidence images not answered: no digit found, or the rejector refused it.
     refused: float = math.nan
     latency_ms: float = math.nan
     size_bytes: int = 0
@@ -231,7 +231,8 @@ def markdown(rows: list[Row], evidence: Evidence, latency_images: int, threads: 
         f"\nImages: MNIST test {sizes['mnist_test']:,}, validation {sizes['validation']:,}"
         + (f", {evidence.per_variant} per variant (seed {evidence.seed})" if variants else "")
         + f"; evidence {evidence.fingerprint}. Accuracy: the top answer is the label; refused: "
-        f"the share of all these digits the version's rejector refuses. Latency: median of "
+        f"the share of all these digits not answered (no digit found, or the version's "
+        f"rejector refused it). Latency: median of "
         f"{latency_images} single 28x28 PNGs through pre_process + probabilities, "
         f"{threads} runtime thread(s), measured "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} in one run.\n"
@@ -315,8 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     run_id = log_run(uri, args.experiment_name, table, document, params)
     print(table)
-    rescored = sum(not r.cached and not r.error for r in rows)
-    print(f"{rescored} of {len(rows)} versions scored, the rest from cache; run {run_id}")
+    cached = sum(r.cached for r in rows)
+    broken = sum(bool(r.error) for r in rows)
+    print(
+        f"{len(rows) - cached - broken} versions scored, {cached} from cache, "
+        f"{broken} not loadable; run {run_id}"
+    )
     return 0
 
 
