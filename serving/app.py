@@ -18,6 +18,7 @@ from serving import (
     metrics,
     model_store,
     openapi,
+    read,
     request_id,
     review,
     views,
@@ -52,6 +53,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     )
     image_log.init_app(app, settings)
     app.register_blueprint(views.bp)
+    read.init_app(app)  # POST /read, and /recognize's 422 multiple_digits
     app.register_blueprint(feedback.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(review.bp)

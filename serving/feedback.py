@@ -25,6 +25,7 @@ from flask import Blueprint, current_app, jsonify, request
 from pydantic import ValidationError
 
 from imagelog.base import StorageError, TooManyLabels, utc_now
+from serving import read
 from serving.bodies import json_body
 from serving.errors import ApiError
 from serving.image_log import image_log
@@ -46,7 +47,8 @@ _MESSAGES = {
     "invalid_feedback_token": "'feedback_token' must be a non-empty string of at most "
     f"{MAX_FEEDBACK_TOKEN} characters",
     "missing_label": "the JSON body needs a field 'label'",
-    "invalid_label": "'label' must be an integer from 0 to 9",
+    "invalid_label": "'label' must be an integer from 0 to 9 (for a /read answer: the "
+    "number as a string of digits)",
 }
 
 
@@ -101,6 +103,10 @@ def feedback():
     given = parse(json_body())
     record_id, label = given.record_id, given.label
     settings = current_app.config["SETTINGS"]
+    # A /read answer is labelled with its number (a string), any other with a digit.
+    number = read.parse_number_record(record_id)
+    if (number is None) != isinstance(label, int):
+        raise ApiError(400, "invalid_label", _MESSAGES["invalid_label"])
     try:
         if not _token_matches(record_id, given.feedback_token):
             raise ApiError(
@@ -110,11 +116,26 @@ def feedback():
                 "carried",
             )
         log = image_log()
+        labelled_at = utc_now()
+        if number is not None:
+            held = read.label_number(
+                log,
+                number,
+                str(label),
+                at=labelled_at,
+                max_labels=settings.feedback_max_labels,
+                review_confidence=settings.review_confidence,
+            )
+            if held is None:
+                raise ApiError(404, "unknown_record_id", "no logged record has this record_id")
+            receipt = FeedbackReceipt(
+                record_id=record_id, label=label, labelled_at=labelled_at, held_for_review=held
+            )
+            return jsonify(receipt.model_dump(mode="json"))
         record = log.get(record_id)
         if record is None:  # not logged, or deleted by retention since
             raise ApiError(404, "unknown_record_id", "no logged record has this record_id")
         hold = label != record.digit and record.confidence >= settings.review_confidence
-        labelled_at = utc_now()
         found = log.label(
             record_id, label, at=labelled_at, max_labels=settings.feedback_max_labels, hold=hold
         )

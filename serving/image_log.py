@@ -49,7 +49,7 @@ RETENTION_EVERY = 500
 RETENTION_QUOTA_SHARE = 20
 # /ready's write probe is reused for this long: probes stay cheap however often they come.
 PROBE_CACHE_SECONDS = 1.5
-_LOGGED_PATHS = ("/recognize", "/feedback")
+_LOGGED_PATHS = ("/recognize", "/read", "/feedback")
 
 
 def describe(image: bytes) -> tuple[str | None, int | None, int | None]:
@@ -141,12 +141,21 @@ class Recorder:
     def discard(self, upload: Upload) -> None:
         """The request failed: nothing to undo, since nothing is written before :meth:`record`."""
 
-    def record(self, upload: Upload, prediction: Prediction, model_name: str, version: str) -> bool:
-        """Log one answer durably; False if it was not logged and the policy says answer."""
+    def record(
+        self,
+        upload: Upload,
+        prediction: Prediction,
+        model_name: str,
+        version: str,
+        record_id: str | None = None,
+    ) -> bool:
+        """Log one answer durably; False if it was not logged and the policy says answer.
+
+        ``record_id``: the key, when the request logs several records (/read: one a digit)."""
         upload.describe()
         entry = Record(
             # The record's key is the server's id, never the client's X-Request-ID.
-            request_id=request_id.record_id(),
+            request_id=record_id or request_id.record_id(),
             created_at=utc_now(),
             sha256=upload.sha256,
             byte_size=len(upload.image),

@@ -39,6 +39,7 @@ STORAGE_TIMEOUT = 0.5  # seconds; Redis answers a count in well under a millisec
 KEYLESS_RATE_LIMIT = "60/minute"
 # The endpoints that keys and limits apply to.
 FEEDBACK_ENDPOINT, RECOGNIZE_ENDPOINT = "feedback.feedback", "digits.recognize"
+READ_ENDPOINT = "read.read"  # reads like /recognize: the same key and limit
 
 
 def _settings() -> AccessConfig:
@@ -143,6 +144,7 @@ def init_app(app: Flask, settings: AccessConfig) -> None:
     )
     for endpoint, default_of in (
         (RECOGNIZE_ENDPOINT, "recognize_rate_limit"),
+        (READ_ENDPOINT, "recognize_rate_limit"),
         (FEEDBACK_ENDPOINT, "feedback_rate_limit"),
     ):
         limit = _limit_for(default_of)
@@ -152,5 +154,5 @@ def init_app(app: Flask, settings: AccessConfig) -> None:
 
     @app.before_request
     def check_key() -> None:
-        if request.endpoint in (RECOGNIZE_ENDPOINT, FEEDBACK_ENDPOINT):
+        if request.endpoint in (RECOGNIZE_ENDPOINT, READ_ENDPOINT, FEEDBACK_ENDPOINT):
             _identify_key()

@@ -235,10 +235,90 @@ _PATHS: dict[str, dict[str, Any]] = {
                     "TIFF is not a supported format; send a PNG, JPEG, GIF, BMP or WebP image",
                 ),
                 "422": _error(
-                    "A readable image without a digit: blank or uniform",
-                    ["no_digit"],
+                    "A readable image without a digit: blank or uniform; or several digits "
+                    "side by side (`multiple_digits`: the error also has `count` and `boxes`, "
+                    "see `MultipleDigitsError`; send such images to `POST /read`)",
+                    ["no_digit", "multiple_digits"],
                     "no_digit",
                     "the image has no digit in it",
+                ),
+                "429": _RATE_LIMITED,
+                "503": _error(
+                    "No model is loaded yet (see `GET /ready`), or the image log cannot "
+                    "store the request",
+                    ["model_unavailable", "storage_unavailable"],
+                    "model_unavailable",
+                    "no model loaded yet for models:/digits/Production",
+                ),
+            },
+        }
+    },
+    "/read": {
+        "post": {
+            "operationId": "read",
+            "tags": ["recognition"],
+            "summary": "Read a number: every digit in an image, left to right",
+            "description": "The same three encodings and limits as `POST /recognize`. At most "
+            "12 digits; touching digits are cut apart where their ink is thinnest (see "
+            "docs/numbers.md). Label the answer with `POST /feedback`, `label` the whole "
+            'number as a string ("2026").\n\n'
+            + _curl(
+                f"curl -s {_URL}/read -H 'Content-Type: image/png' --data-binary @number.png",
+                f"curl -s {_URL}/read -F image=@number.jpg",
+            ),
+            "parameters": [{"$ref": "#/components/parameters/RequestId"}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    **_json(schemas.Base64Image),
+                    "multipart/form-data": {
+                        "schema": _ref(schemas.ImageUpload),
+                        "encoding": {"image": {"contentType": ", ".join(IMAGE_TYPES)}},
+                    },
+                    **{t: {"schema": _ref(schemas.ImageFile)} for t in IMAGE_TYPES},
+                },
+            },
+            "responses": {
+                "200": {
+                    **_answer("The number, and each digit with its box", _json(schemas.Reading)),
+                    "links": {
+                        "LabelIt": {
+                            "operationId": "feedback",
+                            "description": "Send the true number of this image",
+                            "requestBody": {
+                                "record_id": "$response.body#/record_id",
+                                "feedback_token": "$response.body#/feedback_token",
+                            },
+                        }
+                    },
+                },
+                "400": _error(
+                    "The request or the image cannot be read",
+                    [
+                        "malformed_json",
+                        "missing_image",
+                        "empty_image",
+                        "invalid_image_field",
+                        "invalid_base64",
+                        "invalid_image",
+                    ],
+                    "invalid_base64",
+                    "'image' is not valid base64",
+                ),
+                **_KEYED,
+                "413": _TOO_LARGE,
+                "415": _error(
+                    "Neither JSON, multipart nor an image body; or an image format that is "
+                    "not accepted (SVG, PDF, TIFF, …)",
+                    ["unsupported_media_type", "unsupported_format"],
+                    "unsupported_format",
+                    "TIFF is not a supported format; send a PNG, JPEG, GIF, BMP or WebP image",
+                ),
+                "422": _error(
+                    "No digit in the image (or a mark that is not one); or more than 12 digits",
+                    ["no_digit", "too_many_digits"],
+                    "too_many_digits",
+                    "the image holds 14 digits; at most 12 are read at once",
                 ),
                 "429": _RATE_LIMITED,
                 "503": _error(
@@ -282,6 +362,7 @@ _PATHS: dict[str, dict[str, Any]] = {
                         "invalid_feedback_token",
                         "missing_label",
                         "invalid_label",
+                        "label_length_mismatch",
                     ],
                     "invalid_label",
                     "'label' must be an integer from 0 to 9",

@@ -77,6 +77,10 @@ class ImageFile(RootModel[bytes]):
     """The image file itself (PNG, JPEG, GIF, BMP or WebP) as the request body."""
 
 
+# The true number of a /read answer (serving.read.MAX_DIGITS digits at most).
+NumberLabel = Annotated[StrictStr, Field(pattern=r"^[0-9]{1,12}$")]
+
+
 class Feedback(BaseModel):
     """For `POST /feedback`: the digit an earlier image really shows. Only the client that
     got the answer can send it: it needs that answer's `record_id` and `feedback_token`."""
@@ -105,8 +109,10 @@ class Feedback(BaseModel):
         max_length=MAX_FEEDBACK_TOKEN,
         description="The `feedback_token` of that same answer.",
     )
-    label: Annotated[StrictInt, Field(ge=0, le=9)] = Field(
-        description="The digit the image really shows."
+    label: Annotated[StrictInt, Field(ge=0, le=9)] | NumberLabel = Field(
+        description="The digit the image really shows: an integer 0-9 for a `/recognize` "
+        'answer; for a `POST /read` answer the whole number as a string of digits ("2026"), '
+        "as many as the answer read."
     )
 
 
@@ -194,12 +200,75 @@ class Recognition(BaseModel):
     )
 
 
+class ReadDigit(BaseModel):
+    """One digit of a number, in its place from the left."""
+
+    digit: Digit
+    confidence: Probability = Field(description="The probability of `digit`.")
+    box: list[int] = Field(
+        min_length=4,
+        max_length=4,
+        description="`[x, y, w, h]` in pixels of the image as sent (after its EXIF "
+        "orientation): left, top, width, height.",
+    )
+    # Answered only when true (dumped with exclude_defaults).
+    touching: bool = Field(
+        default=False,
+        description="Present, and true, when the digit was cut out of ink it shares with a "
+        "neighbour (touching digits), rather than separated by paper.",
+    )
+
+
+class Reading(BaseModel):
+    """A number read from an image: its digits left to right."""
+
+    model_config = _example(
+        {
+            "number": "2026",
+            "digits": [
+                {"digit": 2, "confidence": 0.998, "box": [12, 20, 41, 58]},
+                {"digit": 0, "confidence": 0.997, "box": [66, 18, 44, 60]},
+                {"digit": 2, "confidence": 0.991, "box": [121, 22, 40, 57]},
+                {"digit": 6, "confidence": 0.989, "box": [172, 15, 39, 62]},
+            ],
+            "low_confidence": False,
+            "model": {"name": "digits", "version": "3"},
+            "request_id": EXAMPLE_REQUEST_ID,
+            "record_id": EXAMPLE_RECORD_ID + "-n4",
+            "feedback_token": EXAMPLE_FEEDBACK_TOKEN,
+        }
+    )
+
+    number: str = Field(
+        pattern=r"^[0-9]+$",
+        description='The digits read, left to right, as a string ("0042" keeps its zeros).',
+    )
+    digits: list[ReadDigit] = Field(min_length=1, max_length=12)
+    low_confidence: bool = Field(
+        description="Some digit's `confidence` is below the service's `LOW_CONFIDENCE_THRESHOLD`."
+    )
+    model: ModelVersion
+    request_id: str = Field(description="As for `POST /recognize`.")
+    record_id: str | None = Field(
+        default=None,
+        description="The id to label the whole number by with `POST /feedback`; absent when "
+        "the answer was not logged.",
+    )
+    feedback_token: str | None = Field(
+        default=None, description="The credential for labelling this answer."
+    )
+    logged: bool = Field(
+        default=True,
+        description="Present, and false, only when the answer could not be stored.",
+    )
+
+
 class FeedbackReceipt(BaseModel):
     """The label was stored with that record; labelling again replaces it (up to the
     service's `FEEDBACK_MAX_LABELS` labels per record)."""
 
     record_id: str
-    label: Digit
+    label: Digit | str = Field(description="As sent: a digit, or a /read answer's number.")
     labelled_at: Timestamp
     held_for_review: bool = Field(
         description="The label contradicts a confident prediction: it is kept, but used for "
@@ -240,6 +309,19 @@ class Error(BaseModel):
     """Every error the service answers, whatever the status."""
 
     error: ErrorDetail
+
+
+class MultipleDigitsDetail(ErrorDetail):
+    count: int = Field(ge=2, description="How many digits the image holds.")
+    boxes: list[list[int]] = Field(
+        description="Each digit's `[x, y, w, h]`, left to right, in pixels of the image as sent."
+    )
+
+
+class MultipleDigitsError(BaseModel):
+    """`POST /recognize` was sent several digits side by side (send them to `POST /read`)."""
+
+    error: MultipleDigitsDetail
 
 
 class Health(BaseModel):
@@ -361,6 +443,8 @@ DOCUMENTED: tuple[type[BaseModel], ...] = (
     ImageFile,
     Feedback,
     Recognition,
+    Reading,
+    MultipleDigitsError,
     FeedbackReceipt,
     HeldLabels,
     ReviewDecision,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from imagelog.base import StorageError
+from pyfunc import segment
 from pyfunc.preprocess import Limits
 from serving import feedback, image_log, metrics, payload, recognize_options, request_id
 from serving.errors import ApiError
@@ -29,6 +30,8 @@ def recognize():
     # A draft (a drawing in progress) is answered, never stored: see recognize_options.
     upload = None if options.draft else recorder.stage(image)  # nothing written yet
     try:
+        # Several digits side by side: 422 multiple_digits, not a guess at one of them.
+        segment.require_single(image, limits)
         prediction = loaded.model.classify([image], limits=limits)[0]
     except BaseException:
         if upload is not None:
