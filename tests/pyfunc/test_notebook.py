@@ -25,11 +25,14 @@ def _png(digit: np.ndarray) -> bytes:
 def loaded(registry):
     """``mlflow.pyfunc.load_model("models:/digits@production")`` against the test registry,
     MLflow's process-wide URIs put back afterwards."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
-        patch.setenv("MLFLOW_REGISTRY_URI", registry.tracking_uri)
-        assert mlflow.get_registry_uri() == registry.tracking_uri
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.tracking_uri)
+    try:
         return mlflow.pyfunc.load_model("models:/digits@production")
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
 
 
 def test_a_bare_uint8_array_is_answered(loaded, mnist):
