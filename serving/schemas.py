@@ -151,7 +151,7 @@ class Recognition(BaseModel):
                 0.9931,
             ],
             "low_confidence": False,
-            "model": {"name": "digits", "version": "3"},
+            "model": {"name": "digits", "version": "3", "family": "keras_example"},
             "request_id": EXAMPLE_REQUEST_ID,
         }
     )
@@ -232,7 +232,7 @@ class Reading(BaseModel):
                 {"digit": 6, "confidence": 0.989, "box": [172, 15, 39, 62]},
             ],
             "low_confidence": False,
-            "model": {"name": "digits", "version": "3"},
+            "model": {"name": "digits", "version": "3", "family": "keras_example"},
             "request_id": EXAMPLE_REQUEST_ID,
             "record_id": EXAMPLE_RECORD_ID + "-n4",
             "feedback_token": EXAMPLE_FEEDBACK_TOKEN,
