@@ -98,7 +98,7 @@ def read():
             for d, p in found
         ],
         low_confidence=any(p.confidence < threshold for _, p in found),
-        model=ModelVersion(name=loaded.ref.name, version=loaded.ref.version),
+        model=ModelVersion(name=loaded.ref.name, version=loaded.ref.version, family=loaded.family),
         request_id=request_id.current(),
         record_id=record_id,
         feedback_token=token,
