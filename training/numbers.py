@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from pyfunc.errors import ImageError
-from pyfunc.segment import read_number
+from pyfunc.errors import ImageError, MultipleDigits
+from pyfunc.segment import read_number, require_single
 from training import photos
 from training.data import VALIDATION_SPLIT, load_mnist, validation_size
-from training.variants import encode
+from training.variants import VARIANTS, encode
 
 # Gap between neighbouring digits' ink boxes, in pixels of the 28-px MNIST scale (a digit's
 # ink is about 20 px tall). "touching": the boxes overlap until the strokes meet.
@@ -168,6 +168,27 @@ def measure(model, items: Sequence[Number]) -> tuple[int, int]:
     return exact, count_right
 
 
+def false_multiple(x: np.ndarray, per_variant: int) -> list[tuple[str, int, int]]:
+    """(variant, refused as multiple_digits, images) for single digits: all of ``x`` as
+    they are (clean arrays), and the first ``per_variant`` of ``x`` in every wild variant
+    (:data:`training.variants.VARIANTS`, photos included), as /recognize would judge them."""
+
+    def refused(image: bytes | np.ndarray) -> bool:
+        try:
+            require_single(image)
+        except MultipleDigits:
+            return True
+        except ImageError:  # refused for another reason: not this one's false alarm
+            return False
+        return False
+
+    rows = [("MNIST as arrays", sum(refused(d) for d in x), len(x))]
+    for name, build in VARIANTS.items():
+        chosen = x[:per_variant]
+        rows.append((name, sum(refused(build(d, i)) for i, d in enumerate(chosen)), len(chosen)))
+    return rows
+
+
 def markdown(cells: Sequence[Cell]) -> str:
     lines = [
         "| digits | spacing | paper | exact | right count of digits | numbers |",
@@ -198,6 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--styles", default=",".join(STYLES))
     parser.add_argument("--data-path", default=os.environ.get("MNIST_PATH", ""))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--false-multiple",
+        type=int,
+        metavar="PER_VARIANT",
+        default=0,
+        help="instead: how often single digits are refused as multiple_digits (no model)",
+    )
     args = parser.parse_args(argv)
 
     import mlflow
@@ -208,6 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         n_val = validation_size(len(data.x_train), VALIDATION_SPLIT)
         x, y = data.x_train[-n_val:], data.y_train[-n_val:]
+    if args.false_multiple:
+        rows = false_multiple(x, args.false_multiple)
+        print("| single digits | refused as multiple_digits | images | rate |")
+        print("|---|---|---|---|")
+        for name, bad, n in rows:
+            print(f"| {name} | {bad} | {n} | {100 * bad / n:.2f} % |")
+        bad, n = sum(r[1] for r in rows), sum(r[2] for r in rows)
+        print(f"| all | {bad} | {n} | {100 * bad / n:.3f} % |")
+        return 0
     model = mlflow.pyfunc.load_model(args.model_uri).unwrap_python_model()
     cells = []
     lengths = [int(n) for n in args.lengths.split(",")]
