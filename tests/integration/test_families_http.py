@@ -4,14 +4,18 @@ the service."""
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from mlflow import MlflowClient
+from PIL import Image
 
-from tests.support import Registry, run_checked, set_production, start_server
+from tests.support import Registry, run_checked, set_production, start_scorer, start_server
 from training import families
 
 POLL = 1.0
@@ -74,3 +78,25 @@ def test_one_service_serves_every_family_by_promotion_alone(
             body = _serving(url, seed_png, versions[family])
             assert body["model"]["family"] == family
             assert 0 <= body["digit"] <= 9 and len(body["probabilities"]) == 10
+
+
+def test_the_scikit_learn_family_answers_under_mlflow_models_serve(
+    family_versions: tuple[Registry, dict[str, str]], tmp_path: Path, seed_png: bytes
+) -> None:
+    reg, versions = family_versions
+    uri = f"models:/digits/{versions['pca_svm']}"
+    seed = base64.b64encode(seed_png).decode()
+    with start_scorer(reg.env, tmp_path, model_uri=uri) as (url, _):
+        payload = {"dataframe_split": {"columns": ["image"], "data": [[seed]]}}
+        response = requests.post(f"{url}/invocations", json=payload, timeout=60)
+        assert response.status_code == 200, response.text
+        (answer,) = response.json()["predictions"]
+        assert answer["error"] is None and len(answer["probabilities"]) == 10
+        # A notebook's bare (N, 28, 28) array: an empty image is its own row's error.
+        pixels = np.asarray(Image.open(io.BytesIO(seed_png))).tolist()
+        payload = {"inputs": [np.zeros((28, 28), np.uint8).tolist(), pixels]}
+        response = requests.post(f"{url}/invocations", json=payload, timeout=60)
+        assert response.status_code == 200, response.text
+        answers = response.json()["predictions"]
+        assert [a["error"] for a in answers] == ["no_digit", None]
+        assert answers[1]["digit"] == answer["digit"]
