@@ -6,14 +6,20 @@ as every other client; the service serves its own assets, so it works with no CD
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, render_template
+from flask import Blueprint, Flask, current_app, render_template
 
 bp = Blueprint("web", __name__)
+READ_PATH = "/read"
 
 
 @bp.get("/")
 def index():
-    return render_template("index.html")
+    # The page offers "Read a number" only where this service answers POST /read.
+    reads = any(
+        rule.rule == READ_PATH and "POST" in (rule.methods or ())
+        for rule in current_app.url_map.iter_rules()
+    )
+    return render_template("index.html", read_url=READ_PATH if reads else "")
 
 
 def init_app(app: Flask) -> None:

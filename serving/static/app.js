@@ -11,7 +11,6 @@
     read: main.dataset.readUrl,
     ready: main.dataset.readyUrl,
     feedback: main.dataset.feedbackUrl,
-    openapi: main.dataset.openapiUrl,
   };
 
   const pad = $("pad");
@@ -572,15 +571,9 @@
     }
   }
 
-  async function checkRead() {
-    // The "Read a number" button only where this service has POST /read.
-    try {
-      const response = await fetch(urls.openapi);
-      const doc = await readJson(response);
-      state.canRead = Boolean(doc && doc.paths && doc.paths[urls.read] && doc.paths[urls.read].post);
-    } catch {
-      state.canRead = false;
-    }
+  function offerRead() {
+    // "Read a number" only where this service has POST /read (the page is told its URL).
+    state.canRead = Boolean(urls.read);
     $("read-row").hidden = !state.canRead;
     $("read-hint").hidden = !state.canRead;
   }
@@ -615,7 +608,6 @@
   buildFeedbackButtons();
   checkService();
   setInterval(checkService, READY_POLL_MS);
-  checkRead().finally(() => {
-    main.dataset.ready = "true"; // lets tests know the script has wired everything up
-  });
+  offerRead();
+  main.dataset.ready = "true"; // lets tests know the script has wired everything up
 })();
