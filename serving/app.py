@@ -21,6 +21,7 @@ from serving import (
     read,
     request_id,
     review,
+    server_timing,
     views,
     web,
 )
@@ -44,6 +45,8 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     headers.init_app(app)
     # First, so their after_request hooks run last and see the final response.
     logs.init_app(app)
+    # Right after the access log: its hook then runs just before the access log's.
+    server_timing.init_app(app, settings.server_timing)
     metrics.init_app(app)
     request_id.init_app(app)
     # Wired here rather than by module-level hooks: metrics hear of every model swap (the
@@ -53,6 +56,8 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     )
     image_log.init_app(app, settings)
     app.register_blueprint(views.bp)
+    if settings.ceiling_route:
+        app.add_url_rule("/bench/ceiling", view_func=views.ceiling, methods=["POST"])
     read.init_app(app)  # POST /read, and /recognize's 422 multiple_digits
     app.register_blueprint(feedback.bp)
     app.register_blueprint(admin.bp)

@@ -74,6 +74,12 @@ class Settings(ImageLogConfig, AccessConfig, BaseSettings):
     # oversubscription.
     inference_threads: int = Field(default=1, ge=0, description="0 = the runtime's default")
 
+    # A Server-Timing header with the duration of each stage of /recognize (serving/
+    # server_timing.py, python -m bench.stages); off, it costs nothing.
+    server_timing: bool = False
+    # POST /bench/ceiling answers a constant JSON (bench/ceiling.py): benchmarks only.
+    ceiling_route: bool = False
+
     # Where predictions run: in this process, or on an MLflow scoring server
     # (`mlflow models serve` of the same registered model) at remote_predictor_url.
     predictor: Literal["local", "remote"] = "local"

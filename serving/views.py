@@ -7,7 +7,15 @@ from flask import Blueprint, current_app, jsonify, request
 from imagelog.base import StorageError
 from pyfunc import segment
 from pyfunc.preprocess import Limits
-from serving import feedback, image_log, metrics, payload, recognize_options, request_id
+from serving import (
+    feedback,
+    image_log,
+    metrics,
+    payload,
+    recognize_options,
+    request_id,
+    server_timing,
+)
 from serving.errors import ApiError
 from serving.model_store import model_store
 from serving.schemas import ErrorDetail, Health, ModelVersion, NotReady, Ready, Recognition
@@ -21,18 +29,24 @@ def _settings():
 
 @bp.post("/recognize")
 def recognize():
+    # Server-Timing stages (SERVER_TIMING=true): each mark ends the stage it names.
+    server_timing.mark("route")
     settings = _settings()
     image = payload.image_bytes(request, settings)
     options = recognize_options.parse(request)
+    server_timing.mark("body")
     loaded = model_store().require()
     limits = Limits(max_side=settings.max_image_side, max_pixels=settings.max_image_pixels)
     recorder = image_log.recorder()
     # A draft (a drawing in progress) is answered, never stored: see recognize_options.
     upload = None if options.draft else recorder.stage(image)  # nothing written yet
+    server_timing.mark("log_stage")
     try:
         # Several digits side by side: 422 multiple_digits, not a guess at one of them.
         segment.require_single(image, limits)
+        server_timing.mark("segment")
         prediction = loaded.model.classify([image], limits=limits)[0]
+        server_timing.mark("model")
     except BaseException:
         if upload is not None:
             recorder.discard(upload)
@@ -43,7 +57,9 @@ def recognize():
     else:
         # Stored durably before the answer leaves; 503 if it cannot be (LOG_FAILURE_POLICY).
         logged = recorder.record(upload, prediction, loaded.ref.name, loaded.ref.version)
+        server_timing.mark("image_log")
         metrics.observe_prediction(prediction.digit, prediction.confidence)
+        server_timing.mark("metrics")
     record_id = token = None
     if logged:
         record_id = request_id.record_id()
@@ -53,6 +69,7 @@ def recognize():
             raise ApiError(
                 503, "storage_unavailable", "the answer could not be given a feedback token"
             ) from exc
+    server_timing.mark("feedback_token")
     answer = Recognition(
         digit=prediction.digit,
         confidence=prediction.confidence,
@@ -71,7 +88,19 @@ def recognize():
         ),
     )
     # `logged` is in the answer only when false.
-    return jsonify(answer.model_dump(exclude_defaults=True))
+    response = jsonify(answer.model_dump(exclude_defaults=True))
+    server_timing.mark("json")
+    return response
+
+
+# The bench's ceiling (CEILING_ROUTE=true, bench/ceiling.py): the same stack answering a
+# constant, so a benchmark shows what nginx + gunicorn + Flask and the hooks cost alone.
+CEILING_ANSWER = {"digit": 0, "constant": True}
+
+
+def ceiling():
+    request.get_data()  # read the body as /recognize does
+    return jsonify(CEILING_ANSWER)
 
 
 @bp.get("/health")

@@ -1,0 +1,68 @@
+"""The opt-in Server-Timing header (serving/server_timing.py), the bench's constant route
+(CEILING_ROUTE) and bench.stages' parsing of the header, on the in-process app."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.stages import Collected, parse_header, summarise
+from serving import create_app
+from serving.server_timing import HEADER
+
+STAGES = ["route", "body", "log_stage", "segment", "model", "image_log", "metrics"]
+
+
+def _client(registry, **settings):
+    app = create_app({"mlflow_tracking_uri": registry.tracking_uri, "workers": 1, **settings})
+    app.config.update(TESTING=True)
+    return app.test_client()
+
+
+def test_server_timing_lists_each_stage_when_on(registry, seed_png: bytes) -> None:
+    client = _client(registry, server_timing=True)
+    resp = client.post("/recognize", data=seed_png, content_type="image/png")
+    assert resp.status_code == 200, resp.get_json()
+    stages = parse_header(resp.headers[HEADER])
+    for stage in [*STAGES, "feedback_token", "json", "hooks", "access_log", "app"]:
+        assert stage in stages, (stage, resp.headers[HEADER])
+        assert stages[stage] >= 0.0
+    # The stages tile the app's time: they add up to the total.
+    parts = sum(ms for name, ms in stages.items() if name != "app")
+    assert parts == pytest.approx(stages["app"], rel=0.02, abs=0.01)
+
+
+def test_server_timing_absent_by_default(client, seed_png: bytes) -> None:
+    resp = client.post("/recognize", data=seed_png, content_type="image/png")
+    assert resp.status_code == 200
+    assert HEADER not in resp.headers
+
+
+def test_errors_carry_the_header_too(registry) -> None:
+    client = _client(registry, server_timing=True)
+    resp = client.post("/recognize", data=b"not an image", content_type="image/png")
+    assert resp.status_code in (400, 415)
+    assert "app" in parse_header(resp.headers[HEADER])
+
+
+def test_ceiling_route_answers_a_constant_only_when_on(registry, client, seed_png) -> None:
+    assert client.post("/bench/ceiling", data=seed_png).status_code == 404
+    on = _client(registry, ceiling_route=True)
+    resp = on.post("/bench/ceiling", data=seed_png, content_type="image/png")
+    assert resp.status_code == 200
+    assert resp.get_json() == {"digit": 0, "constant": True}
+
+
+def test_parse_header_adds_repeated_stages() -> None:
+    assert parse_header("a;dur=1.5, b;dur=0.25, a;dur=0.5") == {"a": 2.0, "b": 0.25}
+    assert parse_header("") == {}
+
+
+def test_summarise_shares_and_outside_time() -> None:
+    collected = Collected()
+    collected.add({"route": 1.0, "model": 3.0, "app": 4.0}, 10.0)
+    collected.add({"route": 1.0, "model": 3.0, "app": 4.0}, 6.0)
+    rows = {row["stage"]: row for row in summarise(collected)}
+    assert rows["model"]["share"] == pytest.approx(0.75)
+    assert rows["route"]["mean_ms"] == pytest.approx(1.0)
+    assert rows["outside the app"]["mean_ms"] == pytest.approx(4.0)
+    assert list(rows)[:3] == ["route", "model", "app"]
