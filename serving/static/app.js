@@ -33,6 +33,7 @@
     last: null,
     ink: 0, // bumped on every change of the drawing: answers for an older one are stale
     seq: 0, // requests sent
+    finalSeq: 0, // the last request sent that was not a draft
     applied: 0, // the newest request whose answer (or error) is on screen
     draftInFlight: false,
     draftQueued: false,
@@ -188,7 +189,10 @@
   async function send(what) {
     const seq = (state.seq += 1);
     if (what.draft) state.draftInFlight = true;
-    else hideMessage();
+    else {
+      state.finalSeq = seq;
+      hideMessage();
+    }
     setBusy(true);
     const query = what.draft ? "?return_input=true&draft=true" : "?return_input=true";
     const headers = what.contentType ? { "Content-Type": what.contentType } : {};
@@ -207,7 +211,12 @@
         setTimeout(sendDraft, 0);
       }
     }
-    const stale = seq < state.applied || (what.ink !== undefined && what.ink !== state.ink);
+    // Stale: older than the answer on screen, a draft overtaken by a final request (an upload
+    // or the finished drawing), or for a drawing that has changed since.
+    const stale =
+      seq < state.applied ||
+      (what.draft && seq < state.finalSeq) ||
+      (what.ink !== undefined && what.ink !== state.ink);
     if (stale) {
       if (seq === state.seq) setBusy(false);
       return;
