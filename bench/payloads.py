@@ -110,17 +110,30 @@ def request_for(api: str, payload: Payload, image: bytes | None = None) -> Reque
     image = payload.image if image is None else image
     if api == "service":
         return Request("/recognize", payload.content_type, image)
+    if api == "ceiling":  # the same body to the constant route (bench.ceiling)
+        return Request("/bench/ceiling", payload.content_type, image)
     text = base64.b64encode(image).decode("ascii")
     if api == "mlflow":
         doc = {"dataframe_split": {"columns": ["image"], "data": [[text]]}}
         return Request("/invocations", "application/json", json.dumps(doc).encode())
     if api == "naive":
         return Request("/predict", "application/json", json.dumps({"image": text}).encode())
+    if api == "v2":  # MLServer's V2 inference protocol, one base64 string (bench.peers)
+        tensor = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [text]}
+        doc = {"inputs": [{**tensor, "parameters": {"content_type": "str"}}]}
+        return Request("/v2/models/digits/infer", "application/json", json.dumps(doc).encode())
+    if api == "bentoml":  # a batchable API takes a list (bench.peers)
+        return Request("/predict", "application/json", json.dumps({"images": [text]}).encode())
     raise ValueError(f"unknown api {api!r}")
 
 
 def answered_digit(api: str, body: dict) -> int | None:
     """The digit in a server's JSON answer (each server shapes it differently)."""
+    if api == "v2":
+        digits = [o for o in body.get("outputs", []) if o.get("name") == "digit"]
+        return digits[0]["data"][0] if digits else None
+    if api == "bentoml" and isinstance(body, list):
+        return body[0].get("digit") if body else None
     if api == "mlflow":
         predictions = body.get("predictions") or [{}]
         return predictions[0].get("digit")

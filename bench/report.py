@@ -16,8 +16,17 @@ READY_S = 6.0
 TARGET_CONCURRENCY = 32
 SEED_PAYLOAD = "png28"
 
-ORDER = ("service", "mlflow", "naive")
-COLOURS = {"service": "#1f77b4", "mlflow": "#d62728", "naive": "#7f7f7f"}
+ORDER = ("service", "ceiling", "mlserver-tuned", "mlserver", "bentoml", "mlflow", "naive")
+COLOURS = {
+    "service": "#1f77b4",
+    "mlflow": "#d62728",
+    "naive": "#7f7f7f",
+    # bench.ceiling and bench.peers
+    "ceiling": "#000000",
+    "mlserver": "#ff7f0e",
+    "mlserver-tuned": "#2ca02c",
+    "bentoml": "#9467bd",
+}
 
 
 def _cell(results: dict, server: str, payload: str, concurrency: int) -> dict | None:
@@ -98,19 +107,21 @@ def markdown(results: dict) -> str:
         f"`{meta['model_uri']}` (version {meta.get('model_version') or '?'}).",
         "",
         "| server | payload | conc. | req/s | p50 ms | p95 ms | p99 ms | errors | CPU % "
-        "| peak RSS MB | others % |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| CPU ms/req | peak RSS MB | others % |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for cell in _ordered(results["cells"], list(results["payloads"])):
         lines.append(
             f"| {cell['server']} | {cell['payload']} | {cell['concurrency']} "
             f"| {cell['rps']:.0f} | {_fmt(cell['p50_ms'], 2)} | {_fmt(cell['p95_ms'], 2)} "
             f"| {_fmt(cell['p99_ms'], 2)} | {cell['errors']} | {cell['server_cpu_pct']:.0f} "
+            f"| {_fmt(cell.get('cpu_ms_per_request'), 2)} "
             f"| {cell['peak_rss_mb_total']:.0f} | {cell['other_cpu_pct']:.0f} |"
         )
     lines += [
         "",
         "CPU % is the server's process tree (CPU seconds / wall seconds, 100 % = one core); "
+        "CPU ms/req is its CPU seconds over the requests it answered; "
         "peak RSS is the whole tree's (master + workers); errors = non-2xx + transport errors; "
         "others % is the CPU everything else on the machine used meanwhile (machine-wide busy "
         "CPU minus the server and the load generator): high values mean a noisy cell.",

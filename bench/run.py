@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import locations
-from bench import loadgen, report, servers
+from bench import ceiling, loadgen, peers, report, servers
 from bench.payloads import (
     PROJECT_ROOT,
     Payload,
@@ -40,7 +40,7 @@ from bench.payloads import (
     request_for,
 )
 
-SERVER_NAMES = ("service", "mlflow", "naive")
+SERVER_NAMES = ("service", "mlflow", "naive", ceiling.NAME, *peers.PEER_NAMES)
 DEFAULT_CONCURRENCY = (1, 8, 32, 64)
 DEFAULT_MODEL_URI = "models:/digits/Production"
 # Keys of the service's settings that may hold secrets: never written to bench.json.
@@ -182,7 +182,13 @@ def service_settings(env: dict[str, str]) -> dict[str, Any]:
 def make_spec(
     name: str, args: argparse.Namespace, env: dict[str, str], work: Path
 ) -> servers.ServerSpec:
+    if name == ceiling.NAME:
+        return ceiling.make_spec(args, env, work)
     port = servers.free_port()
+    if name in peers.PEER_NAMES:
+        # The runtime's threads as this service's workers have them (INFERENCE_THREADS).
+        threads = int(parse_env(args.service_env).get("INFERENCE_THREADS", "1"))
+        return peers.make_spec(name, port, args.model_uri, env, work, threads)
     if name == "service":
         extra = {
             "HOST": "127.0.0.1",
@@ -336,7 +342,9 @@ def measure_server(
                     f"   {payload.name} c={concurrency:<3} {cell['rps']:8.1f} req/s  "
                     f"p50 {cell['p50_ms']:7.2f}  p95 {cell['p95_ms']:7.2f}  "
                     f"p99 {cell['p99_ms']:7.2f} ms  err {cell['errors']}  "
-                    f"cpu {cell['server_cpu_pct']:.0f}%  rss {cell['peak_rss_mb_total']:.0f} MB  "
+                    f"cpu {cell['server_cpu_pct']:.0f}% "
+                    f"({cell['cpu_ms_per_request'] or float('nan'):.2f} ms/req)  "
+                    f"rss {cell['peak_rss_mb_total']:.0f} MB  "
                     f"(others {cell['other_cpu_pct']:.0f}%)",
                     flush=True,
                 )
@@ -405,6 +413,10 @@ def measure_cell(
         peak_rss_mb_total=round(usage.peak_rss_total / servers.MB, 1),
         processes=usage.as_dict()["processes"],
         loadavg_1m=[round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        # The server's CPU per answered request (ms): what a request costs, whatever the load.
+        cpu_ms_per_request=(
+            round(1000 * usage.cpu_s / result.responses, 3) if result.responses else None
+        ),
     )
     for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms"):
         cell[key] = round(cell[key], 3)
@@ -448,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         "cells": [],
     }
     print(f"bench: work dir {work}; load average {loadavg_before[0]:.2f}", flush=True)
+    # Each peer's venv (bench/.venvs), created before anything is measured.
+    for kind in sorted({peers.venv_kind(n) for n in args.servers if n in peers.PEER_NAMES}):
+        peers.ensure_venv(kind, log=work / f"venv-{kind}.log")
     try:
         for name in args.servers:
             record, cells = measure_server(name, args, env, payloads, work)
