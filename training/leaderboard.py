@@ -264,7 +264,7 @@ def log_run(
     tracking_uri: str, experiment: str, table: str, document: dict, params: dict[str, Any]
 ) -> str:
     """A run named ``leaderboard`` with the table as artifacts; its id. Inside ``mlflow run``
-    the entry point's own run is used."""
+    the entry point's own run is used (tagged ``mlflow.project.entryPoint`` leaderboard)."""
     import os
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -273,8 +273,12 @@ def log_run(
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else _create_experiment(experiment)
         run_id = client.create_run(experiment_id, run_name="leaderboard").info.run_id
+    # mlflow run has logged the entry point's parameters already (as typed: a param may
+    # not change value), so only the others are added.
+    logged = client.get_run(run_id).data.params
     for key, value in params.items():
-        client.log_param(run_id, key, value)
+        if key not in logged:
+            client.log_param(run_id, key, value)
     client.log_text(run_id, table, "leaderboard.md")
     client.log_dict(run_id, document, "leaderboard.json")
     if not os.environ.get("MLFLOW_RUN_ID"):

@@ -57,8 +57,8 @@ def test_every_version_is_a_row_scored_on_the_same_images(board_registry, mnist)
     table = markdown(rows, evidence, 5, 1)
     lines = table.splitlines()
     assert lines[0].startswith("| version | family | stage | aliases | mnist_test % |")
-    assert lines[2].startswith("| 1 | keras_example | Archived |  |")
-    assert lines[3].startswith("| 2 | keras_example | Production | @production |")
+    assert lines[2].startswith(f"| 1 | {TINY_FAMILY} | Archived |  |")
+    assert lines[3].startswith(f"| 2 | {TINY_FAMILY} | Production | @production |")
     assert f"evidence {evidence.fingerprint}" in table
 
 
@@ -144,3 +144,28 @@ def test_versions_of_two_families_share_the_table(tmp_path, tiny_onnx, mnist) ->
         assert not row.error and row.latency_ms > 0
         assert set(row.accuracy) == {"mnist_test", "validation", *VARIANTS}
         assert row.accuracy["mnist_test"] > 0.7
+
+
+@pytest.mark.integration
+def test_the_entry_point_logs_the_table(tmp_path, tiny_onnx, mnist_path) -> None:
+    from tests.support import run_checked
+
+    reg = Registry.create(tmp_path / "reg")
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
+    out = run_checked(
+        # 3 renderings per variant: the entry point's path, not its default 500.
+        reg.mlflow_run("leaderboard", data_path=mnist_path, wild_limit=3, latency_images=5),
+        env=reg.env,
+        timeout=600,
+    )
+    assert "| version | family |" in out and "1 versions scored, 0 from cache" in out
+    client = MlflowClient(tracking_uri=reg.tracking_uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("digits").experiment_id],
+        "tags.`mlflow.project.entryPoint` = 'leaderboard'",
+    )
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+        "leaderboard.md",
+        "leaderboard.json",
+    }
+    assert run.data.params["wild_limit"] == "3" and "evidence" in run.data.params
