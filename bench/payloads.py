@@ -120,8 +120,8 @@ def request_for(api: str, payload: Payload, image: bytes | None = None) -> Reque
         return Request("/predict", "application/json", json.dumps({"image": text}).encode())
     if api == "v2":  # MLServer's V2 inference protocol, one base64 string (bench.peers)
         tensor = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [text]}
-        doc = {"inputs": [{**tensor, "parameters": {"content_type": "str"}}]}
-        return Request("/v2/models/digits/infer", "application/json", json.dumps(doc).encode())
+        v2 = {"inputs": [{**tensor, "parameters": {"content_type": "str"}}]}
+        return Request("/v2/models/digits/infer", "application/json", json.dumps(v2).encode())
     if api == "bentoml":  # a batchable API takes a list (bench.peers)
         return Request("/predict", "application/json", json.dumps({"images": [text]}).encode())
     raise ValueError(f"unknown api {api!r}")

@@ -87,7 +87,7 @@ def evaluate_targets(results: dict) -> list[dict[str, Any]]:
     return out
 
 
-def _fmt(value: float, digits: int = 1) -> str:
+def _fmt(value: float | None, digits: int = 1) -> str:
     return (
         "–"
         if value is None or (isinstance(value, float) and math.isnan(value))
