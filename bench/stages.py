@@ -36,14 +36,15 @@ from bench.payloads import PROJECT_ROOT, Payload
 HEADER = "server-timing"
 
 
-def parse_header(value: str) -> dict[str, float]:
-    """``"route;dur=0.2, body;dur=0.03"`` → ``{"route": 0.2, "body": 0.03}`` (ms)."""
+def parse_header(value: str, param: str = "dur") -> dict[str, float]:
+    """``"route;dur=0.2;cpu=0.1, body;dur=0.03"`` → ``{"route": 0.2, "body": 0.03}`` (ms;
+    ``param="cpu"``: the request thread's CPU time instead)."""
     out: dict[str, float] = {}
     for part in value.split(","):
         name, _, params = part.strip().partition(";")
-        for param in params.split(";"):
-            key, _, number = param.strip().partition("=")
-            if key == "dur" and name:
+        for item in params.split(";"):
+            key, _, number = item.strip().partition("=")
+            if key == param and name:
                 out[name.strip()] = out.get(name.strip(), 0.0) + float(number)
     return out
 
@@ -51,13 +52,18 @@ def parse_header(value: str) -> dict[str, float]:
 @dataclass
 class Collected:
     stages: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     missing_header: int = 0
 
-    def add(self, timing: dict[str, float], latency_ms: float) -> None:
+    def add(
+        self, timing: dict[str, float], latency_ms: float, cpu: dict[str, float] | None = None
+    ) -> None:
         for name, ms in timing.items():
             self.stages.setdefault(name, []).append(ms)
+        for name, ms in (cpu or {}).items():
+            self.cpu.setdefault(name, []).append(ms)
         self.latencies_ms.append(latency_ms)
 
 
@@ -75,9 +81,9 @@ def summarise(collected: Collected) -> list[dict[str, Any]]:
         if name == "app":
             continue
         mean = statistics.fmean(values)
-        rows.append(_row(name, values, mean / total))
+        rows.append(_row(name, values, mean / total, collected.cpu.get(name)))
     if "app" in collected.stages:
-        rows.append(_row("app", collected.stages["app"], 1.0))
+        rows.append(_row("app", collected.stages["app"], 1.0, collected.cpu.get("app")))
     if collected.latencies_ms and "app" in collected.stages:
         outside = statistics.fmean(collected.latencies_ms) - total
         rows.append({"stage": "outside the app", "mean_ms": round(outside, 3)})
@@ -85,13 +91,16 @@ def summarise(collected: Collected) -> list[dict[str, Any]]:
     return rows
 
 
-def _row(name: str, values: list[float], share: float | None) -> dict[str, Any]:
+def _row(
+    name: str, values: list[float], share: float | None, cpu: list[float] | None = None
+) -> dict[str, Any]:
     return {
         "stage": name,
         "mean_ms": round(statistics.fmean(values), 3),
         "p50_ms": round(_percentile(values, 0.5), 3),
         "p95_ms": round(_percentile(values, 0.95), 3),
         "share": None if share is None else round(share, 3),
+        "cpu_mean_ms": round(statistics.fmean(cpu), 3) if cpu else None,
         "n": len(values),
     }
 
@@ -128,11 +137,13 @@ def load(
             if value is None:
                 local.missing_header += 1
                 continue
-            local.add(parse_header(value), latency)
+            local.add(parse_header(value), latency, parse_header(value, "cpu"))
         conn.close()
         with lock:
             for name, values in local.stages.items():
                 collected.stages.setdefault(name, []).extend(values)
+            for name, values in local.cpu.items():
+                collected.cpu.setdefault(name, []).extend(values)
             collected.latencies_ms.extend(local.latencies_ms)
             collected.errors += local.errors
             collected.missing_header += local.missing_header
@@ -191,21 +202,25 @@ def markdown(results: dict[str, Any]) -> str:
             f"### {name}: {run['responses']} answers, {run['rps']:.0f} req/s, "
             f"{run['errors']} errors",
             "",
-            "| stage | mean ms | p50 ms | p95 ms | share of app |",
-            "|---|--:|--:|--:|--:|",
+            "| stage | mean ms | p50 ms | p95 ms | share of app | thread CPU ms (mean) |",
+            "|---|--:|--:|--:|--:|--:|",
         ]
         for row in run["stages"]:
+            cells = [_ms(row.get(key)) for key in ("mean_ms", "p50_ms", "p95_ms")]
             share = row.get("share")
-            lines.append(
-                f"| {row['stage']} | {row['mean_ms']:.3f} | {row.get('p50_ms', float('nan')):.3f}"
-                f" | {row.get('p95_ms', float('nan')):.3f} | "
-                + ("" if share is None else f"{100 * share:.0f} %")
-                + " |"
-            )
+            cells.append("" if share is None else f"{100 * share:.0f} %")
+            cells.append(_ms(row.get("cpu_mean_ms")))
+            lines.append(f"| {row['stage']} | " + " | ".join(cells) + " |")
         for row in run.get("model_split", []):
-            lines.append(f"| {row['stage']} (in process, median) | {row['median_ms']:.3f} | | | |")
+            lines.append(
+                f"| {row['stage']} (in process, median) | {row['median_ms']:.3f} | | | | |"
+            )
         lines.append("")
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:

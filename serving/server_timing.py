@@ -3,8 +3,10 @@
 ``SERVER_TIMING=true`` wraps the WSGI app: the wrapper starts a clock when the request
 enters the app, the code marks the end of each stage (:func:`mark`), and the header is
 added when the response starts (after every ``after_request`` hook, the access log's
-included), e.g. ``Server-Timing: route;dur=0.21, body;dur=0.03, …, app;dur=1.62``
-(milliseconds). Each stage's duration runs from the previous mark. ``python -m
+included), e.g. ``Server-Timing: route;dur=0.21;cpu=0.2, …, app;dur=1.62;cpu=0.9``
+(milliseconds): ``dur`` is wall time, ``cpu`` the request thread's CPU time (work handed
+to other threads, such as the image log's writer, shows in ``dur`` only). Each stage runs
+from the previous mark. ``python -m
 bench.stages`` aggregates the header under load (docs/performance.md).
 
 Off (the default) the wrapper is not installed and :func:`mark` is one context-variable
@@ -24,25 +26,32 @@ HEADER = "Server-Timing"
 _TAIL = "access_log"
 _TOTAL = "app"
 
-_current: ContextVar[list[tuple[str, float]] | None] = ContextVar("server_timing", default=None)
+_current: ContextVar[list[tuple[str, float, float]] | None] = ContextVar(
+    "server_timing", default=None
+)
 
 
 def mark(stage: str) -> None:
     """The stage that just ended (named for what ran since the previous mark)."""
     marks = _current.get()
     if marks is not None:
-        marks.append((stage, time.perf_counter()))
+        marks.append((stage, time.perf_counter(), time.thread_time()))
 
 
-def header_value(marks: list[tuple[str, float]], end: float) -> str:
-    """``name;dur=ms`` per stage (a stage marked twice adds up) and the total as ``app``."""
-    durations: dict[str, float] = {}
-    previous = marks[0][1]
-    for name, at in [*marks[1:], (_TAIL, end)]:
-        durations[name] = durations.get(name, 0.0) + (at - previous)
-        previous = at
-    durations[_TOTAL] = end - marks[0][1]
-    return ", ".join(f"{name};dur={1000 * sec:.3f}" for name, sec in durations.items())
+def header_value(marks: list[tuple[str, float, float]], end: tuple[float, float]) -> str:
+    """``name;dur=ms;cpu=ms`` per stage (a stage marked twice adds up), the total as
+    ``app``."""
+    spent: dict[str, list[float]] = {}
+    _, wall, cpu = marks[0]
+    for name, at, cpu_at in [*marks[1:], (_TAIL, *end)]:
+        total = spent.setdefault(name, [0.0, 0.0])
+        total[0] += at - wall
+        total[1] += cpu_at - cpu
+        wall, cpu = at, cpu_at
+    spent[_TOTAL] = [end[0] - marks[0][1], end[1] - marks[0][2]]
+    return ", ".join(
+        f"{name};dur={1000 * w:.3f};cpu={1000 * c:.3f}" for name, (w, c) in spent.items()
+    )
 
 
 class ServerTimingMiddleware:
@@ -52,11 +61,12 @@ class ServerTimingMiddleware:
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]):
-        marks: list[tuple[str, float]] = [("start", time.perf_counter())]
+        marks = [("start", time.perf_counter(), time.thread_time())]
         token = _current.set(marks)
 
         def timed_start_response(status: str, headers: list, exc_info: Any = None):
-            headers.append((HEADER, header_value(marks, time.perf_counter())))
+            end = (time.perf_counter(), time.thread_time())
+            headers.append((HEADER, header_value(marks, end)))
             return start_response(status, headers, exc_info)
 
         try:

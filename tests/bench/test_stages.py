@@ -29,6 +29,12 @@ def test_server_timing_lists_each_stage_when_on(registry, seed_png: bytes) -> No
     # The stages tile the app's time: they add up to the total.
     parts = sum(ms for name, ms in stages.items() if name != "app")
     assert parts == pytest.approx(stages["app"], rel=0.02, abs=0.01)
+    cpu = parse_header(resp.headers[HEADER], "cpu")
+    assert set(cpu) == set(stages)
+    assert all(ms >= 0.0 for ms in cpu.values())
+    assert sum(ms for name, ms in cpu.items() if name != "app") == pytest.approx(
+        cpu["app"], rel=0.02, abs=0.01
+    )
 
 
 def test_server_timing_absent_by_default(client, seed_png: bytes) -> None:
@@ -54,15 +60,18 @@ def test_ceiling_route_answers_a_constant_only_when_on(registry, client, seed_pn
 
 def test_parse_header_adds_repeated_stages() -> None:
     assert parse_header("a;dur=1.5, b;dur=0.25, a;dur=0.5") == {"a": 2.0, "b": 0.25}
+    assert parse_header("a;dur=1.5;cpu=0.5, b;dur=0.25", "cpu") == {"a": 0.5}
     assert parse_header("") == {}
 
 
 def test_summarise_shares_and_outside_time() -> None:
     collected = Collected()
-    collected.add({"route": 1.0, "model": 3.0, "app": 4.0}, 10.0)
-    collected.add({"route": 1.0, "model": 3.0, "app": 4.0}, 6.0)
+    collected.add({"route": 1.0, "model": 3.0, "app": 4.0}, 10.0, {"model": 2.0})
+    collected.add({"route": 1.0, "model": 3.0, "app": 4.0}, 6.0, {"model": 1.0})
     rows = {row["stage"]: row for row in summarise(collected)}
     assert rows["model"]["share"] == pytest.approx(0.75)
     assert rows["route"]["mean_ms"] == pytest.approx(1.0)
+    assert rows["model"]["cpu_mean_ms"] == pytest.approx(1.5)
+    assert rows["route"]["cpu_mean_ms"] is None
     assert rows["outside the app"]["mean_ms"] == pytest.approx(4.0)
     assert list(rows)[:3] == ["route", "model", "app"]
