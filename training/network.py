@@ -8,6 +8,7 @@ from keras import layers
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
+BN_MOMENTUM = 0.9
 
 
 @keras.saving.register_keras_serializable(package="digits")
@@ -79,7 +80,11 @@ def build_cnn_bn(
         # No bias: the batch normalisation right after it has its own shift.
         return [
             layers.Conv2D(filters, size, strides=strides, padding=padding, use_bias=False),
-            layers.BatchNormalization(),
+            # Momentum 0.9 (PyTorch's default), not Keras' 0.99: the moving statistics that
+            # inference uses must catch up within a run of a few hundred steps per epoch;
+            # at 0.99 a 1-epoch run on 12,000 digits read 11 % of validation digits
+            # (97 % in training mode), at 0.9 it read 96.5 %.
+            layers.BatchNormalization(momentum=BN_MOMENTUM),
             layers.Activation("relu"),
         ]
 
