@@ -23,7 +23,7 @@ def test_mlserver_defaults_set_only_the_listeners(tmp_path: Path) -> None:
     assert "parallel_workers" not in settings
     assert "max_batch_size" not in model and "max_batch_time" not in model
     assert model["name"] == "digits"
-    assert model["parameters"] == {"uri": "models:/digits/Production"}
+    assert model["parameters"] == {"uri": "models:/digits/Production", "content_type": "pd"}
     assert files == {"settings.json": settings, "model-settings.json": model}
 
 
