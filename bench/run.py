@@ -46,7 +46,7 @@ DEFAULT_MODEL_URI = "models:/digits/Production"
 # Keys of the service's settings that may hold secrets: never written to bench.json.
 _SECRET_HINTS = ("token", "password", "secret")
 # Logged by serving.model_store once per worker when its model is loaded.
-_WORKER_READY = r"now serving \S+ version \S+ \(was None\)"
+_WORKER_READY = r"now serving \S+ version \S+ \((?:family \S+, )?was None\)"
 # Requests a wrk thread may have sent beyond the count it reports, per run (in flight at
 # the end, one per connection): skipped so that the next run starts on unsent images.
 _STRAGGLERS = 64
