@@ -89,7 +89,8 @@ serve: setup  ## serve the Production model on :8000; on an empty registry, trai
 	  echo "make serve: promoted; starting the service on $(SERVE_URL)"; }
 	$(PY) -m serving
 
-# this service vs `mlflow models serve` vs naive Flask + Keras under wrk; writes bench/results/.
+# this service vs `mlflow models serve`, naive Flask + Keras, MLServer, BentoML (venvs in
+# bench/.venvs) and the ceiling (the stack answering a constant) under wrk; writes bench/results/.
 # BENCH_ARGS="--smoke" (quick check) or "--servers service --concurrency 1,32";
 # BENCH_SERVICE_ENV="WORKERS=2 THREADS=16 BATCHING=true" configures this service.
 bench: setup
