@@ -58,7 +58,7 @@ def test_an_unknown_family_is_refused_with_the_known_ones() -> None:
 
 
 @pytest.mark.parametrize(
-    ("family", "epochs", "rate"), [("keras_example", 12, 1e-3), ("cnn_bn", 15, 2e-3)]
+    ("family", "epochs", "rate"), [("keras_example", 12, 1e-3), ("cnn_bn", 10, 2e-3)]
 )
 def test_options_left_at_zero_take_the_familys_defaults(
     family: str, epochs: int, rate: float

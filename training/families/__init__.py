@@ -70,7 +70,7 @@ FAMILIES: dict[str, Family] = {
             "0.33 M parameters",
             "training.families.keras",
             KERAS_OPTIONS,
-            {"epochs": 15, "learning_rate": 2e-3},
+            {"epochs": 10, "learning_rate": 2e-3},
         ),
         Family(
             "pca_svm",
