@@ -202,7 +202,9 @@ def make_spec(
         settings = service_settings(env)
         return servers.ServerSpec(
             name="service",
-            label="this service (python -m serving)",
+            # The runtime's threads are stated for every server (bench.peers' labels too).
+            label=f"this service (python -m serving), ORT {settings.get('inference_threads')} "
+            "thread(s)",
             api="service",
             argv=[sys.executable, "-m", "serving"],
             env=env,
