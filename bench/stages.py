@@ -22,6 +22,7 @@ import argparse
 import http.client
 import itertools
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {len(collected.latencies_ms)} answers", flush=True)
     finally:
         servers.stop(running)
+        shutil.rmtree(work, ignore_errors=True)
     if not args.no_model_split:
         env = run.base_env(locations.tracking_uri())
         os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
