@@ -69,12 +69,37 @@ def _json(model: type[BaseModel]) -> dict[str, Any]:
 _REQUEST_ID = {REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}}
 
 
+# What /recognize and /read answer 400 for, before the image is looked at.
+BODY_ERRORS = [
+    "malformed_json",
+    "missing_image",
+    "empty_image",
+    "invalid_image_field",
+    "invalid_base64",
+    "invalid_image",
+]
+
+
 def _answer(description: str, content: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "headers": _REQUEST_ID, "content": content}
 
 
 def _text(*media_types: str) -> dict[str, Any]:
     return {t: {"schema": _ref(schemas.Text)} for t in media_types}
+
+
+def _label_link(description: str) -> dict[str, Any]:
+    """The OpenAPI link from an answer to the /feedback that labels it."""
+    return {
+        "LabelIt": {
+            "operationId": "feedback",
+            "description": description,
+            "requestBody": {
+                "record_id": "$response.body#/record_id",
+                "feedback_token": "$response.body#/feedback_token",
+            },
+        }
+    }
 
 
 def _error(description: str, codes: list[str], example: str, message: str) -> dict[str, Any]:
@@ -200,28 +225,11 @@ _PATHS: dict[str, dict[str, Any]] = {
                         "The digit, its confidence and all ten probabilities",
                         _json(schemas.Recognition),
                     ),
-                    "links": {
-                        "LabelIt": {
-                            "operationId": "feedback",
-                            "description": "Send the true digit of this image",
-                            "requestBody": {
-                                "record_id": "$response.body#/record_id",
-                                "feedback_token": "$response.body#/feedback_token",
-                            },
-                        }
-                    },
+                    "links": _label_link("Send the true digit of this image"),
                 },
                 "400": _error(
                     "The request or the image cannot be read",
-                    [
-                        "malformed_json",
-                        "missing_image",
-                        "empty_image",
-                        "invalid_image_field",
-                        "invalid_base64",
-                        "invalid_image",
-                        "invalid_option",
-                    ],
+                    [*BODY_ERRORS, "invalid_option"],
                     "invalid_base64",
                     "'image' is not valid base64",
                 ),
@@ -281,27 +289,11 @@ _PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "200": {
                     **_answer("The number, and each digit with its box", _json(schemas.Reading)),
-                    "links": {
-                        "LabelIt": {
-                            "operationId": "feedback",
-                            "description": "Send the true number of this image",
-                            "requestBody": {
-                                "record_id": "$response.body#/record_id",
-                                "feedback_token": "$response.body#/feedback_token",
-                            },
-                        }
-                    },
+                    "links": _label_link("Send the true number of this image"),
                 },
                 "400": _error(
                     "The request or the image cannot be read",
-                    [
-                        "malformed_json",
-                        "missing_image",
-                        "empty_image",
-                        "invalid_image_field",
-                        "invalid_base64",
-                        "invalid_image",
-                    ],
+                    BODY_ERRORS,
                     "invalid_base64",
                     "'image' is not valid base64",
                 ),
