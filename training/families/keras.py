@@ -14,6 +14,7 @@ import numpy as np
 from pyfunc.model import KERAS_ARTIFACT, ONNX_ARTIFACT, DigitModel
 from training.augment import Augmentation
 from training.families.base import Fitted, Job
+from training.progress import duration
 from training.strokes import repen
 
 
@@ -89,11 +90,19 @@ def fit(job: Job) -> Fitted:
     x_train, n_digits = job.x_train, len(job.digits)
     feedback = x_train[n_digits:]  # users' images come with their own pens and photos
     x_pen = x_photo = None
-    if aug.enabled and aug.stroke:
+    pens = aug.enabled and aug.stroke
+    # Minutes on two cores before the first batch: say so, or the first start looks hung.
+    if pens or aug.photos > 0:
+        print(f"preparing {n_digits:,} training digits (other pens, phone-photo copies) ...")
+        sys.stdout.flush()
+    prepared = time.perf_counter()
+    if pens:
         x_pen = np.concatenate([repen(job.digits, args.seed), feedback])
     photo = with_photos(job.digits, x_train[:n_digits], aug.photos, args.seed)
     if photo is not None:
         x_photo = np.concatenate([photo, feedback])
+    if pens or photo is not None:
+        print(f"prepared in {duration(time.perf_counter() - prepared)}", flush=True)
     validation = (job.x_val, job.y_val) if len(job.x_val) else None
 
     steps = math.ceil(len(x_train) / args.batch_size) * args.epochs
