@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from serving.image_log import image_log
+from tests.support import PROJECT_ROOT
 from training import numbers
 from training.export_feedback import export
 
@@ -157,3 +158,13 @@ def test_read_is_in_the_openapi_document(client):
     }
     assert "MultipleDigitsError" in document["components"]["schemas"]
     assert "multiple_digits" in str(document["paths"]["/recognize"]["post"]["responses"]["422"])
+
+
+def test_the_readmes_example_number_is_four_digits(client):
+    """examples/number-2026.png, as the README's curl sends it: four boxes from /read (the
+    tiny model may misread them), 422 multiple_digits with count 4 from /recognize."""
+    data = (PROJECT_ROOT / "examples" / "number-2026.png").read_bytes()
+    body = client.post("/read", data=data, content_type="image/png").get_json()
+    assert len(body["digits"]) == 4 and len(body["number"]) == 4
+    refused = client.post("/recognize", data=data, content_type="image/png")
+    assert refused.status_code == 422 and refused.get_json()["error"]["count"] == 4
