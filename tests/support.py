@@ -125,6 +125,10 @@ def access_lines(log_path: Path) -> list[dict]:
     return [line for line in lines if line.get("msg") == "request"]
 
 
+# The line a worker logs when it has loaded its first model (serving/model_store.py).
+WORKER_STARTED = r"now serving \S+ version \S+ \(family \S+, was None\)"
+
+
 def wait_for_every_worker(url: str, log_path: Path, workers: int, deadline_s: float = 180) -> None:
     """Until ``workers`` different gunicorn workers have each answered /ready with 200.
 

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from tests.support import (
+    WORKER_STARTED,
     Registry,
     add_version,
     base_env,
@@ -106,7 +107,7 @@ def _every_worker_serving(url: str, log_dir: Path, workers: int = 2) -> None:
     the registry changes would load the new version first (seen once on a loaded machine).
     Read from the workers' log lines: behind the front, nginx reuses its connections to the
     workers, so no request can be sent to a chosen worker to ask it."""
-    started = re.compile(r"now serving digits version \S+ \(was None\)")
+    started = re.compile(WORKER_STARTED)
     log = server_log(log_dir, url)
     assert _wait(lambda: len(started.findall(log.read_text())) >= workers, timeout=120)
 

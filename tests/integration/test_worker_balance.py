@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from tests.support import run_server
+from tests.support import WORKER_STARTED, run_server
 
 WORKERS, THREADS = 2, 3
 # A request whose body never completes keeps the thread reading it busy.
@@ -22,7 +22,7 @@ PARTIAL = (
 
 def _wait_for_every_worker(log: Path, workers: int, timeout: float = 120) -> None:
     # A worker still loading its model is not listening yet: the others would take all.
-    started = re.compile(r"now serving \S+ version \S+ \(was None\)")
+    started = re.compile(WORKER_STARTED)
     deadline = time.monotonic() + timeout
     while len(started.findall(log.read_text())) < workers:
         assert time.monotonic() < deadline, "not every worker started serving"
