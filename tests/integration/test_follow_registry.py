@@ -293,7 +293,11 @@ def test_remote_predictor_mode(registry, seed_png, tmp_path):
             answer = recognise()
             assert answer.status_code == 200, answer.text
             assert answer.json()["digit"] == 9
-            assert answer.json()["model"] == {"name": "digits", "version": "1"}
+            assert answer.json()["model"] == {
+                "name": "digits",
+                "version": "1",
+                "family": "keras_example",
+            }
             # Validation stays local: a bad image never reaches the scorer.
             blank = requests.post(
                 f"{url}/recognize",

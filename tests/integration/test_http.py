@@ -23,7 +23,7 @@ def test_seed_image_is_a_nine(live_server: str, seed_png: bytes):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["digit"] == 9
-    assert body["model"] == {"name": "digits", "version": "1"}
+    assert body["model"] == {"name": "digits", "version": "1", "family": "keras_example"}
     assert len(body["probabilities"]) == 10
     assert body["request_id"]
 
@@ -130,7 +130,7 @@ def test_base64_over_the_cap_is_413(live_server: str):
 def test_ready_names_the_model(live_server: str):
     response = requests.get(f"{live_server}/ready", timeout=10)
     assert response.status_code == 200
-    assert response.json()["model"] == {"name": "digits", "version": "1"}
+    assert response.json()["model"] == {"name": "digits", "version": "1", "family": "keras_example"}
 
 
 def test_server_without_production_model_starts_and_reports_503(empty_registry, tmp_path):
