@@ -161,7 +161,7 @@ _ADMIN_ERRORS = {
 }
 
 # POST /recognize's opt-in options as query parameters (any body encoding); a JSON body
-# may carry them as fields too (schemas.Base64Image).
+# may carry them as fields too (schemas.RecognizeJson).
 _RECOGNIZE_OPTIONS = [
     {
         "name": name,
@@ -211,7 +211,7 @@ _PATHS: dict[str, dict[str, Any]] = {
             "requestBody": {
                 "required": True,
                 "content": {
-                    **_json(schemas.Base64Image),
+                    **_json(schemas.RecognizeJson),
                     "multipart/form-data": {
                         "schema": _ref(schemas.ImageUpload),
                         "encoding": {"image": {"contentType": ", ".join(IMAGE_TYPES)}},

@@ -66,14 +66,15 @@ def _from_query(value: str | None, name: str) -> bool:
 def model_input_png(model: Any, image: bytes, limits: Limits) -> str:
     """The 28×28 the network receives for ``image``, as a base64 PNG (white ink on black,
     as MNIST), from the served model's own ``pre_process``."""
-    batch = _pre_process_of(model)([image], limits=limits)
+    batch = pre_process_of(model)([image], limits=limits)
     pixels = np.clip(np.rint(batch[0, :, :, 0] * 255), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _pre_process_of(model: Any) -> Any:
+def pre_process_of(model: Any) -> Any:
+    """The served model's own ``pre_process``."""
     # The pyfunc itself, or the micro-batcher around it (.model); a remote predictor
     # normalises here with pyfunc's pre_process before it sends the pixels, so that is its.
     inner = getattr(model, "model", model)

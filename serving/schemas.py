@@ -45,7 +45,7 @@ def _example(value: dict[str, Any]) -> ConfigDict:
 
 
 class Base64Image(BaseModel):
-    """An image for `POST /recognize` as JSON."""
+    """An image as JSON (`POST /read`)."""
 
     model_config = _example({"image": SEVEN_PNG_BASE64})
 
@@ -54,6 +54,13 @@ class Base64Image(BaseModel):
         "or not); whitespace and a `data:image/…;base64,` prefix are allowed, so a canvas "
         "`toDataURL()` works."
     )
+
+
+class RecognizeJson(Base64Image):
+    """An image for `POST /recognize` as JSON, with its options."""
+
+    model_config = _example({"image": SEVEN_PNG_BASE64})
+
     draft: bool = Field(
         default=False,
         description="A drawing still in progress (live prediction): answered, not stored in "
@@ -439,6 +446,7 @@ class OpenApiDocument(RootModel[dict[str, Any]]):
 # The models the OpenAPI document describes (the ones they use come along as $defs).
 DOCUMENTED: tuple[type[BaseModel], ...] = (
     Base64Image,
+    RecognizeJson,
     ImageUpload,
     ImageFile,
     Feedback,

@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from imagelog.base import StorageError
 from pyfunc import segment
+from pyfunc.errors import MultipleDigits
 from pyfunc.preprocess import Limits
 from serving import (
     feedback,
@@ -43,7 +44,7 @@ def recognize():
     server_timing.mark("log_stage")
     try:
         # Several digits side by side: 422 multiple_digits, not a guess at one of them.
-        segment.require_single(image, limits)
+        _require_single(loaded.model, image, limits)
         server_timing.mark("segment")
         prediction = loaded.model.classify([image], limits=limits)[0]
         server_timing.mark("model")
@@ -91,6 +92,17 @@ def recognize():
     response = jsonify(answer.model_dump(exclude_defaults=True))
     server_timing.mark("json")
     return response
+
+
+def _require_single(model, image: bytes, limits: Limits) -> None:
+    """:class:`MultipleDigits` for several marks side by side, unless the model's own
+    pre-processing finds no stroke in the picture at all (a texture, a pattern): then its
+    :class:`NoDigit`, in its words."""
+    try:
+        segment.require_single(image, limits)
+    except MultipleDigits:
+        recognize_options.pre_process_of(model)([image], limits=limits)
+        raise
 
 
 # The bench's ceiling (CEILING_ROUTE=true, bench/ceiling.py): the same stack answering a

@@ -41,7 +41,13 @@ def live_server(registry: Registry, tmp_path_factory: pytest.TempPathFactory):
     """`python -m serving` (gunicorn, 2 workers) on a free port, following the registry."""
     with start_server(
         registry.env,
-        {"MAX_BODY_BYTES": str(4 * 1024 * 1024), "MAX_BASE64_CHARS": str(512 * 1024)},
+        {
+            "MAX_BODY_BYTES": str(4 * 1024 * 1024),
+            "MAX_BASE64_CHARS": str(512 * 1024),
+            # Shared by many tests (schemathesis sends hundreds of labels): the feedback
+            # limit is tested on servers of its own (test_http.py).
+            "FEEDBACK_RATE_LIMIT": "100000 per minute",
+        },
         log_dir=tmp_path_factory.mktemp("server-logs"),
     ) as url:
         yield url

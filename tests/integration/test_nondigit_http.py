@@ -64,7 +64,9 @@ def test_non_digits_are_refused_or_flagged_the_same_through_every_encoding(live_
         assert len(verdicts) == 1, f"{sample.category}:{sample.label} {verdicts}"
         status, what, detail = verdicts.pop()
         assert status in (200, 422), (sample.label, status, what)
-        if status == 422:
+        # Separate marks side by side (a scribble in pieces, two letters) are refused as
+        # several (multiple_digits, pointing to /read); one mark only by the rejector.
+        if status == 422 and what != "multiple_digits":
             assert what == "no_digit"
             # Marks were found: this is not the blank-image message.
             assert "blank" not in detail and "no handwritten digit recognised" in detail
