@@ -88,6 +88,21 @@ def _text(*media_types: str) -> dict[str, Any]:
     return {t: {"schema": _ref(schemas.Text)} for t in media_types}
 
 
+def _image_body(json_model: type[BaseModel]) -> dict[str, Any]:
+    """An image in any of the three encodings: JSON (``json_model``), a form, raw bytes."""
+    return {
+        "required": True,
+        "content": {
+            **_json(json_model),
+            "multipart/form-data": {
+                "schema": _ref(schemas.ImageUpload),
+                "encoding": {"image": {"contentType": ", ".join(IMAGE_TYPES)}},
+            },
+            **{t: {"schema": _ref(schemas.ImageFile)} for t in IMAGE_TYPES},
+        },
+    }
+
+
 def _label_link(description: str) -> dict[str, Any]:
     """The OpenAPI link from an answer to the /feedback that labels it."""
     return {
@@ -208,17 +223,7 @@ _PATHS: dict[str, dict[str, Any]] = {
                 {"$ref": "#/components/parameters/RequestId"},
                 *_RECOGNIZE_OPTIONS,
             ],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    **_json(schemas.RecognizeJson),
-                    "multipart/form-data": {
-                        "schema": _ref(schemas.ImageUpload),
-                        "encoding": {"image": {"contentType": ", ".join(IMAGE_TYPES)}},
-                    },
-                    **{t: {"schema": _ref(schemas.ImageFile)} for t in IMAGE_TYPES},
-                },
-            },
+            "requestBody": _image_body(schemas.RecognizeJson),
             "responses": {
                 "200": {
                     **_answer(
@@ -271,21 +276,12 @@ _PATHS: dict[str, dict[str, Any]] = {
             "docs/numbers.md). Label the answer with `POST /feedback`, `label` the whole "
             'number as a string ("2026").\n\n'
             + _curl(
-                f"curl -s {_URL}/read -H 'Content-Type: image/png' --data-binary @number.png",
-                f"curl -s {_URL}/read -F image=@number.jpg",
+                f"curl -s {_URL}/read -H 'Content-Type: image/png' "
+                "--data-binary @examples/number-2026.png",
+                f"curl -s {_URL}/read -F image=@examples/number-2026.png",
             ),
             "parameters": [{"$ref": "#/components/parameters/RequestId"}],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    **_json(schemas.Base64Image),
-                    "multipart/form-data": {
-                        "schema": _ref(schemas.ImageUpload),
-                        "encoding": {"image": {"contentType": ", ".join(IMAGE_TYPES)}},
-                    },
-                    **{t: {"schema": _ref(schemas.ImageFile)} for t in IMAGE_TYPES},
-                },
-            },
+            "requestBody": _image_body(schemas.Base64Image),
             "responses": {
                 "200": {
                     **_answer("The number, and each digit with its box", _json(schemas.Reading)),
