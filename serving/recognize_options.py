@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pyfunc.preprocess import Limits
+from pyfunc.preprocess import Limits, decode_images
 from pyfunc.preprocess import pre_process as pyfunc_pre_process
 from serving.bodies import json_body
 from serving.errors import ApiError
@@ -63,14 +63,42 @@ def _from_query(value: str | None, name: str) -> bool:
     raise ApiError(400, "invalid_option", f"the query parameter '{name}' must be true or false")
 
 
-def model_input_png(model: Any, image: bytes, limits: Limits) -> str:
-    """The 28×28 the network receives for ``image``, as a base64 PNG (white ink on black,
-    as MNIST), from the served model's own ``pre_process``."""
+def model_input_png(model: Any, image: bytes | np.ndarray, limits: Limits) -> str:
+    """The 28×28 the network receives for ``image`` (the bytes, or :func:`decode`'s array),
+    as a base64 PNG (white ink on black, as MNIST), from the served model's own
+    ``pre_process``."""
     batch = pre_process_of(model)([image], limits=limits)
     pixels = np.clip(np.rint(batch[0, :, :, 0] * 255), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode(image: bytes, limits: Limits) -> np.ndarray:
+    """``image`` decoded once for the whole request, by pyfunc's shared decoding under the
+    request's ``limits`` (signature, decoder bombs, pixel budget: the same checks and errors
+    as the model's own decoding): its grey pixels in [0, 1], reduced to working size, with
+    the alpha as a second channel when it has one.
+
+    Both the single-digit check (pyfunc.segment) and a model that :func:`shares_decoding`
+    take this array as they take the bytes: an array in [0, 1] of at most working size is
+    read back unchanged (pyfunc.preprocess's array path), so what they compute from it is
+    bit for bit what they computed from the bytes, without decoding them two more times."""
+    decoded = decode_images([image], limits)[0]
+    if decoded.alpha is None:
+        return decoded.grey
+    return np.dstack((decoded.grey, decoded.alpha))
+
+
+def shares_decoding(model: Any) -> bool:
+    """Whether the served model's pre-processing decodes with pyfunc's shared decoding, so
+    :func:`decode`'s array is as good an input as the bytes: the MNIST families (and the
+    micro-batcher around them), and a remote predictor, which pre-processes here with
+    pyfunc's ``pre_process``. A family with a ``pre_process`` of its own gets the bytes."""
+    inner = getattr(model, "model", model)
+    return bool(getattr(inner, "shared_pre_process", False)) or pre_process_of(model) is (
+        pyfunc_pre_process
+    )
 
 
 def pre_process_of(model: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from flask import Blueprint, current_app, jsonify, request
 
 from imagelog.base import StorageError
@@ -43,10 +44,15 @@ def recognize():
     upload = None if options.draft else recorder.stage(image)  # nothing written yet
     server_timing.mark("log_stage")
     try:
+        decoded = recognize_options.decode(image, limits)
+        server_timing.mark("decode")
+        # The model takes the decoded pixels when its pre-processing decodes as pyfunc's
+        # shared one does (the same array either way); a family of its own gets the bytes.
+        model_input = decoded if recognize_options.shares_decoding(loaded.model) else image
         # Several digits side by side: 422 multiple_digits, not a guess at one of them.
-        _require_single(loaded.model, image, limits)
+        _require_single(loaded.model, image, decoded, model_input, limits)
         server_timing.mark("segment")
-        prediction = loaded.model.classify([image], limits=limits)[0]
+        prediction = loaded.model.classify([model_input], limits=limits)[0]
         server_timing.mark("model")
     except BaseException:
         if upload is not None:
@@ -83,7 +89,7 @@ def recognize():
         logged=logged,
         draft=options.draft,
         model_input=(
-            recognize_options.model_input_png(loaded.model, image, limits)
+            recognize_options.model_input_png(loaded.model, model_input, limits)
             if options.return_input
             else None
         ),
@@ -94,15 +100,25 @@ def recognize():
     return response
 
 
-def _require_single(model, image: bytes, limits: Limits) -> None:
+def _require_single(
+    model, image: bytes, decoded: np.ndarray, model_input: bytes | np.ndarray, limits: Limits
+) -> None:
     """:class:`MultipleDigits` for several marks side by side, unless the model's own
     pre-processing finds no stroke in the picture at all (a texture, a pattern): then its
-    :class:`NoDigit`, in its words."""
+    :class:`NoDigit`, in its words.
+
+    The check looks at the already decoded pixels. Its boxes are then in those pixels,
+    which decoding reduces for a big image; the answer gives them in the pixels as sent, so
+    a refused image is segmented once more from its bytes (refusals only)."""
     try:
-        segment.require_single(image, limits)
-    except MultipleDigits:
-        recognize_options.pre_process_of(model)([image], limits=limits)
-        raise
+        segment.require_single(decoded, limits)
+    except MultipleDigits as refused:
+        recognize_options.pre_process_of(model)([model_input], limits=limits)
+        try:
+            segment.require_single(image, limits)
+        except MultipleDigits as as_sent:
+            raise as_sent from None
+        raise refused  # (the bytes gave the same ink map: not reached)
 
 
 # The bench's ceiling (CEILING_ROUTE=true, bench/ceiling.py): the same stack answering a

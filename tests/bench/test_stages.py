@@ -9,7 +9,7 @@ from bench.stages import Collected, parse_header, summarise
 from serving import create_app
 from serving.server_timing import HEADER
 
-STAGES = ["route", "body", "log_stage", "segment", "model", "image_log", "metrics"]
+STAGES = ["route", "body", "log_stage", "decode", "segment", "model", "image_log", "metrics"]
 
 
 def _client(registry, **settings):
