@@ -255,6 +255,8 @@ def _tidy(
     if any(inside):
         groups = [g for g, keep in zip(groups, inside, strict=True) if keep]
         boxes = [b for b, keep in zip(boxes, inside, strict=True) if keep]
+    groups = _join_stacked(groups, boxes)
+    boxes = [box(g) for g in groups]
     tall = max(b[3] - b[2] for b in boxes)
     full = [i for i, b in enumerate(boxes) if b[3] - b[2] >= _LOW * tall]
     out = {i: list(groups[i]) for i in full}
@@ -266,6 +268,27 @@ def _tidy(
         if gaps[nearest] < _JOIN_GAP * tall:
             out[nearest].extend(groups[i])
     return [out[i] for i in full]
+
+
+def _join_stacked(
+    groups: list[list[int]], boxes: list[tuple[int, int, int, int]]
+) -> list[list[int]]:
+    """Neighbouring groups (left to right) one above the other, with no row in common, are
+    pieces of one digit when together they are no wider than one digit: a slanted 1 or 7
+    broken where a ruling was taken out. Digits of one line of writing share rows (a tilt
+    of 30° still leaves neighbours half their height in common), so numbers keep them."""
+    out: list[list[int]] = []
+    last: tuple[int, int, int, int] | None = None
+    for group, (x0, x1, y0, y1) in zip(groups, boxes, strict=True):
+        if last is not None and (y0 >= last[3] or y1 <= last[2]):
+            joined = (min(x0, last[0]), max(x1, last[1]), min(y0, last[2]), max(y1, last[3]))
+            if joined[1] - joined[0] <= SPLIT_WIDTH * (joined[3] - joined[2]):
+                out[-1] = out[-1] + group
+                last = joined
+                continue
+        out.append(list(group))
+        last = (x0, x1, y0, y1)
+    return out
 
 
 def _split(mask: np.ndarray, a: np.ndarray, h: int) -> list[tuple[np.ndarray, bool]]:

@@ -149,3 +149,22 @@ def test_a_blank_image_has_no_digit():
     with pytest.raises(NoDigit):
         segment.find_digits(_png(img))
     segment.require_single(_png(img))  # left to the pre-processing to refuse
+
+
+def test_a_slanted_one_broken_into_pieces_one_above_the_other_is_one_digit():
+    # What is left of a 1 whose middle was taken out with a ruling it lay along: two pieces
+    # that share no row and no column. Digits of one line share rows; these are one digit.
+    img, draw = _page(200, 160)
+    draw.line([(126, 25), (113, 66)], fill=0, width=8)
+    draw.line([(99, 94), (87, 132)], fill=0, width=8)
+    assert len(segment.find_digits(_png(img))) == 1
+    segment.require_single(_png(img))  # not refused as multiple_digits
+
+
+def test_digits_on_a_steep_line_are_still_apart():
+    # A number written uphill: neighbours share rows, so they are not joined as pieces.
+    img, draw = _page(400, 240)
+    _zero(draw, 40, 120)
+    _zero(draw, 150, 70)
+    _zero(draw, 260, 20)
+    assert len(segment.find_digits(_png(img))) == 3
