@@ -2,6 +2,8 @@
 
     python -m bench.ab --a "FRONT=none" --b "FRONT=nginx" [--b "FRONT=nginx THREADS=4" …]
                        [--rounds 5] [--duration 5] [--concurrency 1,32] [--payload png28]
+                       [--a-checkout PATH] [--b-checkout PATH]   # another commit's code,
+                                                                 # e.g. a git worktree
 
 `make bench` measures one configuration after another; on a machine whose other load drifts
 (this one's load average went from 2 to 24 within minutes) the second run can get half the
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -27,13 +30,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import locations
 from bench import loadgen, servers
 from bench.payloads import build_payloads, request_for
-from bench.run import parse_env, start_service
+from bench.run import _WORKER_READY as WORKER_READY
+from bench.run import base_env, parse_env, start_service
 from locations import PROJECT_ROOT
 
 
-def start(env_text: str, work: Path, name: str, model_uri: str) -> servers.RunningServer:
+def start(
+    env_text: str, work: Path, name: str, model_uri: str, checkout: Path | None = None
+) -> servers.RunningServer:
     port = servers.free_port()
     extra = {
         "HOST": "127.0.0.1",
@@ -42,7 +49,25 @@ def start(env_text: str, work: Path, name: str, model_uri: str) -> servers.Runni
         "DATA_DIR": str(work / f"data-{name}"),
         **parse_env(env_text),
     }
-    return start_service(name, env_text or "default", port, extra, work)
+    if checkout is None:
+        return start_service(name, env_text or "default", port, extra, work)
+    # Another checkout's code (an older commit in a `git worktree`), run from there with
+    # this interpreter: what a change did, under the same load at the same time.
+    env = {**base_env(locations.tracking_uri()), **extra}
+    env["PYTHONPATH"] = str(checkout) + os.pathsep + env["PYTHONPATH"]
+    spec = servers.ServerSpec(
+        name=name,
+        label=f"{env_text or 'default'} ({checkout})",
+        api="service",
+        argv=[sys.executable, "-m", "serving"],
+        env=env,
+        ready_path="/ready",
+        port=port,
+        cwd=checkout,
+        worker_ready_pattern=WORKER_READY,
+        workers=int(extra.get("WORKERS", 2)),
+    )
+    return servers.start(spec, work)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--payload", default="png28", choices=("png28", "photo640", "distinct28"))
     parser.add_argument("--model-uri", default="models:/digits/Production")
+    parser.add_argument(
+        "--a-checkout",
+        type=Path,
+        help="run A from this checkout instead (e.g. `git worktree add /tmp/old HEAD~1`)",
+    )
+    parser.add_argument("--b-checkout", type=Path, help="run every B from this checkout")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results" / "ab")
     args = parser.parse_args(argv)
     configs = {"a": args.a, **{f"b{i + 1}": env for i, env in enumerate(args.b or ["FRONT=nginx"])}}
@@ -70,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         body.write_bytes(request.body)
         running: dict[str, servers.RunningServer] = {}
         for name, env in configs.items():
-            running[name] = start(env, work, name, args.model_uri)
+            checkout = args.a_checkout if name == "a" else args.b_checkout
+            running[name] = start(env, work, name, args.model_uri, checkout)
             stack.callback(servers.stop, running[name])
         names = list(configs)
 
@@ -144,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m bench.ab " + " ".join(argv if argv is not None else sys.argv[1:]),
         "a": args.a,
+        "a_checkout": str(args.a_checkout) if args.a_checkout else None,
+        "b_checkout": str(args.b_checkout) if args.b_checkout else None,
         "b": [env for name, env in configs.items() if name != "a"],
         "payload": args.payload,
         "results": results,
