@@ -328,6 +328,7 @@ _RULE_EXPLAINS = 1.6  # a pixel up to this many times the line's level is the li
 _RULE_VARIES = 2.0  # a printed line's level varies along it by at most this factor
 _EDGE_PIECE_LONG = 3  # a ruling's piece at the frame: at least this many times longer than thick
 _RULE_LINE_SHARE = 0.6  # a band thin over this share of its columns is a ruling a stroke ran along
+_RULE_SMOOTH = 5  # px: a line's level is averaged along it over this many (dashes join)
 
 
 def remove_rulings(ink: np.ndarray) -> np.ndarray:
@@ -385,7 +386,7 @@ def _drop_edge_pieces(x: np.ndarray) -> np.ndarray:
 
 
 def _spanning(
-    x: np.ndarray, run: int, tilt: int, widest: float, slack: int = 0
+    x: np.ndarray, run: int, tilt: int, widest: float, slack: int = 0, smooth: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Bands of ``x`` straight along rows over ``run`` px (within ``tilt`` px up or down)
     that span the picture (``slack`` px more counted for each) and are at most ``widest``
@@ -393,7 +394,13 @@ def _spanning(
     row-spread ``x``."""
     h, w = x.shape
     spread = ndimage.maximum_filter1d(x, 2 * tilt + 1, axis=0, mode="nearest")
-    level = ndimage.minimum_filter1d(spread, run, axis=1, mode="nearest")
+    # A faint line photographed is dashed once the noise floor is taken off: averaged along
+    # the line over a few pixels its gaps fill, or its run (so the line) would end at the
+    # first one; a speck of noise averages away.
+    along = spread
+    if smooth > 1:
+        along = ndimage.uniform_filter1d(spread, smooth, axis=1, mode="nearest")
+    level = ndimage.minimum_filter1d(along, run, axis=1, mode="nearest")
     level = ndimage.maximum_filter1d(level, run, axis=1, mode="nearest")
     candidate = level > _RULE_FLOOR
     if not candidate.any():
@@ -488,7 +495,11 @@ def _maybe_rulings(ink: np.ndarray) -> bool:
         pooled = _pool_max_rows(x, f)
         run = max(2, max(9, int(_RULE_RUN * w)) // f)
         # Pooled areas are at most a block longer at each end than the full size's / f.
-        _, keep, _, _ = _spanning(pooled, run, _RULE_TILT, widest * (1 + 2 / run) + 1, slack=1)
+        # The max-pooling bridges gaps shorter than a block: the smoothing is scaled down.
+        smooth = max(1, round(_RULE_SMOOTH / f))
+        _, keep, _, _ = _spanning(
+            pooled, run, _RULE_TILT, widest * (1 + 2 / run) + 1, slack=1, smooth=smooth
+        )
         if keep.any():
             return True
     return False
@@ -511,22 +522,103 @@ def _line_levels(x: np.ndarray) -> np.ndarray:
     """Per pixel, the level of a horizontal ruling through it (0 off the rulings)."""
     w = x.shape[1]
     run = max(9, int(_RULE_RUN * w))
-    labels, keep, level, spread = _spanning(x, run, _RULE_TILT, 2 * _RULE_TILT + 1 + _RULE_THICK)
+    labels, keep, _, spread = _spanning(
+        x, run, _RULE_TILT, 2 * _RULE_TILT + 1 + _RULE_THICK, smooth=_RULE_SMOOTH
+    )
     if not keep.any():
         return np.zeros_like(x)
     count = len(keep) - 1
     # The line's typical level: a bold stroke lying along a ruling for a while raises the
     # band's level there, not its median over the whole line (the mean it can raise enough
-    # to let the stroke pass for the line).
+    # to let the stroke pass for the line). Taken where the line shows, not in the gaps of
+    # a dashed one (where the run's average would halve it).
     kept = np.flatnonzero(keep)
     typical = np.zeros(count + 1, dtype=np.float32)
-    typical[kept] = ndimage.median(level, labels, kept)
+    typical[kept] = ndimage.median(spread, np.where(spread > _RULE_FLOOR, labels, 0), kept)
     base = typical[labels]
     short = max(5, run // 4)
     local = ndimage.minimum_filter1d(spread, short, axis=1, mode="nearest")
     local = ndimage.maximum_filter1d(local, short, axis=1, mode="nearest")
     local = np.where(local <= _RULE_VARIES * base + _RULE_FLOOR, np.maximum(local, base), base)
-    return np.where(keep[labels], local, 0).astype(np.float32)
+    return _on_lines(x, keep[labels], typical[labels], local, run)
+
+
+def _on_lines(
+    x: np.ndarray, band: np.ndarray, typical: np.ndarray, local: np.ndarray, run: int
+) -> np.ndarray:
+    """Per pixel, the level of the printed line through it, for the pixels within the line's
+    own thickness of its centre line (0 elsewhere); ``band`` the ruling bands of ``x``
+    (rows), ``typical`` each band's typical level, ``local`` the level followed along it.
+
+    A band is as wide as the tilt allowance, and a stroke beside the line can join it:
+    taken whole, a small digit written on a margin line (or the part of a stroke running
+    beside a ruling) lies inside it and would be refilled as the line. The line itself is a
+    thin straight ridge: its centre per column is fitted with a robust straight line
+    (columns where a stroke pulls the centroid away are dropped), and only pixels within
+    its thickness (plus a pixel of blur) of it count as the line. A printed line crosses the
+    page: where a faint one breaks into dashes its band ends early, so the fitted line is
+    followed beyond the band, at the band's typical level, to the frame.
+    """
+    lines, count = ndimage.label(band)
+    if not count:
+        return np.zeros(x.shape, np.float32)
+    h, w = x.shape
+    rows, cols = np.nonzero(band)
+    which = lines[rows, cols] - 1
+    # Per line and column: the ink-weighted centre (the ink capped at the line's level, so
+    # a dark stroke in the band weighs no more than the line) and the line's thickness.
+    level = typical[rows, cols]
+    weight = np.minimum(x[rows, cols], level).astype(np.float64)
+    key = which * w + cols
+    total = np.bincount(key, weight, minlength=count * w).reshape(count, w)
+    moment = np.bincount(key, weight * rows, minlength=count * w).reshape(count, w)
+    thick = np.bincount(key, x[rows, cols] > 0.5 * level, minlength=count * w).reshape(count, w)
+    line_level = np.zeros(count, np.float32)
+    line_level[which] = level  # one value per band, so per line
+    out = np.zeros(x.shape, np.float32)
+    all_cols = np.arange(w)
+    for i in range(count):
+        seen = np.flatnonzero(total[i] > 0)
+        if len(seen) < 2:
+            continue
+        c = moment[i, seen] / total[i, seen]
+        use = np.ones(len(seen), dtype=bool)
+        slope, at = _straight(seen, c)
+        for _ in range(3):
+            off = np.abs(c - (at + slope * seen))
+            new_use = off <= max(1.0, 3 * float(np.median(off[use])))
+            if new_use.sum() < max(2, len(seen) // 3) or (new_use == use).all():
+                break
+            use = new_use
+            slope, at = _straight(seen[use], c[use])
+        reach = float(np.median(thick[i, seen[use]])) / 2 + 1.0
+        centre = at + slope * all_cols
+        lo = np.clip(np.ceil(centre - reach).astype(np.intp), 0, h)
+        hi = np.clip(np.floor(centre + reach).astype(np.intp) + 1, 0, h)
+        # The pixels within reach of the centre, column by column (a few per column).
+        span = int(max(1, (hi - lo).max()))
+        rr = lo[None, :] + np.arange(span)[:, None]
+        cc = np.broadcast_to(all_cols, rr.shape)
+        valid = rr < hi[None, :]
+        inside = (cc >= seen[0]) & (cc <= seen[-1])
+        # Followed beyond the band only when its fit is long enough to follow.
+        if len(seen[use]) < run:
+            valid &= inside
+        rr, cc, inside = rr[valid], cc[valid], inside[valid]
+        on = np.where(lines[rr, cc] == i + 1, local[rr, cc], 0)
+        out[rr, cc] = np.maximum(out[rr, cc], np.where(inside, on, line_level[i]))
+    return out
+
+
+def _straight(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
+    """Least-squares line through (``xs``, ``ys``): slope and intercept (polyfit's answer at
+    a fraction of its overhead, called per ruling)."""
+    xs = xs.astype(np.float64)
+    mx, my = float(xs.mean()), float(ys.mean())
+    dx = xs - mx
+    var = float(dx @ dx)
+    slope = float(dx @ (ys - my)) / var if var > 0 else 0.0
+    return slope, my - slope * mx
 
 
 def _refill(x: np.ndarray, line: np.ndarray) -> np.ndarray:

@@ -109,3 +109,57 @@ def test_textures_are_not_called_blank(grey: np.ndarray) -> None:
     message = _message(grey)
     assert "blank" not in message
     assert "texture or pattern" in message
+
+
+def _small_three_on_a_margin(rulings: bool) -> bytes:
+    """A small, faint (pencil) "3" written across a red margin line on ruled paper, or the
+    same mark on plain paper."""
+    img = Image.new("RGB", (280, 200), (PAPER,) * 3)
+    draw = ImageDraw.Draw(img)
+    if rulings:
+        for y in range(5, 200, SPACING):
+            draw.line([(0, y), (280, y)], fill=(150, 180, 230), width=2)
+        draw.line([(140, 0), (140, 200)], fill=(225, 100, 120), width=2)
+    pencil = (110,) * 3
+    draw.arc([(135, 86), (147, 96)], 200, 90, fill=pencil, width=2)
+    draw.arc([(135, 96), (147, 106)], 270, 160, fill=pencil, width=2)
+    return _png(np.asarray(img.convert("L"), np.float32))
+
+
+def test_a_small_digit_on_a_margin_line_is_not_taken_for_the_line() -> None:
+    """The margin line's band (its tilt allowance) is as wide as a small digit written on
+    it: only the line's own thickness around its fitted centre is the line, so the digit
+    comes out as on plain paper (it was erased to a fragment)."""
+    ruled = pre_process([_small_three_on_a_margin(True)])[0, :, :, 0]
+    plain = pre_process([_small_three_on_a_margin(False)])[0, :, :, 0]
+    assert np.abs(ruled - plain).mean() < 0.03
+
+
+def _dashed_grid(digit: bool) -> bytes:
+    """Squared paper whose faint lines come out broken into dashes (gaps of 2-4 px), with
+    or without a "4" on it."""
+    rng = np.random.default_rng(0)
+    img = Image.new("L", (280, 200), PAPER)
+    draw = ImageDraw.Draw(img)
+    for horizontal, length in ((True, 280), (False, 200)):
+        for at in range(7 if horizontal else 5, 200 if horizontal else 280, 14):
+            pos = 0
+            while pos < length:
+                dash = int(rng.integers(3, 9))
+                ends = (
+                    [(pos, at), (pos + dash, at)] if horizontal else [(at, pos), (at, pos + dash)]
+                )
+                draw.line(ends, fill=200, width=1)
+                pos += dash + int(rng.integers(2, 5))
+    if digit:
+        draw.line([(150, 70), (150, 140)], fill=INK, width=4)
+        draw.line([(130, 70), (122, 112), (170, 112)], fill=INK, width=4)
+    return _png(np.asarray(img, np.float32))
+
+
+def test_a_faint_dashed_grid_is_removed_across_the_page() -> None:
+    """A dashed line's level is its dashes' (not the average over its gaps), so the dashes
+    are refilled like a solid line's pixels; away from the digit nothing is left."""
+    ink = decode_image(_dashed_grid(True))
+    assert ink[:, :100].max() < 0.05 and ink[:, 200:].max() < 0.05
+    assert ink[75:135, 148:153].mean() > 0.5  # the stem stays
