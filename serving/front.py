@@ -116,6 +116,13 @@ class FrontConfig:
     directory: Path
     # Upstreams whose /ready fails, left out (``down``) until it answers 200 (ReadyWatch).
     down: frozenset[str] = frozenset()
+    # Counts reloads: nginx answers it on its control socket, so that a reload is known to
+    # be in effect (new workers accepting) rather than only asked for.
+    generation: int = 0
+
+    @property
+    def control_socket(self) -> Path:
+        return self.directory / "control.sock"
 
     @property
     def listen(self) -> str:
@@ -247,6 +254,15 @@ http {{
 
 {error_locations}
     }}
+
+    # Reachable only through the private directory: which config the accepting workers run.
+    server {{
+        listen unix:{config.control_socket};
+        location = /generation {{
+            default_type text/plain;
+            return 200 "{config.generation}";
+        }}
+    }}
 }}
 """
 
@@ -298,14 +314,28 @@ class Front:
                 )
             time.sleep(0.02)
 
-    def reload(self, config: FrontConfig) -> None:
+    def reload(self, config: FrontConfig, timeout: float = 10.0) -> bool:
         """Rewrites the config and has nginx load it (SIGHUP: new workers take over, the old
-        ones finish their requests)."""
+        ones finish their requests). Returns once the new workers accept connections (True),
+        or False if that was not seen within ``timeout``: SIGHUP alone returns before nginx
+        has started them, and a request in between still meets the old config."""
         if self.proc is None or self.proc.poll() is not None:
             raise RuntimeError("nginx is reloaded while it runs")
+        config = replace(config, generation=self.config.generation + 1)
         self.config = config
         (config.directory / "nginx.conf").write_text(render(config))
+        old_workers = _children(self.proc.pid)
         self.proc.send_signal(signal.SIGHUP)
+        # Until the old workers have exited they may still accept a connection (seen here:
+        # generation 2 answered, then 1 again), so both conditions are waited for.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if loaded_generation(
+                config.control_socket
+            ) == config.generation and not old_workers & _children(self.proc.pid):
+                return True
+            time.sleep(0.02)
+        return False
 
     def watch(self, on_exit: Callable[[int], None]) -> None:
         """Calls ``on_exit(returncode)`` from a thread if nginx exits before stop()."""
@@ -343,6 +373,30 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self.path)
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (nginx's workers), read from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The command name in parentheses may hold spaces: the fields after it are split.
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(stat.parent.name))
+    return found
+
+
+def loaded_generation(control_socket: Path, timeout: float = 1.0) -> int | None:
+    """The generation of the config that nginx's accepting workers run, or None."""
+    conn = _UnixHTTPConnection(str(control_socket), timeout)
+    try:
+        conn.request("GET", "/generation")
+        response = conn.getresponse()
+        return int(response.read()) if response.status == 200 else None
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
 
 
 def is_ready(upstream: str, timeout: float = READY_INTERVAL_SECONDS) -> bool:
@@ -400,9 +454,10 @@ class ReadyWatch:
                 down = frozenset()
             if down != self.front.config.down and not self._stop.is_set():
                 with contextlib.suppress(RuntimeError):  # nginx gone: main() is stopping
-                    self.front.reload(replace(self.front.config, down=down))
+                    in_effect = self.front.reload(replace(self.front.config, down=down))
                     print(
-                        f"front: left out (/ready not 200): {', '.join(sorted(down)) or 'none'}",
+                        f"front: left out (/ready not 200): {', '.join(sorted(down)) or 'none'}"
+                        + ("" if in_effect else " (asked; nginx has not confirmed it yet)"),
                         flush=True,
                     )
 

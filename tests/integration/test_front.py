@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -26,7 +27,14 @@ from bench.hostile import (
     slow_connections,
     slow_heads,
 )
-from serving.front import Front, FrontConfig, find_nginx, private_directory, render
+from serving.front import (
+    Front,
+    FrontConfig,
+    find_nginx,
+    loaded_generation,
+    private_directory,
+    render,
+)
 from serving.headers import HEADERS
 from tests import tiny_model
 from tests.support import (
@@ -169,6 +177,27 @@ def test_the_front_answers_a_missing_or_silent_service_in_json(tmp_path):
             _assert_front_json(response, code)
     finally:
         silent.close()
+
+
+def test_a_reload_returns_once_the_new_config_is_in_effect(tmp_path):
+    """SIGHUP returns before nginx runs the new config; reload() waits for the workers that
+    answer the new generation on the private control socket, so a replica left out is left
+    out for the very next request."""
+    nginx = find_nginx()
+    assert nginx
+    upstreams = (f"unix:{tmp_path / 'a.sock'}", f"unix:{tmp_path / 'b.sock'}")
+    config = FrontConfig("127.0.0.1", free_port(), upstreams, MAX_BODY, 1, private_directory())
+    front = Front(config, nginx)
+    front.start()
+    try:
+        assert loaded_generation(config.control_socket) == 0
+        for down in ({upstreams[1]}, set(), {upstreams[0]}):
+            assert front.reload(replace(front.config, down=frozenset(down)))
+            assert loaded_generation(config.control_socket) == front.config.generation
+        assert front.config.generation == 3
+        assert f"server {upstreams[0]} max_fails=1 fail_timeout=5s down;" in render(front.config)
+    finally:
+        front.stop()
 
 
 def test_trace_is_refused_with_the_routes_allow_header(served):
