@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from threadpoolctl import threadpool_limits
 
 from tests import tiny_model
 from tests.support import PROJECT_ROOT, Registry, database_url_for_tests, postgres_schema
@@ -31,6 +32,13 @@ TENSORFLOW_MODULES = (
     "training/test_strokes.py",
 )
 TESTS = Path(__file__).resolve().parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One BLAS thread per test process: with xdist's two workers on two cores, OpenBLAS's own
+    # threads spin against each other (a 2,000-digit logistic fit in tests/tiny_model.py took
+    # 7 s at a load average of 6, 0.1 s with one thread).
+    threadpool_limits(limits=1)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
