@@ -534,7 +534,7 @@ def _line_levels(x: np.ndarray) -> np.ndarray:
     # a dashed one (where the run's average would halve it).
     kept = np.flatnonzero(keep)
     typical = np.zeros(count + 1, dtype=np.float32)
-    typical[kept] = ndimage.median(spread, np.where(spread > _RULE_FLOOR, labels, 0), kept)
+    typical[kept] = _medians(spread, np.where(spread > _RULE_FLOOR, labels, 0), kept)
     base = typical[labels]
     short = max(5, run // 4)
     local = ndimage.minimum_filter1d(spread, short, axis=1, mode="nearest")
@@ -608,6 +608,20 @@ def _on_lines(
         on = np.where(lines[rr, cc] == i + 1, local[rr, cc], 0)
         out[rr, cc] = np.maximum(out[rr, cc], np.where(inside, on, line_level[i]))
     return out
+
+
+def _medians(values: np.ndarray, labels: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The (upper) median of ``values`` per label in ``index`` (0 for a label with none):
+    ndimage.median's answer from one sort, several times faster on a page of rulings."""
+    mask = labels > 0
+    lab, val = labels[mask], values[mask]
+    order = np.lexsort((val, lab))
+    lab, val = lab[order], val[order]
+    starts = np.searchsorted(lab, index, side="left")
+    stops = np.searchsorted(lab, index, side="right")
+    mid = np.where(stops > starts, (starts + stops) // 2, 0)
+    out = np.where(stops > starts, val[np.minimum(mid, len(val) - 1)] if len(val) else 0, 0)
+    return np.asarray(out, dtype=np.float32)
 
 
 def _straight(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:

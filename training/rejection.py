@@ -35,6 +35,9 @@ from training.variants import VARIANTS
 SPLITS = {"test": "measure", "validation": "fit"}  # digits split -> non-digit fonts
 QUANTILES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.997, 0.998, 0.999, 1.0)
 FLAGS = (0.5, 0.4, 0.35, 0.3, 0.25)
+# Digit quantiles the trade-off table puts the rejector's threshold at.
+TRADEOFF_QUANTILES = (0.99, 0.993, 0.995, 0.997, 0.998, 0.999)
+TRADEOFF_FLAGS = (0.5, 0.4, 0.3, 0.0)
 
 
 @dataclass
@@ -190,6 +193,32 @@ def combined(
             f"| {flag:g} | {100 * caught[~look].mean():.1f} % | {100 * caught.mean():.1f} % | "
             f"{100 * rates[worst]:.2f} % ({digits[worst].name}) |"
         )
+    return rows
+
+
+def tradeoff(digits: list[Scored], others: Scored, flags: Sequence[float], own: float) -> list[str]:
+    """The policy's two rates together: for rejector thresholds at the digits' upper
+    quantiles (and its own, ``own``) and each low-confidence flag, non-digits refused or
+    flagged against digits refused or flagged (pooled over the sets, and the worst set)."""
+    if np.isnan(np.concatenate([d.scores for d in digits])).all():
+        return []
+    pooled = np.concatenate([np.nan_to_num(d.scores[~d.refused]) for d in digits])
+    thresholds = sorted({*np.quantile(pooled, TRADEOFF_QUANTILES).tolist(), own})
+    look = np.array([_is_lookalike(lbl) for lbl in others.labels])
+    n_all = sum(len(d) for d in digits)
+    rows = []
+    for t in thresholds:
+        for flag in flags:
+            caught = outcome(others, flag, t)["any"]
+            rates = [float(outcome(d, flag, t)["any"].mean()) for d in digits]
+            pooled_rate = sum(r * len(d) for r, d in zip(rates, digits, strict=True)) / n_all
+            worst = int(np.argmax(rates))
+            mark = " (own)" if t == own else ""
+            rows.append(
+                f"| {t:.4f}{mark} | {flag:g} | {100 * caught[~look].mean():.1f} % | "
+                f"{100 * caught.mean():.1f} % | {100 * pooled_rate:.2f} % | "
+                f"{100 * rates[worst]:.2f} % ({digits[worst].name}) |"
+            )
     return rows
 
 
@@ -400,6 +429,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             print("|---:|---:|---:|---|")
             print("\n".join(combined(digits, others, FLAGS, threshold)))
+            print(
+                "\n| rejector threshold | flag below | non-digits refused or flagged (no "
+                "lookalikes) | (all) | digits refused or flagged, pooled | worst set |"
+            )
+            print("|---:|---:|---:|---:|---:|---|")
+            print("\n".join(tradeoff(digits, others, TRADEOFF_FLAGS, threshold)))
     print(f"\n{time.perf_counter() - started:.0f} s")
     return 0
 

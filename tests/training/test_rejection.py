@@ -1,0 +1,74 @@
+"""training.rejection: the policy's trade-off table (rejector threshold × low-confidence
+flag against non-digits caught and digits refused or flagged)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.rejection import Scored, tradeoff
+
+
+def _scored(name: str, scores: np.ndarray, confidence: np.ndarray, labels: list[str]) -> Scored:
+    n = len(scores)
+    probs = np.full((n, 10), 0.0, dtype=np.float32)
+    probs[:, 0] = confidence
+    probs[:, 1:] = ((1 - confidence) / 9)[:, None]
+    return Scored(
+        name,
+        np.zeros(n, dtype=bool),
+        np.zeros((n, 28, 28, 1), np.float32),
+        probs,
+        scores.astype(np.float64),
+        np.asarray(labels),
+    )
+
+
+def _sets() -> tuple[list[Scored], Scored]:
+    rng = np.random.default_rng(0)
+    digits = [
+        _scored("a", rng.uniform(0, 0.5, 1000), rng.uniform(0.6, 0.95, 1000), ["1"] * 1000),
+        _scored("b", rng.uniform(0, 0.9, 1000), rng.uniform(0.2, 0.95, 1000), ["2"] * 1000),
+    ]
+    # Non-digits: half score high; the lookalike "O" scores like a digit.
+    others = _scored(
+        "non-digits",
+        np.r_[rng.uniform(0.5, 1.0, 200), rng.uniform(0, 0.5, 200)],
+        rng.uniform(0.3, 0.95, 400),
+        ["printed:A"] * 300 + ["printed:O"] * 100,
+    )
+    return digits, others
+
+
+def _rates(row: str) -> tuple[float, float, float]:
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    return float(cells[0].split()[0]), float(cells[2].split()[0]), float(cells[4].split()[0])
+
+
+def test_a_higher_threshold_catches_fewer_and_costs_fewer_digits() -> None:
+    digits, others = _sets()
+    rows = tradeoff(digits, others, [0.0], own=0.7)
+    rates = [_rates(r) for r in rows]
+    thresholds = [t for t, _, _ in rates]
+    assert thresholds == sorted(thresholds) and len(thresholds) >= 3
+    caught = [c for _, c, _ in rates]
+    refused = [d for _, _, d in rates]
+    assert caught == sorted(caught, reverse=True)
+    assert refused == sorted(refused, reverse=True)
+    assert sum("(own)" in r for r in rows) == 1
+
+
+def test_a_flag_only_adds_to_what_is_caught_and_to_the_digits_cost() -> None:
+    digits, others = _sets()
+    rows = tradeoff(digits, others, [0.0, 0.5], own=0.7)
+    for without, with_flag in zip(rows[::2], rows[1::2], strict=True):
+        assert _rates(with_flag)[1] >= _rates(without)[1]
+        assert _rates(with_flag)[2] >= _rates(without)[2]
+    # The worst set is the one with low scores' spread and low confidence: "b".
+    assert rows[-1].rstrip(" |").endswith("(b)")
+
+
+def test_without_a_rejector_there_is_no_table() -> None:
+    digits, others = _sets()
+    for s in [*digits, others]:
+        s.scores[:] = np.nan
+    assert tradeoff(digits, others, [0.5], own=np.inf) == []
