@@ -44,8 +44,17 @@ def test_gate_refuses_a_worse_candidate_and_accepts_a_better_one(tmp_path, model
     reg = Registry.create(tmp_path / "reg")
     gate = {"data_path": mnist_path, "wild_limit": 100}
     # v1: a weak model, trained for real on 300 images; the first promotion has no champion.
+    # The reference family, named: what follows was written and timed with it, whatever
+    # the default family is.
     run_checked(
-        reg.mlflow_run("train", limit=300, epochs=1, augment="false", data_path=mnist_path),
+        reg.mlflow_run(
+            "train",
+            family="keras_example",
+            limit=300,
+            epochs=1,
+            augment="false",
+            data_path=mnist_path,
+        ),
         env=reg.env,
         timeout=600,
     )
@@ -112,7 +121,9 @@ def test_stack_on_postgres_two_replicas_follow_a_promotion(tmp_path, mnist_path,
         STACK_ARTIFACTS=str(tmp_path / "artifacts"),
         STACK_MLFLOW_PORT=str(mlflow_port),
         STACK_PORT=str(balancer),
-        STACK_TRAIN_ARGS=f"-P limit=3000 -P epochs=1 -P data_path={mnist_path}",
+        STACK_TRAIN_ARGS=(
+            f"-P family=keras_example -P limit=3000 -P epochs=1 -P data_path={mnist_path}"
+        ),
         MODEL_POLL_INTERVAL="1",
         WORKERS="1",
         DATA_DIR=str(tmp_path / "data"),
