@@ -1,12 +1,13 @@
 """``POST /read``: every digit of an image, left to right, as a number.
 
 The same three encodings and limits as ``/recognize`` (serving/payload.py). Finding the
-digits and cutting their crops is the pyfunc's (:mod:`pyfunc.segment`); each crop is
-classified by the served model like any image.
+digits and cutting their crops is the pyfunc's (:mod:`pyfunc.segment`); each crop, a
+28×28 digit framed as MNIST frames one, is classified by the served model like any image;
+touching digits are cut again where the model reads the parts best.
 
 Logging: the answer's ``record_id`` is ``<id>-n<count>``; each digit is stored as its own
 record ``<id>-<i>`` (i = 0 … count - 1, from the left) whose image is the digit's crop as a
-PNG (white ink on black, the ink map the model classified). So a label on the number
+PNG (28×28, white ink on black: what the model classified). So a label on the number
 labels each digit, and ``training.export_feedback`` exports each labelled digit like any
 other labelled image, without knowing about numbers. The whole image is not kept.
 """

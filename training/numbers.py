@@ -44,6 +44,8 @@ class Number:
     image: bytes
     spacing: str
     style: str
+    # The MNIST digits it is written with (indices into the split's arrays).
+    indices: tuple[int, ...] = ()
 
 
 def _ink_box(digit: np.ndarray) -> np.ndarray:
@@ -140,7 +142,8 @@ def numbers(
         idx = rng.choice(len(x), size=length, replace=False)
         strip = compose([x[i] for i in idx], spacing, rng)
         image = plain(strip) if style == "plain" else photo(strip, rng)
-        out.append(Number("".join(str(int(y[i])) for i in idx), image, spacing, style))
+        text = "".join(str(int(y[i])) for i in idx)
+        out.append(Number(text, image, spacing, style, tuple(int(i) for i in idx)))
     return out
 
 
@@ -152,20 +155,54 @@ class Cell:
     exact: int
     count_right: int
     total: int
+    # Numbers whose every digit the model reads right when it is sent alone, as the MNIST
+    # array it is: what a perfect segmentation would read ...
+    alone_right: int = 0
+    # ... and those read with the right count but a digit wrong that it reads right alone.
+    lost_by_crop: int = 0
 
 
-def measure(model, items: Sequence[Number]) -> tuple[int, int]:
-    """(exactly read, read with the right number of digits) over ``items``."""
-    exact = count_right = 0
+@dataclass(frozen=True)
+class Score:
+    exact: int
+    count_right: int
+    # Numbers read with the right count of digits but a digit wrong that the model reads
+    # right alone: the cut or the crop's framing lost it, not the model.
+    lost_by_crop: int
+
+
+def measure(
+    model, items: Sequence[Number], alone: np.ndarray | None = None, *, recut: bool = True
+) -> Score:
+    """How ``items`` are read. ``alone``: the model's digit for each MNIST digit sent on
+    its own (indexed as :attr:`Number.indices`), to tell crops from the model's own
+    misreadings. ``recut``: as :func:`pyfunc.segment.read_number`'s."""
+    exact = count_right = lost = 0
     for item in items:
         try:
-            read = read_number(model, item.image)
+            read = read_number(model, item.image, recut=recut)
         except ImageError:
             continue
         text = "".join(str(p.digit) for _, p in read)
         exact += text == item.text
         count_right += len(text) == len(item.text)
-    return exact, count_right
+        if alone is not None and len(text) == len(item.text) and text != item.text:
+            truth = [int(c) for c in item.text]
+            got = [int(c) for c in text]
+            lost += any(
+                g != t and alone[i] == t for g, t, i in zip(got, truth, item.indices, strict=True)
+            )
+    return Score(exact, count_right, lost)
+
+
+def read_alone(model, x: np.ndarray) -> np.ndarray:
+    """The model's digit for each of ``x`` (MNIST arrays) sent alone (its rejector, if it
+    has one, is not asked: a digit it would refuse still has a reading)."""
+    out = [
+        model.probabilities(model.pre_process(x[start : start + 1000])).argmax(axis=1)
+        for start in range(0, len(x), 1000)
+    ]
+    return np.concatenate(out)
 
 
 def false_multiple(x: np.ndarray, per_variant: int) -> list[tuple[str, int, int]]:
@@ -191,15 +228,30 @@ def false_multiple(x: np.ndarray, per_variant: int) -> list[tuple[str, int, int]
 
 def markdown(cells: Sequence[Cell]) -> str:
     lines = [
-        "| digits | spacing | paper | exact | right count of digits | numbers |",
-        "|---|---|---|---|---|---|",
+        "| digits | spacing | paper | exact | right count of digits | every digit right alone "
+        "| numbers |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         lines.append(
             f"| {c.length} | {c.spacing} | {c.style} | {100 * c.exact / c.total:.1f} % "
-            f"| {100 * c.count_right / c.total:.1f} % | {c.total} |"
+            f"| {100 * c.count_right / c.total:.1f} % | {100 * c.alone_right / c.total:.1f} % "
+            f"| {c.total} |"
         )
     return "\n".join(lines)
+
+
+def breakdown(cells: Sequence[Cell]) -> str:
+    """Where the numbers of ``cells`` that are not read exactly went wrong."""
+    total = sum(c.total for c in cells)
+    wrong = total - sum(c.exact for c in cells)
+    count = total - sum(c.count_right for c in cells)
+    crop = sum(c.lost_by_crop for c in cells)
+    return (
+        f"{wrong} of {total} not exact: {count} with the wrong count of digits (segmentation), "
+        f"{crop} with a digit misread that the model reads right alone (the cut or the crop), "
+        f"{wrong - count - crop} with digits the model misreads alone too"
+    )
 
 
 def summary(cells: Sequence[Cell], lengths: Sequence[int], spacings: Sequence[str]) -> str:
@@ -219,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--styles", default=",".join(STYLES))
     parser.add_argument("--data-path", default=os.environ.get("MNIST_PATH", ""))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--recut",
+        choices=("true", "false"),
+        default="true",
+        help="false: touching digits cut by their ink alone, not re-cut with the model",
+    )
     parser.add_argument(
         "--false-multiple",
         type=int,
@@ -246,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| all | {bad} | {n} | {100 * bad / n:.3f} % |")
         return 0
     model = mlflow.pyfunc.load_model(args.model_uri).unwrap_python_model()
+    alone = read_alone(model, x)
+    print(f"the model alone: {100 * float(np.mean(alone == y)):.2f} % of the split's digits")
     cells = []
     lengths = [int(n) for n in args.lengths.split(",")]
     spacings = args.spacings.split(",")
@@ -255,11 +315,23 @@ def main(argv: list[str] | None = None) -> int:
                 seed = args.seed + 1000 * length + 100 * list(SPACINGS).index(spacing)
                 seed += 10 * STYLES.index(style)
                 items = numbers(x, y, length, spacing, style, args.count, seed)
-                exact, count_right = measure(model, items)
-                cells.append(Cell(length, spacing, style, exact, count_right, len(items)))
+                score = measure(model, items, alone, recut=args.recut == "true")
+                right = sum(all(alone[i] == y[i] for i in item.indices) for item in items)
+                cells.append(
+                    Cell(
+                        length,
+                        spacing,
+                        style,
+                        score.exact,
+                        score.count_right,
+                        len(items),
+                        right,
+                        score.lost_by_crop,
+                    )
+                )
                 print(
-                    f"{style} {spacing} {length}: {exact}/{len(items)} exact, "
-                    f"{count_right} right count",
+                    f"{style} {spacing} {length}: {score.exact}/{len(items)} exact, "
+                    f"{score.count_right} right count, {right} right alone",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -267,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     separate = [s for s in spacings if s != "touching"]
     print()
     print(f"2-4 digits, not touching: {summary(cells, [2, 3, 4], separate)}")
+    chosen = [c for c in cells if c.length in (2, 3, 4) and c.spacing in separate]
+    print(f"  {breakdown(chosen)}")
     print(f"2-6 digits, touching: {summary(cells, lengths, ['touching'])}")
     print(f"all: {summary(cells, lengths, spacings)}")
     return 0

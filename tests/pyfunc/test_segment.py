@@ -4,13 +4,17 @@ the frame's edge, boxes in the pixels of the image as sent."""
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from pyfunc import segment
+from pyfunc import preprocess, segment
 from pyfunc.errors import MultipleDigits, NoDigit
+from pyfunc.model import ONNX_ARTIFACT, DigitModel
+from tests import tiny_model
+from training import numbers
 
 
 def _png(img: Image.Image) -> bytes:
@@ -168,3 +172,67 @@ def test_digits_on_a_steep_line_are_still_apart():
     _zero(draw, 150, 70)
     _zero(draw, 260, 20)
     assert len(segment.find_digits(_png(img))) == 3
+
+
+def test_a_zero_cut_out_of_a_number_reaches_the_model_hollow(mnist):
+    # MNIST test #145 (a 1) and #246 (a 0) written apart: the 0's ink, cut out white on
+    # black, passed the model's photo handling for a sheet on a desk and came back filled.
+    strip = numbers.compose(
+        [mnist.x_test[145], mnist.x_test[246]], "wide", np.random.default_rng(18)
+    )
+    zero = segment.find_digits(numbers.plain(strip)).digits[1]
+    model_input = preprocess.pre_process([zero.crop])[0, :, :, 0]
+    assert zero.crop.shape == (28, 28)
+    assert model_input[11:17, 11:17].mean() < 0.2  # hollow in the middle
+    # Framed as MNIST frames a digit: the crop is what the model works on.
+    np.testing.assert_allclose(model_input, zero.crop, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny(mnist, tmp_path_factory) -> DigitModel:
+    """The tests' tiny real model (tests/tiny_model.py), loaded as MLflow loads a version."""
+    path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, tmp_path_factory.mktemp("t") / "m")
+
+    class Context:
+        def __init__(self) -> None:
+            self.artifacts = {ONNX_ARTIFACT: str(path)}
+            self.model_config: dict = {}
+
+    model = DigitModel()
+    model.load_context(Context())  # type: ignore[arg-type]
+    return model
+
+
+def _touching(mnist, indices: list[int]) -> bytes:
+    rng = np.random.default_rng(3)
+    return numbers.plain(numbers.compose([mnist.x_test[i] for i in indices], "touching", rng))
+
+
+def test_touching_digits_are_recut_where_the_model_reads_them(mnist, tiny):
+    # MNIST test #3, #2, #1 (0, 1, 2) touching: one group of ink, cut by the ink, then
+    # again where the model's readings score best.
+    image = _touching(mnist, [3, 2, 1])
+    found = segment.find_digits(image)
+    assert len(found.touching) == 1
+    ink_cut = [d for d in found.digits if d.group == 0]
+    recut = segment.recut_touching(tiny, found)
+    parts = [d for d in recut.digits if d.group == 0]
+    assert abs(len(parts) - len(ink_cut)) <= 1 and len(parts) >= 2
+    assert all(d.touching and d.crop.shape == (28, 28) for d in parts)
+    # Side by side, left to right, none wider than one digit of the line.
+    xs = [d.box[0] for d in parts]
+    assert xs == sorted(xs)
+    for left, right in itertools.pairwise(parts):
+        assert left.box[0] + left.box[2] <= right.box[0] + 1
+    assert max(d.box[2] for d in parts) <= segment.SPLIT_WIDTH * max(d.box[3] for d in parts)
+    read = segment.read_number(tiny, image)
+    assert [d.box for d, _ in read] == [d.box for d in recut.digits]
+    unread = segment.read_number(tiny, image, recut=False)
+    assert [d.box for d, _ in unread] == [d.box for d in found.digits]
+
+
+def test_a_number_without_touching_digits_is_not_recut(mnist, tiny):
+    image = numbers.plain(numbers.compose(list(mnist.x_test[:3]), "wide", np.random.default_rng(0)))
+    found = segment.find_digits(image)
+    assert not found.touching and not any(d.touching for d in found.digits)
+    assert segment.recut_touching(tiny, found) is found
