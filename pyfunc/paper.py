@@ -324,6 +324,7 @@ _RULE_EDGE_SPAN = 0.3  # ... or this share, running out of the frame
 _RULE_TILT = 2  # px each side: lines off square by up to ~4° still make runs
 _RULE_THICK = 4.0  # mean thickness (px) beyond the tilt band: anything thicker is a stroke
 _RULE_FLOOR = 0.02  # ink level below which nothing is a ruling
+_RULE_FIND = 0.012  # ... nor found as one (averaged along the line)
 _RULE_EXPLAINS = 1.6  # a pixel up to this many times the line's level is the line's
 _RULE_VARIES = 2.0  # a printed line's level varies along it by at most this factor
 _EDGE_PIECE_LONG = 3  # a ruling's piece at the frame: at least this many times longer than thick
@@ -402,7 +403,7 @@ def _spanning(
         along = ndimage.uniform_filter1d(spread, smooth, axis=1, mode="nearest")
     level = ndimage.minimum_filter1d(along, run, axis=1, mode="nearest")
     level = ndimage.maximum_filter1d(level, run, axis=1, mode="nearest")
-    candidate = level > _RULE_FLOOR
+    candidate = level > _RULE_FIND
     if not candidate.any():
         return np.zeros(x.shape, np.int32), np.zeros(1, bool), level, spread
     labels, count = ndimage.label(candidate)
