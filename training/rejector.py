@@ -24,6 +24,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,16 @@ from training import nondigits
 from training.data import VALIDATION_SPLIT, load_mnist, validation_size
 from training.variants import VARIANTS
 
-__all__ = ["REJECT_ARTIFACT", "fit", "fit_artifact", "normalised", "threshold_for"]
+__all__ = [
+    "REJECT_ARTIFACT",
+    "FittingSets",
+    "fit",
+    "fit_artifact",
+    "fit_on",
+    "fitting_sets",
+    "normalised",
+    "threshold_for",
+]
 
 Forward = Callable[[np.ndarray], np.ndarray]  # normalised (N, 28, 28, 1) -> softmax (N, 10)
 
@@ -44,6 +54,11 @@ CLEAN_DIGITS = 6000  # training digits as they are (cheap: MNIST's own form) ...
 # rejector refused most until it saw more of them (docs/rejection.md).
 ROTATED_DIGITS = 6000
 VARIANT_DIGITS = 2000  # training digits sent through a client variant each
+# ... and more through the photo variants alone: ruled and squared paper are the digits the
+# rejector refused most (docs/rejection.md).
+PHOTO_DIGITS = 2000
+PHOTO_VARIANTS = ("ruled_paper", "squared_paper", "desk_photo", "shadow")
+PHOTO_SEED = 10_000_000
 VALIDATION_DIGITS = 1300  # validation digits, each through a variant, for the threshold
 GLYPH_DIGITS = 880
 # Draws of the fitting non-digit set (different seeds): more non-digits caught the most
@@ -83,12 +98,24 @@ def as_variants(x: np.ndarray, offset: int = 0) -> list[bytes]:
     return [builders[(offset + i) % len(builders)](d, offset + i) for i, d in enumerate(x)]
 
 
+def as_photos(x: np.ndarray, offset: int = 0) -> list[bytes]:
+    """Each digit as a phone photo of paper, the photo variants in turn, with seeds apart
+    from those the measured sets use (a digit's index there)."""
+    builders = [VARIANTS[name] for name in PHOTO_VARIANTS]
+    return [
+        builders[(offset + i) % len(builders)](d, PHOTO_SEED + offset + i) for i, d in enumerate(x)
+    ]
+
+
 def _render(job: tuple) -> tuple[np.ndarray, np.ndarray]:
     """One chunk of images built and normalised (in a worker process)."""
     kind, *args = job
     if kind == "variants":
         x, offset = args
         return normalised(as_variants(x, offset))
+    if kind == "photos":
+        x, offset = args
+        return normalised(as_photos(x, offset))
     if kind == "glyphs":
         split, n, seed = args
         return normalised(nondigits.digit_glyphs(split, n, seed)[0])
@@ -156,19 +183,33 @@ def to_rejector(net, threshold: float) -> Rejector:
 # --------------------------------------------------------------------------- fitting
 
 
-def fit(
+@dataclass(frozen=True)
+class FittingSets:
+    """What a rejector is fitted on, normalised by the product's pre-processing (what it
+    refuses left out): digits (class 0), non-digits (class 1) and held-out digits for the
+    threshold. None of it depends on the network, so one build serves several fits."""
+
+    digits: np.ndarray
+    others: np.ndarray
+    held_out: np.ndarray
+
+
+def fitting_sets(
     x_train: np.ndarray,
     x_val: np.ndarray,
-    forward: Forward,
     seed: int = 0,
-    epochs: int = EPOCHS,
-    digit_refusal: float = DIGIT_REFUSAL,
     workers: int | None = None,
-) -> Rejector:
-    """A rejector for the network ``forward``: trained on ``x_train`` digits and the fitting
-    non-digits, its threshold set on ``x_val`` digits (uint8 (N, 28, 28) arrays)."""
-    draws = max(1, min(NONDIGIT_DRAWS, len(x_train) // DIGITS_PER_DRAW))
+    draws: int | None = None,
+    photo_digits: int = PHOTO_DIGITS,
+) -> FittingSets:
+    """The digits and non-digits of a fit from ``x_train`` and the threshold's digits from
+    ``x_val`` (uint8 (N, 28, 28) arrays); ``draws`` of the fitting non-digits (default: one
+    per :data:`DIGITS_PER_DRAW` training digits, at most :data:`NONDIGIT_DRAWS`)."""
+    if draws is None:
+        draws = max(1, min(NONDIGIT_DRAWS, len(x_train) // DIGITS_PER_DRAW))
     positives = _chunks(x_train[:VARIANT_DIGITS], 250)
+    photos = x_train[VARIANT_DIGITS : VARIANT_DIGITS + photo_digits]
+    positives += [("photos", photos[i : i + 250], i) for i in range(0, len(photos), 250)]
     positives.append(("glyphs", "fit", GLYPH_DIGITS, seed))
     negatives = [
         ("nondigits", "fit", c, seed + d) for d in range(draws) for c in nondigits.CATEGORIES
@@ -182,8 +223,33 @@ def fit(
     ]
     clean, clean_refused = normalised(list(x_train[-CLEAN_DIGITS:]) + slanted)
     pos = np.concatenate([clean[~clean_refused], _kept(parts[:a])])
-    neg, val = _kept(parts[a:b]), _kept(parts[b:])
+    return FittingSets(pos, _kept(parts[a:b]), _kept(parts[b:]))
 
+
+def fit(
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    forward: Forward,
+    seed: int = 0,
+    epochs: int = EPOCHS,
+    digit_refusal: float = DIGIT_REFUSAL,
+    workers: int | None = None,
+) -> Rejector:
+    """A rejector for the network ``forward``: trained on ``x_train`` digits and the fitting
+    non-digits, its threshold set on ``x_val`` digits (uint8 (N, 28, 28) arrays)."""
+    sets = fitting_sets(x_train, x_val, seed=seed, workers=workers)
+    return fit_on(sets, forward, seed=seed, epochs=epochs, digit_refusal=digit_refusal)
+
+
+def fit_on(
+    sets: FittingSets,
+    forward: Forward,
+    seed: int = 0,
+    epochs: int = EPOCHS,
+    digit_refusal: float = DIGIT_REFUSAL,
+) -> Rejector:
+    """The rejector of the network ``forward`` fitted on ``sets``."""
+    pos, neg = sets.digits, sets.others
     x = np.concatenate([pos, neg])
     p = ranked(forward(x))
     y = np.concatenate([np.zeros(len(pos)), np.ones(len(neg))]).astype(np.float32)
@@ -199,7 +265,7 @@ def fit(
         verbose=0,
     )
     rejector = to_rejector(net, 1.0)
-    return rejector.with_threshold(threshold_for(rejector, val, forward, digit_refusal))
+    return rejector.with_threshold(threshold_for(rejector, sets.held_out, forward, digit_refusal))
 
 
 def threshold_for(
