@@ -54,9 +54,10 @@ CLEAN_DIGITS = 6000  # training digits as they are (cheap: MNIST's own form) ...
 # rejector refused most until it saw more of them (docs/rejection.md).
 ROTATED_DIGITS = 6000
 VARIANT_DIGITS = 2000  # training digits sent through a client variant each
-# ... and more through the photo variants alone: ruled and squared paper are the digits the
-# rejector refused most (docs/rejection.md).
-PHOTO_DIGITS = 2000
+# ... and optionally more through the photo variants alone (ruled and squared paper are the
+# digits the rejector refused most, docs/rejection.md). Off by default: not yet chosen on
+# validation digits; ``fitting_sets(photo_digits=...)`` builds them.
+PHOTO_DIGITS = 0
 PHOTO_VARIANTS = ("ruled_paper", "squared_paper", "desk_photo", "shadow")
 PHOTO_SEED = 10_000_000
 VALIDATION_DIGITS = 1300  # validation digits, each through a variant, for the threshold
