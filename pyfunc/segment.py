@@ -1,4 +1,4 @@
-"""Finding the digits of an image, left to right: boxes, and crops the model normalises.
+"""Finding the digits of an image, left to right: boxes, and 28×28 crops for the model.
 
 An image is decoded to its ink map by :func:`pyfunc.preprocess.decode_image` (the one
 decoding path: polarity, paper, rulings, noise). Its strokes' 8-connected components are
@@ -7,18 +7,20 @@ grouped into digits by where they lie along the line of writing:
 - specks (under a tenth of the largest component, as :mod:`pyfunc.preprocess` drops them)
   are not digits;
 - components whose columns overlap belong to one digit: the separate top bar of a 5, the
-  dots of a dotted 7, a stroke broken by a thin pen; pieces lower than half the tallest
-  digit join a digit nearer than 0.3 of its height, or are marks (a dot, a dash);
+  dots of a dotted 7, a stroke broken by a thin pen; neighbours one above the other with
+  no row in common are pieces of one digit too (a slanted 1 a removed ruling broke);
+  pieces lower than half the tallest digit join a digit nearer than 0.3 of its height, or
+  are marks (a dot, a dash);
 - ink cut by the frame's edge is not a digit when there is ink that is not;
 - a group wider than :data:`SPLIT_WIDTH` times the line's height is touching digits: it is
   cut into ``round(width / (TYPICAL_WIDTH * height))`` parts, each cut at paper, else at
-  the column of least ink, near where an even split would put it.
+  the column of least ink, near where an even split would put it; :func:`read_number`
+  then cuts it again where the model reads the parts best (:func:`recut_touching`).
 
-Each digit's crop is the ink map inside its box with the other digits' ink removed, white
-on black with a margin: :meth:`DigitModel.pre_process` (pyfunc.preprocess) then fits it
-into 28×28 as it fits any upload. Boxes are ``(x, y, w, h)`` in the pixels of the image
-as sent (after its EXIF orientation). The thresholds were chosen on the MNIST validation
-split and the wild variants (training/numbers.py, docs/numbers.md).
+Each digit's crop is its ink with the other digits' ink removed, framed as MNIST frames a
+digit (:attr:`Digit.crop`). Boxes are ``(x, y, w, h)`` in the pixels of the image as sent
+(after its EXIF orientation). The thresholds were chosen on the MNIST validation split and
+the wild variants (training/numbers.py, docs/numbers.md).
 """
 
 from __future__ import annotations
