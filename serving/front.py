@@ -58,6 +58,8 @@ KEEPALIVE_SECONDS = 15
 UPSTREAM_KEEPALIVE = 32
 UPSTREAM_IDLE_SECONDS = 4
 GUNICORN_KEEPALIVE_SECONDS = 10
+# sun_path's size on Linux, with its terminating NUL.
+UNIX_PATH_MAX = 108
 # Bodies up to this stay in memory; larger ones go to a file in the front's directory.
 BODY_BUFFER = "256k"
 # make stack's balancer asks each replica's /ready this often; one that fails this many
@@ -121,8 +123,11 @@ class FrontConfig:
     generation: int = 0
 
     @property
-    def control_socket(self) -> Path:
-        return self.directory / "control.sock"
+    def control_socket(self) -> Path | None:
+        """None where its path would be over a unix socket's limit (nginx would not start):
+        a reload then waits for the old workers' exit alone."""
+        path = self.directory / "ctl"
+        return path if len(os.fsencode(path)) < UNIX_PATH_MAX else None
 
     @property
     def listen(self) -> str:
@@ -177,6 +182,20 @@ def render(config: FrontConfig) -> str:
         f'\'{{"error": {{"code": "{code}", "message": "{message}"}}}}\\n\';\n'
         f"        }}"
         for status, (code, message) in {**FRONT_ERRORS, 413: too_large}.items()
+    )
+    # Reachable only through the private directory: which config the accepting workers run.
+    control = (
+        f"""
+    server {{
+        listen unix:{config.control_socket};
+        location = /generation {{
+            default_type text/plain;
+            return 200 "{config.generation}";
+        }}
+    }}
+"""
+        if config.control_socket is not None
+        else ""
     )
     return f"""\
 {user}daemon off;
@@ -254,16 +273,7 @@ http {{
 
 {error_locations}
     }}
-
-    # Reachable only through the private directory: which config the accepting workers run.
-    server {{
-        listen unix:{config.control_socket};
-        location = /generation {{
-            default_type text/plain;
-            return 200 "{config.generation}";
-        }}
-    }}
-}}
+{control}}}
 """
 
 
@@ -330,9 +340,10 @@ class Front:
         # generation 2 answered, then 1 again), so both conditions are waited for.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None:
-            if loaded_generation(
-                config.control_socket
-            ) == config.generation and not old_workers & _children(self.proc.pid):
+            if not old_workers & _children(self.proc.pid) and (
+                config.control_socket is None
+                or loaded_generation(config.control_socket) == config.generation
+            ):
                 return True
             time.sleep(0.02)
         return False

@@ -190,12 +190,32 @@ def test_a_reload_returns_once_the_new_config_is_in_effect(tmp_path):
     front = Front(config, nginx)
     front.start()
     try:
+        assert config.control_socket is not None
         assert loaded_generation(config.control_socket) == 0
         for down in ({upstreams[1]}, set(), {upstreams[0]}):
             assert front.reload(replace(front.config, down=frozenset(down)))
             assert loaded_generation(config.control_socket) == front.config.generation
         assert front.config.generation == 3
         assert f"server {upstreams[0]} max_fails=1 fail_timeout=5s down;" in render(front.config)
+    finally:
+        front.stop()
+
+
+def test_a_directory_too_deep_for_the_control_socket_still_starts_and_reloads(tmp_path):
+    """A unix socket's path has 107 bytes at most: deeper, nginx would refuse the whole config
+    (seen under pytest's long temporary paths), so the front goes without its control socket
+    and a reload waits for the old workers' exit alone."""
+    nginx = find_nginx()
+    assert nginx
+    deep = tmp_path / ("d" * (120 - len(str(tmp_path))))
+    deep.mkdir()
+    upstreams = (f"unix:{tmp_path / 'a.sock'}", f"unix:{tmp_path / 'b.sock'}")
+    config = FrontConfig("127.0.0.1", free_port(), upstreams, MAX_BODY, 1, deep)
+    assert config.control_socket is None
+    front = Front(config, nginx)
+    front.start()
+    try:
+        assert front.reload(replace(front.config, down=frozenset({upstreams[1]})))
     finally:
         front.stop()
 
