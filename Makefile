@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-test: setup lint  ## every test, with those that train by `mlflow run` and start servers (about 20 min)
+test: setup lint  ## every test, with those that train by `mlflow run` and start servers (about 25 min)
 	$(PY) -m pytest
 
 test-fast: setup  ## unit and in-process tests on a tiny model built by the tests (under a minute)
