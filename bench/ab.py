@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -30,11 +29,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import locations
 from bench import loadgen, servers
 from bench.payloads import build_payloads, request_for
-from bench.run import _WORKER_READY as WORKER_READY
-from bench.run import base_env, parse_env, start_service
+from bench.run import parse_env, start_service
 from locations import PROJECT_ROOT
 
 
@@ -51,23 +48,7 @@ def start(
     }
     if checkout is None:
         return start_service(name, env_text or "default", port, extra, work)
-    # Another checkout's code (an older commit in a `git worktree`), run from there with
-    # this interpreter: what a change did, under the same load at the same time.
-    env = {**base_env(locations.tracking_uri()), **extra}
-    env["PYTHONPATH"] = str(checkout) + os.pathsep + env["PYTHONPATH"]
-    spec = servers.ServerSpec(
-        name=name,
-        label=f"{env_text or 'default'} ({checkout})",
-        api="service",
-        argv=[sys.executable, "-m", "serving"],
-        env=env,
-        ready_path="/ready",
-        port=port,
-        cwd=checkout,
-        worker_ready_pattern=WORKER_READY,
-        workers=int(extra.get("WORKERS", 2)),
-    )
-    return servers.start(spec, work)
+    return start_service(name, f"{env_text or 'default'} ({checkout})", port, extra, work, checkout)
 
 
 def main(argv: list[str] | None = None) -> int:

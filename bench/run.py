@@ -140,19 +140,29 @@ def base_env(tracking_uri: str) -> dict[str, str]:
 
 
 def start_service(
-    name: str, label: str, port: int, extra: dict[str, str], work: Path
+    name: str,
+    label: str,
+    port: int,
+    extra: dict[str, str],
+    work: Path,
+    checkout: Path = PROJECT_ROOT,
 ) -> servers.RunningServer:
     """`python -m serving` on ``port`` with ``extra`` over the bench's environment, started
-    in ``work`` and waited for until every worker serves (make attack, bench.ab)."""
+    in ``work`` and waited for until every worker serves (make attack, bench.ab). Another
+    ``checkout`` (an older commit in a `git worktree`) runs its own code with this
+    interpreter: what a change did, under the same load at the same time."""
+    env = {**base_env(locations.tracking_uri()), **extra}
+    if checkout != PROJECT_ROOT:
+        env["PYTHONPATH"] = str(checkout) + os.pathsep + env["PYTHONPATH"]
     spec = servers.ServerSpec(
         name=name,
         label=label,
         api="service",
         argv=[sys.executable, "-m", "serving"],
-        env={**base_env(locations.tracking_uri()), **extra},
+        env=env,
         ready_path="/ready",
         port=port,
-        cwd=PROJECT_ROOT,
+        cwd=checkout,
         worker_ready_pattern=_WORKER_READY,
         workers=int(extra.get("WORKERS", 2)),
     )
