@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from pyfunc.model import KERAS_ARTIFACT, ONNX_ARTIFACT, DigitModel
+from training import strokes
 from training.augment import Augmentation
+from training.copies import cached
 from training.families.base import Fitted, Job
 from training.progress import duration
-from training.strokes import repen
 
 
 def augmentation(args: argparse.Namespace) -> Augmentation:
@@ -49,7 +50,7 @@ def with_photos(
         rng.choice(len(digits), size=max(1, round(share * len(digits))), replace=False)
     )
     out = normalised.copy()
-    out[chosen] = photos.preprocessed(digits[chosen], seed)
+    out[chosen] = cached("photos", digits[chosen], seed, photos.__file__, photos.preprocessed)
     return out
 
 
@@ -97,7 +98,8 @@ def fit(job: Job) -> Fitted:
         sys.stdout.flush()
     prepared = time.perf_counter()
     if pens:
-        x_pen = np.concatenate([repen(job.digits, args.seed), feedback])
+        pen = cached("pens", job.digits, args.seed, strokes.__file__, strokes.repen)
+        x_pen = np.concatenate([pen, feedback])
     photo = with_photos(job.digits, x_train[:n_digits], aug.photos, args.seed)
     if photo is not None:
         x_photo = np.concatenate([photo, feedback])
