@@ -137,22 +137,46 @@ def init_app(app: Flask, settings: AccessConfig) -> None:
         in_memory_fallback_enabled=True,
     )
     app.extensions[EXTENSION] = limiter
+    # Flask-Limiter checks every request twice: in its before-request hook (for default and
+    # application-wide limits) and again in each decorated view. This app declares neither
+    # default nor application limits, so the hook never finds a limit to count, on any
+    # endpoint: it is pure cost. The decorated views count alone.
+    _drop_middleware_check(app, limiter)
     keyless = limiter.limit(
         KEYLESS_RATE_LIMIT,
         error_message=_message,
         exempt_when=lambda: g.get("key_refusal") is None,
     )
+    keyed = bool(settings.api_keys)
     for endpoint, default_of in (
         (RECOGNIZE_ENDPOINT, "recognize_rate_limit"),
         (READ_ENDPOINT, "recognize_rate_limit"),
         (FEEDBACK_ENDPOINT, "feedback_rate_limit"),
     ):
+        # An endpoint without a limit (none of its own, no API keys, so no key's limit and
+        # no keyless limit either) is not wrapped: the limiter is not consulted at all.
+        # Settings are fixed once the app is built, so this cannot change while it runs.
+        if not (keyed or getattr(settings, default_of)):
+            continue
         limit = _limit_for(default_of)
         limited = limiter.limit(limit, error_message=_message, exempt_when=_unlimited(limit))
         view = _refused_after_counting(app.view_functions[endpoint])
         app.view_functions[endpoint] = keyless(limited(view))
 
-    @app.before_request
-    def check_key() -> None:
-        if request.endpoint in (RECOGNIZE_ENDPOINT, READ_ENDPOINT, FEEDBACK_ENDPOINT):
-            _identify_key()
+    if keyed:
+
+        @app.before_request
+        def check_key() -> None:
+            if request.endpoint in (RECOGNIZE_ENDPOINT, READ_ENDPOINT, FEEDBACK_ENDPOINT):
+                _identify_key()
+
+
+def _drop_middleware_check(app: Flask, limiter: Limiter) -> None:
+    """Remove the limiter's before-request check (see :func:`init_app`); an error if it is
+    not where Flask-Limiter puts it, so an upgrade that moves it fails loudly rather than
+    leaving the cost in place unnoticed."""
+    hooks = app.before_request_funcs.get(None, [])
+    check = limiter._check_request_limit
+    if check not in hooks:
+        raise RuntimeError("Flask-Limiter's before-request check was not found to remove")
+    hooks.remove(check)

@@ -220,3 +220,46 @@ def test_requests_without_a_valid_key_are_limited_per_client(registry, tmp_path,
     assert keyed == [200] * 5
     # /feedback counts refusals on its own.
     assert _feedback(client, {"record_id": "x", "feedback_token": "y"}).status_code == 401
+
+
+def test_a_limit_set_in_the_environment_answers_429_as_json(registry, tmp_path, seed_png,
+                                                            monkeypatch):  # fmt: skip
+    # Read by Settings from the environment, as a deployment sets it; /read shares it.
+    monkeypatch.setenv("RECOGNIZE_RATE_LIMIT", "2/minute")
+    app = _app(registry, tmp_path)
+    client = app.test_client()
+    assert [_recognize(client, seed_png).status_code for _ in range(2)] == [200, 200]
+    refused = _recognize(client, seed_png)
+    assert refused.status_code == 429
+    assert refused.is_json
+    assert refused.get_json()["error"]["code"] == "too_many_requests"
+    assert int(refused.headers["Retry-After"]) > 0
+    read = client.post("/read", data=seed_png, content_type="image/png")
+    assert read.status_code == 200  # its own count, at the same limit
+
+
+def test_the_limiter_is_consulted_once_only_where_a_limit_is_set(
+    registry, tmp_path, seed_png, monkeypatch
+):
+    # Flask-Limiter checks in a before-request hook and again in the view: the hook is
+    # removed (no default limits here), and an endpoint without a limit is not wrapped.
+    from flask_limiter import Limiter
+
+    calls: list[str] = []
+    real = Limiter._check_request_limit
+
+    def counting(self, *args, **kwargs):
+        from flask import request
+
+        calls.append(request.path)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Limiter, "_check_request_limit", counting)
+    app = _app(registry, tmp_path, feedback_rate_limit="3/minute", feedback_max_labels=10)
+    client = app.test_client()
+    answer = _recognize(client, seed_png).get_json()
+    assert client.get("/health").status_code == 200
+    assert calls == []  # /recognize has no limit by default, /health none ever
+    statuses = [_feedback(client, answer).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    assert calls == ["/feedback"] * 4  # once per request, not twice
