@@ -134,7 +134,7 @@ class ModelVersion(BaseModel):
     family: str | None = Field(
         default=None,
         description="The model family (how the version turns an image into a digit)",
-        examples=["keras_example"],
+        examples=["cnn_bn"],
     )
 
 
@@ -158,7 +158,7 @@ class Recognition(BaseModel):
                 0.9931,
             ],
             "low_confidence": False,
-            "model": {"name": "digits", "version": "3", "family": "keras_example"},
+            "model": {"name": "digits", "version": "3", "family": "cnn_bn"},
             "request_id": EXAMPLE_REQUEST_ID,
         }
     )
@@ -239,7 +239,7 @@ class Reading(BaseModel):
                 {"digit": 6, "confidence": 0.989, "box": [172, 15, 39, 62]},
             ],
             "low_confidence": False,
-            "model": {"name": "digits", "version": "3", "family": "keras_example"},
+            "model": {"name": "digits", "version": "3", "family": "cnn_bn"},
             "request_id": EXAMPLE_REQUEST_ID,
             "record_id": EXAMPLE_RECORD_ID + "-n4",
             "feedback_token": EXAMPLE_FEEDBACK_TOKEN,
