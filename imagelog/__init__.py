@@ -66,4 +66,5 @@ def open_image_log(config: ImageLogConfig, pool_size: int = 8, max_inflight: int
         timeout=config.storage_timeout_seconds,
         max_inflight=max_inflight,
         stall_seconds=config.storage_stall_seconds,
+        inline_max_bytes=config.image_inline_max_bytes,
     )

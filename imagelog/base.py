@@ -153,6 +153,13 @@ STALL_SECONDS = 1.0
 PROBE_TIMEOUT = 2.0
 # Rows deleted per transaction by retention, so writers never queue behind one huge DELETE.
 RETENTION_BATCH = 500
+# SQLite keeps an image of at most this many bytes in its row rather than a file (the
+# default of ImageLogConfig.image_inline_max_bytes): an MNIST digit as a 28×28 PNG is
+# 120-400 bytes (3.2 KiB at most: RGBA noise), /read's crops and the web page's drawings a
+# few KiB (examples/canvas-four.png 9.6 KiB), phone photos hundreds of KiB. SQLite reads
+# and writes blobs this small faster than files; large ones would be written twice (WAL,
+# then checkpoint) and grow the WAL between checkpoints.
+INLINE_MAX_BYTES = 16 * 1024
 
 
 class Deadline:

@@ -1,21 +1,28 @@
-"""The embedded image log: a SQLite index (WAL) plus content-addressed image files.
+"""The embedded image log: a SQLite index (WAL) holding small images in their row, plus
+content-addressed files for the larger ones.
 
 Layout under ``data_dir``::
 
-    imagelog.sqlite3            requests, images, feedback (see _MIGRATIONS)
+    imagelog.sqlite3            requests, images, feedback (see _MIGRATIONS); an image of
+                                at most ``inline_max_bytes`` in ``images.data``
     imagelog.lock               writers of every process queue on it (flock)
     imagelog.swept              its mtime: the last sweep of leftover files
-    images/ab/cdef….png         the bytes of the image whose sha256 is abcdef…
+    images/ab/cdef….jpg         the bytes of a larger image whose sha256 is abcdef…
     images/.probe-<pid>         /ready's write probe, removed right after
 
 Every wait has a deadline (``timeout``): the process's own lock, the file lock, SQLite's
 busy handler and the file writes (done on a small pool of threads, so a disk that hangs
 costs a request its deadline, not its thread forever).
 
-Durability: an image file is written to a temporary name, fsynced, renamed into place
-and its directory fsynced *before* the row that refers to it is committed; commits use
-``synchronous=FULL``, so a committed row survives a crash or power loss and never
-points at a missing or partial file. Several processes (gunicorn workers) share the
+Durability: commits use ``synchronous=FULL``, so a committed row survives a crash or power
+loss. A small image (every 28×28 PNG, a /read crop, a drawing from the web page) goes into
+its ``images`` row in the same transaction as its request record: both commit together or
+not at all, and concurrent requests share one fsync of the WAL (the group commit below).
+A larger image (a phone photo) is a file, written to a temporary name, fsynced, renamed
+into place and its directory fsynced *before* the row that refers to it is committed, so
+no committed row points at a missing or partial file. Per distinct image the file costs
+a create, two fsyncs and a rename, about 1.2-1.6 ms of kernel time (docs/performance.md),
+which the row saves. Several processes (gunicorn workers) share the
 files safely: writes serialise on SQLite's lock (``BEGIN IMMEDIATE``), and a file is
 only ever created whole by ``os.replace``.
 """
@@ -39,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from imagelog.base import (
+    INLINE_MAX_BYTES,
     PROBE_TIMEOUT,
     RETENTION_BATCH,
     STALL_SECONDS,
@@ -73,6 +81,9 @@ FLOCK_FIRST_SLEEP, FLOCK_MAX_SLEEP = 0.0002, 0.002
 # Threads writing image files (each mostly waits for its fsync): more than a worker's
 # request threads, so they never queue for one.
 WRITE_THREADS = 16
+# ``images.path`` of an image held in ``images.data`` (the column is NOT NULL from the
+# first schema, and an added column cannot lift that).
+NO_FILE = ""
 
 # Version n is _MIGRATIONS[n - 1]; PRAGMA user_version holds the version applied.
 _MIGRATIONS: tuple[str, ...] = (
@@ -121,6 +132,11 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX feedback_review ON feedback (review, id) WHERE review IS NOT NULL;
     CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
     """,
+    # Small images in their row; path is NO_FILE then. ADD COLUMN only rewrites the schema,
+    # not the table, so a large log migrates at once while its workers start.
+    """
+    ALTER TABLE images ADD COLUMN data BLOB;
+    """,
 )
 
 _RECORD_COLUMNS = (
@@ -167,13 +183,15 @@ def _stored(row: tuple) -> StoredRecord:
 
 @dataclass(eq=False)
 class _Pending:
-    """A record waiting for the next group commit."""
+    """A record waiting for the next group commit: its image goes into the row
+    (``inline``), or is the file at ``path`` (``rel`` under data_dir), or is not kept."""
 
     entry: Record
     rel: str | None
     path: Path | None
     done: bool = False
     error: Exception | None = None
+    inline: bool = False
 
 
 def _result(write: Future, timeout: float | None, what: str) -> None:
@@ -208,11 +226,15 @@ def _older(path: Path, cutoff: float) -> bool:
 
 
 def _referenced(conn: sqlite3.Connection, path: Path) -> bool:
-    """Whether a committed row refers to the image file (a .tmp- file never is)."""
+    """Whether a committed row refers to the image file (a .tmp- file never is; nor is a
+    file of an image whose row holds its bytes)."""
     if path.name.startswith(".tmp-"):
         return False
     sha256 = path.parent.name + path.name.partition(".")[0]
-    return conn.execute("SELECT 1 FROM images WHERE sha256 = ?", (sha256,)).fetchone() is not None
+    row = conn.execute(
+        "SELECT 1 FROM images WHERE sha256 = ? AND data IS NULL", (sha256,)
+    ).fetchone()
+    return row is not None
 
 
 class SqliteImageLog(ImageLog):
@@ -224,8 +246,11 @@ class SqliteImageLog(ImageLog):
         timeout: float = 10.0,
         max_inflight: int = 8,
         stall_seconds: float = STALL_SECONDS,
+        inline_max_bytes: int = INLINE_MAX_BYTES,
     ) -> None:
         super().__init__(store_images, retention, timeout, max_inflight, stall_seconds)
+        # 0: every image a file, as before the images' data column.
+        self.inline_max_bytes = inline_max_bytes
         self.data_dir = Path(data_dir)
         self.images_dir = self.data_dir / IMAGES_DIR
         self.db_path = self.data_dir / DB_NAME
@@ -488,11 +513,12 @@ class SqliteImageLog(ImageLog):
             finally:
                 self._lock.release()
         keep = self.store_images and entry.image is not None
-        rel = self._relpath(entry.sha256, entry.extension) if keep else None
+        inline = keep and len(entry.image or b"") <= self.inline_max_bytes
+        rel = self._relpath(entry.sha256, entry.extension) if keep and not inline else None
         path = self.data_dir / rel if rel else None
         if path is not None and entry.image is not None and not path.exists():
             self._write_file_within(path, entry.image, deadline)
-        pending = _Pending(entry, rel, path)
+        pending = _Pending(entry, rel, path, inline=inline)
         with self._queue_lock:
             self._queue.append(pending)
         # Group commit: whichever thread gets the connection commits every record queued
@@ -544,16 +570,10 @@ class SqliteImageLog(ImageLog):
 
     def _insert(self, conn: sqlite3.Connection, pending: _Pending) -> None:
         entry, rel, path = pending.entry, pending.rel, pending.path
-        if path is not None:
-            # Retention may have removed the file since it was written; it deletes files
-            # only while holding the write lock, which we hold now.
-            if entry.image is not None and not path.exists():
-                self._write_file(path, entry.image)
-            conn.execute(
-                "INSERT INTO images (sha256, path, byte_size, input_format, created_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-                (entry.sha256, rel, entry.byte_size, entry.input_format, _ts(utc_now())),
-            )
+        if pending.inline:
+            self._insert_inline(conn, entry)
+        elif path is not None:
+            self._insert_file(conn, entry, rel, path)
         inserted = conn.execute(
             "INSERT INTO requests (request_id, created_at, sha256, image_stored, byte_size, "
             "input_format, width, height, digit, confidence, probabilities, model_name, "
@@ -563,7 +583,7 @@ class SqliteImageLog(ImageLog):
                 entry.request_id,
                 _ts(entry.created_at),
                 entry.sha256,
-                int(path is not None),
+                int(pending.inline or path is not None),
                 entry.byte_size,
                 entry.input_format,
                 entry.width,
@@ -582,6 +602,50 @@ class SqliteImageLog(ImageLog):
             ).fetchone()
             if existing != entry.sha256:
                 raise DuplicateRequestId(entry.request_id)
+
+    def _insert_inline(self, conn: sqlite3.Connection, entry: Record) -> None:
+        """The image in its row, unless a row holds it already (the usual case for a
+        repeated image: one lookup, no write)."""
+        inserted = conn.execute(
+            "INSERT INTO images (sha256, path, byte_size, input_format, created_at, data) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+            (entry.sha256, NO_FILE, entry.byte_size, entry.input_format, _ts(utc_now()),
+             entry.image),
+        ).rowcount  # fmt: skip
+        if inserted:
+            return
+        # Stored as a file (by a log with a lower bound, or before the data column): keep
+        # the file while it is there; one lost since moves into the row.
+        (rel,) = conn.execute(
+            "SELECT path FROM images WHERE sha256 = ?", (entry.sha256,)
+        ).fetchone()
+        if rel != NO_FILE and not (self.data_dir / rel).exists():
+            conn.execute(
+                "UPDATE images SET data = ?, path = ? WHERE sha256 = ?",
+                (entry.image, NO_FILE, entry.sha256),
+            )
+
+    def _insert_file(self, conn: sqlite3.Connection, entry: Record, rel: str | None,
+                     path: Path) -> None:  # fmt: skip
+        existing = conn.execute(
+            "SELECT data IS NOT NULL FROM images WHERE sha256 = ?", (entry.sha256,)
+        ).fetchone()
+        if existing and existing[0]:
+            # Its row holds it already (a log with a higher bound wrote it): the file just
+            # written is not needed, and would be an orphan no row names.
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        # Retention may have removed the file since it was written; it deletes files
+        # only while holding the write lock, which we hold now.
+        if entry.image is not None and not path.exists():
+            self._write_file(path, entry.image)
+        if existing is None:
+            conn.execute(
+                "INSERT INTO images (sha256, path, byte_size, input_format, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (entry.sha256, rel, entry.byte_size, entry.input_format, _ts(utc_now())),
+            )
 
     def label(
         self,
@@ -662,33 +726,52 @@ class SqliteImageLog(ImageLog):
 
     def image(self, sha256: str) -> bytes | None:
         with self._read() as conn:
-            row = conn.execute("SELECT path FROM images WHERE sha256 = ?", (sha256,)).fetchone()
+            row = conn.execute(
+                "SELECT path, data FROM images WHERE sha256 = ?", (sha256,)
+            ).fetchone()
         if row is None:
             return None
+        rel, data = row
+        if data is not None:
+            return bytes(data)
         try:
-            return (self.data_dir / row[0]).read_bytes()
+            return (self.data_dir / rel).read_bytes()
         except OSError as exc:
             raise StorageError(f"image {sha256} is indexed but unreadable: {exc}") from exc
 
     def labelled(self) -> Iterator[LabelledImage]:
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT r.request_id, f.label, f.labelled_at, r.sha256, i.path "
+            # In batches: the images held in rows come with them, and a log may hold many.
+            cursor = conn.execute(
+                "SELECT r.request_id, f.label, f.labelled_at, r.sha256, i.path, i.data "
                 "FROM requests r JOIN images i ON i.sha256 = r.sha256 "
                 "JOIN feedback f ON f.id = (SELECT max(id) FROM feedback "
                 "WHERE request_id = r.request_id AND coalesce(review, 'accepted') = 'accepted') "
                 "WHERE r.image_stored = 1 ORDER BY r.seq"
-            ).fetchall()
-        for request_id, label, labelled_at, sha256, rel in rows:
+            )
+            while rows := cursor.fetchmany(1000):
+                for request_id, label, labelled_at, sha256, rel, held in rows:
+                    data = self._labelled_bytes(request_id, sha256, rel, held)
+                    if data is not None:
+                        yield LabelledImage(request_id, label, _dt(labelled_at), sha256, data)
+
+    def _labelled_bytes(
+        self, request_id: str, sha256: str, rel: str, held: bytes | None
+    ) -> bytes | None:
+        """The image's bytes from its row or its file; None (and a warning) if unreadable or
+        not the image its hash names."""
+        if held is not None:
+            data = bytes(held)
+        else:
             try:
                 data = (self.data_dir / rel).read_bytes()
             except OSError as exc:
                 log.warning("labelled image %s of %s unreadable: %s", sha256, request_id, exc)
-                continue
-            if sha256_hex(data) != sha256:
-                log.warning("labelled image %s of %s is corrupt; skipped", sha256, request_id)
-                continue
-            yield LabelledImage(request_id, label, _dt(labelled_at), sha256, data)
+                return None
+        if sha256_hex(data) != sha256:
+            log.warning("labelled image %s of %s is corrupt; skipped", sha256, request_id)
+            return None
+        return data
 
     def count(self) -> int:
         with self._read() as conn:
@@ -766,7 +849,7 @@ class SqliteImageLog(ImageLog):
                         "RETURNING path",
                         (sha, sha),
                     ).fetchone()
-                    if row:
+                    if row and row[0] != NO_FILE:
                         with contextlib.suppress(FileNotFoundError):
                             (self.data_dir / row[0]).unlink()
                 gone += len(seqs)

@@ -28,3 +28,11 @@ def make_record(request_id: str, image: bytes, *, age_days: float = 0, digit: in
 
 def image(n: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + n.to_bytes(4, "big") * 8
+
+
+def large_image(n: int) -> bytes:
+    """Bytes over the SQLite log's default inline bound (a phone photo's size class): kept
+    as a file there, in the row in PostgreSQL."""
+    from imagelog.base import INLINE_MAX_BYTES
+
+    return b"\xff\xd8\xff\xe0" + n.to_bytes(4, "big") * (INLINE_MAX_BYTES // 4 + 64)

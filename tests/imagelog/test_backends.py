@@ -9,7 +9,7 @@ import pytest
 
 from imagelog import DuplicateRequestId, ImageLog, Retention
 from imagelog.base import TooManyLabels, sha256_hex, utc_now
-from tests.imagelog.samples import image, make_record
+from tests.imagelog.samples import image, large_image, make_record
 
 
 def test_a_record_reads_back_whole(log: ImageLog):
@@ -46,6 +46,39 @@ def test_a_retry_is_idempotent_and_a_reused_id_is_refused(log: ImageLog):
     with pytest.raises(DuplicateRequestId):
         log.record(make_record("same", image(2)))
     assert log.get("same").sha256 == sha256_hex(image(1))
+
+
+@pytest.mark.parametrize("sample", [image, large_image], ids=["small", "large"])
+def test_a_reused_id_keeps_none_of_its_image(log: ImageLog, sample):
+    # The refused record's image must not stay behind in the log (SQLite keeps a small
+    # image in the same transaction as its record, PostgreSQL every image).
+    log.record(make_record("same", sample(1)))
+    with pytest.raises(DuplicateRequestId):
+        log.record(make_record("same", sample(2)))
+    assert log.image(sha256_hex(sample(2))) is None
+    assert log.image_count() == 1
+    assert log.image_bytes() == len(sample(1))
+
+
+def test_large_and_small_images_read_back_alike(log: ImageLog):
+    """SQLite keeps the small in their row and the large as files; every reader takes both."""
+    log.record(make_record("large", large_image(1), age_days=40))
+    log.record(make_record("small", image(2), age_days=40))
+    log.record(make_record("large-again", large_image(1)))
+    assert log.get("large").image_stored and log.get("small").image_stored
+    assert log.image(sha256_hex(large_image(1))) == large_image(1)
+    assert log.image(sha256_hex(image(2))) == image(2)
+    log.label("large", 1)
+    log.label("small", 2, hold=True)
+    (held,) = log.held()
+    log.review(held.id, accept=True)
+    exported = [(item.request_id, item.label, item.image) for item in log.labelled()]
+    assert exported == [("large", 1, large_image(1)), ("small", 2, image(2))]
+    log.retention = Retention(max_age_days=30, keep_labelled=False)
+    assert log.apply_retention() == 2
+    assert log.image(sha256_hex(image(2))) is None
+    assert log.image(sha256_hex(large_image(1))) == large_image(1)  # "large-again" uses it
+    assert log.image_count() == 1
 
 
 def test_labels_replace_and_keep_their_history(log: ImageLog):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from imagelog import StorageError, StorageTimeout
+from imagelog import Retention, StorageError, StorageTimeout
 from imagelog.base import Deadline, DuplicateRequestId, sha256_hex
 from imagelog.sqlite import (
     _MIGRATIONS,
@@ -23,7 +23,7 @@ from imagelog.sqlite import (
     SqliteImageLog,
     _Pending,
 )
-from tests.imagelog.samples import image, make_record
+from tests.imagelog.samples import image, large_image, make_record
 
 
 @pytest.fixture
@@ -33,11 +33,11 @@ def log(tmp_path: Path):
     log.close()
 
 
-def test_images_are_files_named_by_their_hash(log: SqliteImageLog):
-    log.record(make_record("a", image(1)))
-    sha = sha256_hex(image(1))
+def test_large_images_are_files_named_by_their_hash(log: SqliteImageLog):
+    log.record(make_record("a", large_image(1)))
+    sha = sha256_hex(large_image(1))
     path = log.data_dir / "images" / sha[:2] / f"{sha[2:]}.png"
-    assert path.read_bytes() == image(1)
+    assert path.read_bytes() == large_image(1)
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left over
 
 
@@ -54,21 +54,21 @@ def test_a_full_disk_is_a_storage_error_and_leaves_no_trace(log: SqliteImageLog,
 
     monkeypatch.setattr("imagelog.sqlite.os.fsync", no_space)
     with pytest.raises(StorageError, match="No space left"):
-        log.record(make_record("a", image(1)))
+        log.record(make_record("a", large_image(1)))
     monkeypatch.undo()
     assert log.count() == 0
     assert [p for p in (log.data_dir / "images").rglob("*") if p.is_file()] == []
-    log.record(make_record("a", image(1)))  # the disk has room again
+    log.record(make_record("a", large_image(1)))  # the disk has room again
     assert log.count() == 1
 
 
 def test_a_missing_file_is_written_again_by_the_next_request_for_it(log: SqliteImageLog):
-    log.record(make_record("a", image(1)))
-    sha = sha256_hex(image(1))
+    log.record(make_record("a", large_image(1)))
+    sha = sha256_hex(large_image(1))
     path = log.data_dir / "images" / sha[:2] / f"{sha[2:]}.png"
     path.unlink()
-    log.record(make_record("b", image(1)))
-    assert path.read_bytes() == image(1)
+    log.record(make_record("b", large_image(1)))
+    assert path.read_bytes() == large_image(1)
 
 
 def test_an_unusable_data_dir_fails_writes_until_it_is_usable(tmp_path: Path):
@@ -152,9 +152,9 @@ def _old_file(path: Path, data: bytes, age_seconds: float = 7200) -> Path:
 def test_sweep_removes_only_old_files_no_record_refers_to(log: SqliteImageLog):
     """A killed worker leaves .tmp- files and image files whose row never committed."""
     images = log.data_dir / "images"
-    log.record(make_record("kept", image(1)))
-    sha = sha256_hex(image(1))
-    _old_file(images / sha[:2] / f"{sha[2:]}.png", image(1))  # recorded, now old
+    log.record(make_record("kept", large_image(1)))
+    sha = sha256_hex(large_image(1))
+    _old_file(images / sha[:2] / f"{sha[2:]}.png", large_image(1))  # recorded, now old
     orphan_sha = sha256_hex(image(2))
     orphan = _old_file(images / orphan_sha[:2] / f"{orphan_sha[2:]}.png", image(2))
     half_written = _old_file(images / sha[:2] / ".tmp-abc123", b"partial")
@@ -168,7 +168,7 @@ def test_sweep_removes_only_old_files_no_record_refers_to(log: SqliteImageLog):
     assert log.sweep() == 2
     assert not orphan.exists() and not half_written.exists()
     assert young_tmp.exists() and young_orphan.exists()
-    assert log.image(sha) == image(1)  # the recorded image stays
+    assert log.image(sha) == large_image(1)  # the recorded image stays
 
 
 def test_sweep_runs_at_most_once_a_day(log: SqliteImageLog):
@@ -243,3 +243,236 @@ def test_the_probe_fails_when_the_disk_cannot_take_a_file(tmp_path: Path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("refused:"), out.stdout
     assert "File too large" in out.stdout
+
+
+# -- small images in their row --------------------------------------------------------------
+
+
+def _row(log: SqliteImageLog, data: bytes) -> tuple[str, bytes | None]:
+    conn = sqlite3.connect(log.db_path)
+    try:
+        return conn.execute(
+            "SELECT path, data FROM images WHERE sha256 = ?", (sha256_hex(data),)
+        ).fetchone()
+    finally:
+        conn.close()
+
+
+def test_a_small_image_is_kept_in_its_row_and_leaves_no_file(log: SqliteImageLog):
+    log.record(make_record("small", image(1)))
+    assert _image_files(log) == []
+    assert _row(log, image(1)) == ("", image(1))
+    assert log.get("small").image_stored is True
+    assert log.image(sha256_hex(image(1))) == image(1)
+    log.record(make_record("large", large_image(2)))
+    (path,) = _image_files(log)
+    assert path.read_bytes() == large_image(2)
+    rel, data = _row(log, large_image(2))
+    assert data is None and log.data_dir / rel == path
+    assert log.image(sha256_hex(large_image(2))) == large_image(2)
+    assert log.image_bytes() == len(image(1)) + len(large_image(2))
+
+
+def test_the_bound_is_a_setting_and_inclusive(tmp_path: Path):
+    from imagelog import ImageLogConfig, open_image_log
+
+    size = len(image(1))
+    for bound, files in ((0, 1), (size - 1, 1), (size, 0)):
+        config = ImageLogConfig(data_dir=tmp_path / f"b{bound}", image_inline_max_bytes=bound)
+        with open_image_log(config) as opened:
+            assert isinstance(opened, SqliteImageLog)
+            opened.record(make_record("a", image(1)))
+            assert len(_image_files(opened)) == files, bound
+            assert opened.image(sha256_hex(image(1))) == image(1)
+    with pytest.raises(ValueError):
+        ImageLogConfig(image_inline_max_bytes=-1)
+
+
+def test_every_reader_takes_row_and_file_images_alike(log: SqliteImageLog):
+    # Labelled export, retention (by age, then by the byte quota), review: both kinds.
+    log.record(make_record("small-old", image(1), age_days=40))
+    log.record(make_record("large-old", large_image(2), age_days=40))
+    log.record(make_record("small", image(3)))
+    log.record(make_record("large", large_image(4)))
+    for rid, label in (("small-old", 1), ("small", 3), ("large", 4)):
+        log.label(rid, label)
+    exported = {item.request_id: item.image for item in log.labelled()}
+    assert exported == {"small-old": image(1), "small": image(3), "large": large_image(4)}
+    log.retention = Retention(max_age_days=30)
+    assert log.apply_retention() == 1  # large-old: its file goes with it
+    assert log.image(sha256_hex(large_image(2))) is None
+    assert [p.read_bytes() for p in _image_files(log)] == [large_image(4)]
+    log.retention = Retention(max_age_days=30, keep_labelled=False)
+    assert log.apply_retention() == 1  # small-old: its row held the image
+    assert log.image(sha256_hex(image(1))) is None
+    assert log.image_count() == 2
+
+
+def test_a_corrupt_row_image_is_not_exported(log: SqliteImageLog):
+    log.record(make_record("a", image(1)))
+    log.label("a", 3)
+    conn = sqlite3.connect(log.db_path, isolation_level=None)
+    conn.execute("UPDATE images SET data = ?", (b"bit rot",))
+    conn.close()
+    assert list(log.labelled()) == []
+
+
+def test_an_image_kept_as_a_file_stays_one_and_a_lost_file_moves_into_the_row(tmp_path: Path):
+    files_only = SqliteImageLog(tmp_path / "data", inline_max_bytes=0)  # e.g. an older log
+    files_only.record(make_record("a", image(1)))
+    (path,) = _image_files(files_only)
+    files_only.close()
+    log = SqliteImageLog(tmp_path / "data")
+    try:
+        log.record(make_record("b", image(1)))  # the file is there: it stays the copy
+        assert _row(log, image(1))[1] is None and path.exists()
+        path.unlink()  # lost (a disk's fault): the next request for the image restores it
+        log.record(make_record("c", image(1)))
+        assert _row(log, image(1)) == ("", image(1))
+        assert log.image(sha256_hex(image(1))) == image(1)
+        assert log.image_count() == 1
+    finally:
+        log.close()
+
+
+def test_an_image_in_a_row_leaves_no_file_from_a_log_with_a_lower_bound(tmp_path: Path):
+    log = SqliteImageLog(tmp_path / "data")
+    lower = SqliteImageLog(tmp_path / "data", inline_max_bytes=0)  # a worker configured so
+    try:
+        log.record(make_record("a", image(1)))
+        lower.record(make_record("b", image(1)))
+        assert _image_files(log) == []
+        assert lower.image(sha256_hex(image(1))) == image(1)
+    finally:
+        lower.close()
+        log.close()
+
+
+def test_sweep_removes_a_file_whose_image_is_in_its_row(log: SqliteImageLog):
+    log.record(make_record("a", image(1)))
+    sha = sha256_hex(image(1))
+    stray = _old_file(log.images_dir / sha[:2] / f"{sha[2:]}.png", image(1))
+    assert log.sweep() == 1 and not stray.exists()
+    assert log.image(sha) == image(1)
+
+
+_OLD_SCHEMA_VERSION = 3  # the last schema without images.data
+
+
+def test_a_database_of_the_old_schema_migrates_on_open(tmp_path: Path):
+    data = tmp_path / "data"
+    sha = sha256_hex(image(1))
+    rel = f"images/{sha[:2]}/{sha[2:]}.png"
+    (data / rel).parent.mkdir(parents=True)
+    (data / rel).write_bytes(image(1))
+    conn = sqlite3.connect(data / DB_NAME, isolation_level=None)
+    for script in _MIGRATIONS[:_OLD_SCHEMA_VERSION]:
+        conn.executescript(script)
+    conn.execute(f"PRAGMA user_version = {_OLD_SCHEMA_VERSION}")
+    conn.execute(
+        "INSERT INTO images (sha256, path, byte_size, input_format, created_at) "
+        "VALUES (?, ?, ?, 'PNG', '2026-11-01T00:00:00.000000+00:00')",
+        (sha, rel, len(image(1))),
+    )
+    conn.execute(
+        "INSERT INTO requests (request_id, created_at, sha256, image_stored, byte_size, "
+        "input_format, width, height, digit, confidence, probabilities, model_name, "
+        "model_version) VALUES ('old', '2026-11-01T00:00:00.000000+00:00', ?, 1, ?, 'PNG', "
+        "28, 28, 3, 0.9, '[0.1]', 'digits', '1')",
+        (sha, len(image(1))),
+    )
+    assert "data" not in {row[1] for row in conn.execute("PRAGMA table_info(images)")}
+    conn.close()
+
+    log = SqliteImageLog(data)
+    try:
+        columns = {row[1] for row in log._conn.execute("PRAGMA table_info(images)")}
+        assert "data" in columns
+        assert log._conn.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
+        assert log.image(sha) == image(1)  # the old file is read as before
+        log.label("old", 7)
+        assert [(i.request_id, i.image) for i in log.labelled()] == [("old", image(1))]
+        log.record(make_record("new", image(2)))
+        assert _row(log, image(2)) == ("", image(2))
+        assert [p.name for p in _image_files(log)] == [f"{sha[2:]}.png"]
+        log.retention = Retention(max_age_days=1, keep_labelled=False)
+        assert log.apply_retention() == 1
+        assert _image_files(log) == []  # the old record's file went with it
+    finally:
+        log.close()
+
+
+# Records small images until killed; prints each request id once record() has returned
+# (the moment the service would answer).
+_WRITER = """
+import sys
+from imagelog.sqlite import SqliteImageLog
+from tests.imagelog.samples import image, make_record
+log = SqliteImageLog(sys.argv[1])
+n = 0
+while True:
+    log.record(make_record(f"r{n}", image(n)))
+    print(f"r{n}", flush=True)
+    n += 1
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_every_answered_record_with_its_image(tmp_path: Path):
+    data = tmp_path / "data"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(data)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    answered = [writer.stdout.readline().strip() for _ in range(200)]
+    writer.kill()  # SIGKILL: wherever it was, mid-transaction or not
+    writer.wait()
+    log = SqliteImageLog(data)
+    try:
+        records = {r.request_id: r for r in log.records()}
+        assert set(answered) <= set(records)
+        for record in records.values():  # none points at a missing or partial image
+            assert sha256_hex(log.image(record.sha256)) == record.sha256
+        assert _image_files(log) == []
+    finally:
+        log.close()
+
+
+_FULL_DISK_ROW = """
+import os, resource, signal, sys
+from imagelog import StorageError
+from imagelog.sqlite import DB_NAME, SqliteImageLog
+from tests.imagelog.samples import image, make_record
+log = SqliteImageLog(sys.argv[1])
+log.record(make_record("before", image(1)))
+wal = os.path.getsize(os.path.join(sys.argv[1], DB_NAME + "-wal"))
+# No file of this process may grow past the WAL's size now (EFBIG, as a full disk's
+# ENOSPC): the next commit's frames cannot be appended.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (wal, resource.RLIM_INFINITY))
+try:
+    log.record(make_record("during", image(2)))
+    print("ok")
+except StorageError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_a_full_disk_refuses_a_small_image_and_keeps_neither_it_nor_its_record(tmp_path: Path):
+    out = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_ROW, str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused:"), out.stdout
+    log = SqliteImageLog(tmp_path / "data")
+    try:
+        assert [r.request_id for r in log.records()] == ["before"]
+        assert log.image(sha256_hex(image(2))) is None
+        assert log.image(sha256_hex(image(1))) == image(1)
+    finally:
+        log.close()
