@@ -50,9 +50,7 @@ class Registry:
     def create(cls, root: Path) -> Registry:
         from mlflow import MlflowClient
 
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(_blank_database().name) / BLANK_DB, root / "mlflow.db")
-        uri = f"sqlite:///{root / 'mlflow.db'}"
+        uri = blank_tracking_database(root / "mlflow.db")
         MlflowClient(tracking_uri=uri).create_experiment(
             "digits", artifact_location=(root / "mlruns").as_uri()
         )
@@ -78,6 +76,15 @@ class Registry:
 
 
 BLANK_DB = "blank.db"
+
+
+def blank_tracking_database(path: Path) -> str:
+    """An empty MLflow tracking database at ``path`` (a copy of :func:`_blank_database`'s),
+    as its sqlite URI: what a fresh ``sqlite:///`` URI gives, without running MLflow's
+    migrations again (seconds each time)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(_blank_database().name) / BLANK_DB, path)
+    return f"sqlite:///{path}"
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from pyfunc.contract import FAMILY_METADATA
 from pyfunc.loading import load_version
 from pyfunc.preprocess import pre_process
 from pyfunc.sklearn_family import SKLEARN_ARTIFACT, SklearnDigitModel
+from tests.support import blank_tracking_database
 from training.data import Mnist
 from training.families import svm
 from training.register import input_example, log_family, pip_requirements
@@ -42,7 +43,7 @@ def test_a_family_is_logged_with_its_name_signature_and_example_and_loads_back(
     fitted = svm.pipeline(20, 10.0, 0).fit(x, mnist.y_train[:600])
     path = tmp_path / "svm.joblib"
     joblib.dump({"pipeline": fitted, "temperature": 0.5}, path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = blank_tracking_database(tmp_path / "mlflow.db")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:

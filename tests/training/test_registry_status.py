@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import blank_tracking_database
 from training import registry_status
 
 
 @pytest.fixture
 def empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = blank_tracking_database(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
 
