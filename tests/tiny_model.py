@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 import pyfunc
-from pyfunc.contract import DigitPyfunc, InputSpec, images_of
+from pyfunc.contract import THREADS_CONFIG, DigitPyfunc, InputSpec, images_of
 from pyfunc.preprocess import Limits, pre_process
 
 MODEL_NAME = "digits"
@@ -158,6 +158,9 @@ def register_model(
             python_model=model,
             artifacts=artifacts,
             code_paths=[str(Path(pyfunc.__file__).parent)],
+            # As training logs it (training/register.py): the loader sets the thread count,
+            # and a load need not rewrite the MLmodel to declare the key.
+            model_config={THREADS_CONFIG: 0},
             signature=signature(),
             metadata=model.metadata(),
             # Given, so MLflow does not load the model in a subprocess to infer them.
