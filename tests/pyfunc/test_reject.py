@@ -12,7 +12,6 @@ from PIL import Image
 from pyfunc.errors import NoDigit
 from pyfunc.model import ONNX_ARTIFACT, DigitModel
 from pyfunc.reject import REJECT_ARTIFACT, Refused, Rejector, load, ranked
-from tests import tiny_model
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -43,15 +42,14 @@ class _Context:
 
 
 @pytest.fixture(scope="module")
-def model(mnist, tmp_path_factory) -> DigitModel:
+def model(tiny_onnx, tmp_path_factory) -> DigitModel:
     """The tiny real ONNX model with the ink rejector as its artifact, loaded as MLflow
     loads a version."""
     root = tmp_path_factory.mktemp("reject")
-    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, root / "tiny.onnx")
     rejector_path = _ink_rejector().save(root / "rejector.npz")
     digit_model = DigitModel()
     digit_model.load_context(
-        _Context({ONNX_ARTIFACT: str(onnx_path), REJECT_ARTIFACT: str(rejector_path)})
+        _Context({ONNX_ARTIFACT: str(tiny_onnx), REJECT_ARTIFACT: str(rejector_path)})
     )
     return digit_model
 

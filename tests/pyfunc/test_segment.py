@@ -13,7 +13,6 @@ from PIL import Image, ImageDraw
 from pyfunc import preprocess, segment
 from pyfunc.errors import MultipleDigits, NoDigit
 from pyfunc.model import ONNX_ARTIFACT, DigitModel
-from tests import tiny_model
 from training import numbers
 
 
@@ -189,13 +188,12 @@ def test_a_zero_cut_out_of_a_number_reaches_the_model_hollow(mnist):
 
 
 @pytest.fixture(scope="module")
-def tiny(mnist, tmp_path_factory) -> DigitModel:
+def tiny(tiny_onnx) -> DigitModel:
     """The tests' tiny real model (tests/tiny_model.py), loaded as MLflow loads a version."""
-    path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, tmp_path_factory.mktemp("t") / "m")
 
     class Context:
         def __init__(self) -> None:
-            self.artifacts = {ONNX_ARTIFACT: str(path)}
+            self.artifacts = {ONNX_ARTIFACT: str(tiny_onnx)}
             self.model_config: dict = {}
 
     model = DigitModel()

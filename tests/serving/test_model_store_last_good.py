@@ -24,11 +24,11 @@ LEAKS = ("Traceback", "SELECT", "sqlite", "mlruns", "/tmp", "File ")
 
 
 @pytest.fixture
-def reg(tmp_path: Path, mnist) -> Registry:
-    """A registry of its own (the test breaks it): tiny v1 in Production."""
+def reg(tmp_path: Path, tiny_onnx: Path) -> Registry:
+    """A registry of its own (the test breaks it): tiny v1 in Production (the session's
+    fitted graph: registering copies it into the run's artifacts)."""
     reg = Registry.create(tmp_path / "registry")
-    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
-    tiny_model.register(reg.tracking_uri, onnx_path)
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
     return reg
 
 

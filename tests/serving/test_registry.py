@@ -46,11 +46,10 @@ def _register(reg: Registry, onnx_path: Path, model_config: dict | None) -> regi
 
 
 @pytest.fixture(scope="module")
-def versions(tmp_path_factory, mnist) -> tuple[Registry, registry.ModelRef, registry.ModelRef]:
+def versions(tmp_path_factory, tiny_onnx) -> tuple[Registry, registry.ModelRef, registry.ModelRef]:
     reg = Registry.create(tmp_path_factory.mktemp("threads-registry"))
-    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
-    current = _register(reg, onnx_path, {digit_model.THREADS_CONFIG: 0})
-    old = _register(reg, onnx_path, None)
+    current = _register(reg, tiny_onnx, {digit_model.THREADS_CONFIG: 0})
+    old = _register(reg, tiny_onnx, None)
     return reg, current, old
 
 
