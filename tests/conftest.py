@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
+from pyfunc import loading
 from tests import tiny_model
 from tests.support import PROJECT_ROOT, Registry, database_url_for_tests, postgres_schema
 from training.data import Mnist, load_mnist
@@ -133,12 +137,54 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Path:
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory, tiny_onnx: Path) -> Registry:
+def registry(tmp_path_factory: pytest.TempPathFactory, tiny_onnx: Path) -> Iterator[Registry]:
     """A fresh sqlite registry whose Production `digits` (version 1) is the tiny model,
-    logged and promoted in this process in a few seconds."""
+    logged and promoted in this process in a few seconds.
+
+    Nothing writes to it, so each version is loaded from it once per test process: about
+    two hundred apps are created on it, and loading took most of each app's creation
+    (0.1-0.3 s: the registry's lookups, the download, MLflow's check of the installed
+    packages). Loading itself is tested on registries of their own (tests/serving/
+    test_registry.py, test_model_store_last_good.py, test_families.py)."""
     reg = Registry.create(tmp_path_factory.mktemp("registry"))
     tiny_model.register(reg.tracking_uri, tiny_onnx)
-    return reg
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            loading,
+            "load_version",
+            _loaded_once(reg.tracking_uri, loading.load_version, tmp_path_factory.mktemp("loaded")),
+        )
+        yield reg
+
+
+def _loaded_once(tracking_uri: str, load: Callable[..., Any], kept: Path) -> Callable[..., Any]:
+    """``load`` (pyfunc.loading.load_version), each version of the registry at
+    ``tracking_uri`` loaded once and the same model object given to every later caller;
+    ``keep`` is called each time, with a copy of the first download. Other registries go
+    to ``load``."""
+    models: dict[tuple[str, str, int], Any] = {}
+
+    def load_version(
+        uri: str,
+        name: str,
+        version: str,
+        threads: int = 0,
+        keep: Callable[[Path], None] | None = None,
+        work_dir: Path | None = None,
+    ) -> Any:
+        if uri != tracking_uri:
+            return load(uri, name, version, threads, keep, work_dir)
+        key = (name, version, threads)
+        copy = kept / f"{name}-{version}-{threads}"
+        if key not in models:
+            models[key] = load(
+                uri, name, version, threads, lambda path: shutil.copytree(path, copy), work_dir
+            )
+        if keep is not None:
+            keep(copy)
+        return models[key]
+
+    return load_version
 
 
 @pytest.fixture(scope="session")
