@@ -14,6 +14,8 @@ from dataclasses import replace
 
 import psycopg
 
+import imagelog.postgres
+import imagelog.sqlite
 from imagelog import ImageLog, ImageLogConfig, Retention, StorageTimeout
 from imagelog.base import PROBE_TIMEOUT, sha256_hex
 from imagelog.sqlite import LOCK_NAME, SqliteImageLog
@@ -63,27 +65,35 @@ def _timed(call) -> tuple[float, BaseException | None]:
 
 
 def test_a_held_store_fails_writes_within_the_timeout(open_log, image_log_config):
-    log = open_log(storage_timeout_seconds=1.0)
+    log = open_log(storage_timeout_seconds=0.5)
     log.record(make_record("before", image(1)))
     with store_held(log, image_log_config):
         took, error = _timed(lambda: log.record(make_record("during", image(2))))
         assert isinstance(error, StorageTimeout), error
-        assert 0.8 < took < 2.0
+        assert 0.4 < took < 1.5
         took, error = _timed(lambda: log.label("before", 4))
         assert isinstance(error, StorageTimeout), error
-        assert took < 2.0
+        assert took < 1.5
     log.record(make_record("after", image(3)))  # released: writes go through again
     assert log.label("before", 4) is True
     assert {r.request_id for r in log.records()} == {"before", "after"}
 
 
-def test_the_probe_fails_on_a_held_store_within_its_own_patience(open_log, image_log_config):
+def test_the_probe_fails_on_a_held_store_within_its_own_patience(
+    open_log, image_log_config, monkeypatch
+):
+    # A shorter patience than PROBE_TIMEOUT's 2 s, set where each backend reads it: the
+    # probe still gives up on its own, far within the calls' 10 s.
+    patience = 0.5
+    assert patience < PROBE_TIMEOUT
+    for module in (imagelog.sqlite, imagelog.postgres):
+        monkeypatch.setattr(module, "PROBE_TIMEOUT", patience)
     log = open_log(storage_timeout_seconds=10.0)
     log.check()
     with store_held(log, image_log_config):
         took, error = _timed(log.check)
         assert isinstance(error, StorageTimeout), error
-        assert took < PROBE_TIMEOUT + 1.0
+        assert took < patience + 1.0
     log.check()
 
 
@@ -158,9 +168,11 @@ def test_at_most_max_inflight_calls_wait_inside_the_store(open_log, image_log_co
             t.start()
         time.sleep(0.5)
         inside.append(len(log.guard._inflight))
-        for t in threads:
-            t.join(timeout=10)
-    assert inside == [2]  # the other two wait outside, holding no connection or lock
+    # Released (rather than left to run out of time): all four go through.
+    for t in threads:
+        t.join(timeout=10)
+    assert inside == [2]  # the other two waited outside, holding no connection or lock
+    assert log.count() == 5
 
 
 def _sized(n: int, size: int) -> bytes:
@@ -210,9 +222,6 @@ def test_default_retention_is_ninety_days_and_a_quota(open_log):
 
 
 def test_retention_deletes_in_batches_that_each_commit(log: ImageLog, monkeypatch):
-    import imagelog.postgres
-    import imagelog.sqlite
-
     for module in (imagelog.sqlite, imagelog.postgres):
         monkeypatch.setattr(module, "RETENTION_BATCH", 3)
     for n in range(8):
