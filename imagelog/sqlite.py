@@ -604,22 +604,19 @@ class SqliteImageLog(ImageLog):
                 raise DuplicateRequestId(entry.request_id)
 
     def _insert_inline(self, conn: sqlite3.Connection, entry: Record) -> None:
-        """The image in its row, unless a row holds it already (the usual case for a
-        repeated image: one lookup, no write)."""
-        inserted = conn.execute(
-            "INSERT INTO images (sha256, path, byte_size, input_format, created_at, data) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-            (entry.sha256, NO_FILE, entry.byte_size, entry.input_format, _ts(utc_now()),
-             entry.image),
-        ).rowcount  # fmt: skip
-        if inserted:
-            return
-        # Stored as a file (by a log with a lower bound, or before the data column): keep
-        # the file while it is there; one lost since moves into the row.
-        (rel,) = conn.execute(
-            "SELECT path FROM images WHERE sha256 = ?", (entry.sha256,)
-        ).fetchone()
-        if rel != NO_FILE and not (self.data_dir / rel).exists():
+        """The image in its row, unless a row holds it already (a repeated image: one
+        lookup, no write)."""
+        row = conn.execute("SELECT path FROM images WHERE sha256 = ?", (entry.sha256,)).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO images (sha256, path, byte_size, input_format, created_at, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (entry.sha256, NO_FILE, entry.byte_size, entry.input_format, _ts(utc_now()),
+                 entry.image),
+            )  # fmt: skip
+        elif row[0] != NO_FILE and not (self.data_dir / row[0]).exists():
+            # Stored as a file (by a log with a lower bound, or before the data column): the
+            # file stays the copy while it is there; one lost since moves into the row.
             conn.execute(
                 "UPDATE images SET data = ?, path = ? WHERE sha256 = ?",
                 (entry.image, NO_FILE, entry.sha256),
