@@ -28,7 +28,8 @@ from training.data import Mnist, load_mnist
 
 # `make test-fast`: everything but the slow tier, in which TensorFlow is too (importing it
 # alone takes seconds). These modules import it as they are collected, before their
-# ``integration`` mark can be read, so that selection leaves them uncollected.
+# ``integration`` mark can be read, so that selection leaves them uncollected, and
+# tests/integration/ with them.
 FAST_TIER = "not integration"
 TENSORFLOW_MODULES = (
     "training/test_augment.py",
@@ -47,7 +48,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     if config.option.markexpr == FAST_TIER and collection_path.is_relative_to(TESTS):
-        return collection_path.relative_to(TESTS).as_posix() in TENSORFLOW_MODULES or None
+        relative = collection_path.relative_to(TESTS).as_posix()
+        # tests/integration/ is all slow tier (its conftest marks every test there):
+        # importing its modules only to deselect them cost each worker half a second.
+        if relative == "integration" or relative in TENSORFLOW_MODULES:
+            return True
     return None
 
 
