@@ -26,6 +26,7 @@ _SHEET_AREA = (0.05, 0.97)  # share of the frame the sheet covers
 _SHEET_SOLIDITY = 0.9  # area / convex hull area: a sheet is convex
 _SHEET_WIDE = 0.12  # inscribed radius / longest extent: a sheet, not a stroke
 _SIDE_TURN = math.radians(12)  # hull edges within this of a side's direction continue it
+_SAME_SIDE = math.radians(30)  # sides this close in direction are one edge, bent (no corner)
 _SIDE_LENGTH = 0.2  # a side is at least this share of the sheet's longer extent
 _STRAIGHT_SHARE = 0.75  # share of the sheet's outline (off the frame) on straight sides
 _STEP_SHARE = 0.5  # the edge is a step: across 2 px the grey changes this share of the gap
@@ -87,28 +88,35 @@ def _sides(region: np.ndarray, hull: ConvexHull) -> tuple[int, float]:
         if on_frame[i] or on_frame[i - 1] or abs(_wrap(angle[i] - angle[i - 1])) > _SIDE_TURN
     ]
     start = turns[0] if turns else 0
-    runs: list[float] = []
-    run_len, run_dir = 0.0, None
+    runs: list[tuple[float, float]] = []  # (length, direction of its first edge)
+    run_len, run_dir = 0.0, 0.0
     for k in range(n):
         i = (start + k) % n
         if on_frame[i]:
             if run_len:
-                runs.append(run_len)
-            run_len, run_dir = 0.0, None
+                runs.append((run_len, run_dir))
+            run_len = 0.0
             continue
-        if run_dir is None or abs(_wrap(angle[i] - run_dir)) > _SIDE_TURN:
+        if not run_len or abs(_wrap(angle[i] - run_dir)) > _SIDE_TURN:
             if run_len:
-                runs.append(run_len)
-            run_len, run_dir = 0.0, angle[i]
+                runs.append((run_len, run_dir))
+            run_len, run_dir = 0.0, float(angle[i])
         run_len += float(length[i])
     if run_len:
-        runs.append(run_len)
+        runs.append((run_len, run_dir))
     outline = float(length[~on_frame].sum())
     if outline <= 0:
         return 0, 0.0
     extent = float(max(np.ptp(v[:, 0]), np.ptp(v[:, 1])))
-    sides = [r for r in runs if r >= _SIDE_LENGTH * extent]
-    return len(sides), sum(sides) / outline
+    sides = [(r, d) for r, d in runs if r >= _SIDE_LENGTH * extent]
+    # A shadow's edge bent by the digit on it, or by light falling off, turns by a little
+    # more than a side's allowance and came out as two sides, i.e. a sheet's corner: a
+    # corner (or a strip's other edge) turns by far more. Sides in one direction count once.
+    directions: list[float] = []
+    for _, d in sorted(sides, reverse=True):
+        if all(abs(_wrap(d - k)) > _SAME_SIDE for k in directions):
+            directions.append(d)
+    return len(directions), sum(r for r, _ in sides) / outline
 
 
 def _wrap(a: float) -> float:
@@ -265,6 +273,8 @@ _SHADE_WINDOW = 0.16  # of the shorter side: wider than any stroke, narrower tha
 _SHADE_LEVEL = 0.05  # background this much darker than the smooth fit says ...
 _SHADE_SHARE = 0.03  # ... over this share of the picture: a shadow edge the fit cannot follow
 _SHADE_FRAME = 0.1  # ... and this share of its border
+_SHADE_CAP = 0.05  # shade is no darker than this beyond the darkest shade at the frame
+_FRAME_MARK = 0.3  # a mark at the frame smaller than this share of the largest is shadow
 # Pre-checks on reduced copies use their bars times this: a reduced copy blurs what it
 # measures, and a missed shadow or ruling costs accuracy where a false alarm costs only time.
 _PRECHECK = 0.6
@@ -290,8 +300,34 @@ def shade(raw: np.ndarray, background: np.ndarray | float) -> np.ndarray | float
     opened = ndimage.grey_opening(raw, size=(k, k), mode="mirror")
     if not _shaded(opened, background):
         return background
+    # A bold stroke's blob (the loop of a felt-tip 8) is wider than the window and kept as
+    # if it were shade, hollowing the stroke. A shadow is cast from outside the picture, so
+    # its darkest part reaches the frame, where the ink does not: cap the opening there.
+    opened = np.minimum(opened, _frame_values(opened).max() + np.float32(_SHADE_CAP))
     # The opening is blocky on noisy paper: smooth it over a fraction of its window.
     return ndimage.uniform_filter(opened, max(3, k // 4), mode="mirror")
+
+
+def drop_frame_marks(ink: np.ndarray, level: float) -> np.ndarray:
+    """``ink`` without the small marks that touch the frame, for a picture with a shadow.
+
+    Where a shadow's wedge runs narrow into the frame the opening cannot follow it, and its
+    tip is left as a speck at the frame; in the crop it shrinks the digit to a corner. A
+    mark at the frame smaller than :data:`_FRAME_MARK` of the largest (pixels at ``level``
+    of the peak and above, as the crop counts them) is dropped with its soft rim.
+    """
+    core = ink >= np.float32(level * float(ink.max()))
+    labels, count = ndimage.label(core, structure=np.ones((3, 3), dtype=bool))
+    if count < 2:
+        return ink
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    at_frame = np.unique(_frame_values(labels))
+    small = at_frame[(at_frame > 0) & (sizes[at_frame] < _FRAME_MARK * sizes.max())]
+    if not small.size:
+        return ink
+    marks = ndimage.binary_dilation(np.isin(labels, small), iterations=2)
+    return np.where(marks, np.float32(0), ink)
 
 
 def _shaded(opened: np.ndarray, background: np.ndarray | float, scale: float = 1.0) -> bool:

@@ -23,7 +23,7 @@ from scipy import ndimage
 from pyfunc import budget
 from pyfunc.encoding import b64decode
 from pyfunc.errors import ImageError, ImageTooLarge, NoDigit, UnsupportedFormat
-from pyfunc.paper import explain_blank, find_page, remove_rulings, shade
+from pyfunc.paper import drop_frame_marks, explain_blank, find_page, remove_rulings, shade
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -563,7 +563,8 @@ def _surface_terms(y: np.ndarray, x: np.ndarray, *, quadratic: bool) -> np.ndarr
 
 def _flatten(raw: np.ndarray) -> np.ndarray:
     """Remove uneven background, then the noise floor, keeping soft stroke edges."""
-    background = shade(raw, _background(raw))
+    fit = _background(raw)
+    background = shade(raw, fit)
     flat = isinstance(background, float) and background == 0
     resid = raw if flat else (raw - background).astype(np.float32)
     # The noise floor is taken where noise is even: before the headroom division below.
@@ -580,6 +581,8 @@ def _flatten(raw: np.ndarray) -> np.ndarray:
         # darker. Dividing by the headroom above the background evens that out.
         headroom = np.maximum(np.float32(1) - background, np.float32(0.25))
         resid = np.clip(resid / headroom, 0.0, 1.0)
+    if background is not fit:
+        resid = drop_frame_marks(resid, _CORE_FRACTION)
     return resid.astype(np.float32)
 
 
