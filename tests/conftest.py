@@ -21,10 +21,12 @@ import pytest
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
-from pyfunc import loading
-from tests import tiny_model
 from tests.support import PROJECT_ROOT, Registry, database_url_for_tests, postgres_schema
 from training.data import Mnist, load_mnist
+
+# MLflow (through tests/tiny_model.py and pyfunc) is imported by the fixtures that use it,
+# not here: pytest's main process reads this file before it starts the xdist workers and
+# has no use for it (1.5-2.5 s of imports before any worker starts).
 
 # `make test-fast`: everything but the slow tier, in which TensorFlow is too (importing it
 # alone takes seconds). These modules import it as they are collected, before their
@@ -137,6 +139,8 @@ def seed_png(mnist: Mnist) -> bytes:
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Path:
     """The tiny softmax network of tests/tiny_model.py as an ONNX file, fitted once."""
+    from tests import tiny_model
+
     path = tmp_path_factory.mktemp("tiny-model") / "tiny.onnx"
     return tiny_model.write_onnx(mnist.x_train, mnist.y_train, path)
 
@@ -151,6 +155,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory, tiny_onnx: Path) -> Itera
     (0.1-0.3 s: the registry's lookups, the download, MLflow's check of the installed
     packages). Loading itself is tested on registries of their own (tests/serving/
     test_registry.py, test_model_store_last_good.py, test_families.py)."""
+    from pyfunc import loading
+    from tests import tiny_model
+
     reg = Registry.create(tmp_path_factory.mktemp("registry"))
     tiny_model.register(reg.tracking_uri, tiny_onnx)
     with pytest.MonkeyPatch.context() as patch:
