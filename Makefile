@@ -30,11 +30,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The fast tier on two workers, then the slow tier alone (its tests time servers and
+# trainings); each prints its 30 slowest tests. schemathesis's pytest plugin is only for
+# the slow tier (importing it costs every fast-tier process about a second).
+FAST_TIER := -m "not integration" -n 2 -p no:schemathesis
 test: setup lint  ## every test, with those that train by `mlflow run` and start servers (about 25 min)
-	$(PY) -m pytest
+	$(PY) -m pytest $(FAST_TIER) --durations=30
+	$(PY) -m pytest -m integration --durations=30
 
 test-fast: setup  ## unit and in-process tests on a tiny model built by the tests (under a minute)
-	$(PY) -m pytest -m "not integration" -n 2
+	$(PY) -m pytest $(FAST_TIER)
 
 lint: setup  ## ruff, then mypy on the packages ([tool.mypy] in pyproject.toml)
 	$(VENV)/bin/ruff check .
