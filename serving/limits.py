@@ -13,6 +13,10 @@ limit on /recognize, 30 labels a minute per client on /feedback.
 With API_KEYS set, a request without a valid key is refused (401/403) only after it has been
 counted against its client address (``KEYLESS_RATE_LIMIT``, whatever the endpoint's own
 limit): whoever guesses keys or floods without one is throttled like anyone else.
+
+The limiter is consulted once per request of a limited endpoint, and not at all where no
+limit is configured (/recognize and /read by default): its checks were 12 % of a
+/recognize request's instructions (docs/performance.md).
 """
 
 from __future__ import annotations
