@@ -98,7 +98,7 @@ def read():
             ReadDigit(digit=p.digit, confidence=p.confidence, box=list(d.box), touching=d.touching)
             for d, p in found
         ],
-        low_confidence=any(p.confidence < threshold for _, p in found),
+        low_confidence=any(p.confidence < threshold or d.refused for d, p in found),
         model=ModelVersion(name=loaded.ref.name, version=loaded.ref.version, family=loaded.family),
         request_id=request_id.current(),
         record_id=record_id,
