@@ -18,12 +18,11 @@ SEVEN = (PROJECT_ROOT / "examples" / "seven.png").read_bytes()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, mnist):
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_onnx):
     """`python -m serving` (its production default) with the in-process tests' tiny model,
     seconds to make: these tests are about decoding, not the model."""
     reg = Registry.create(tmp_path_factory.mktemp("bombs-registry"))
-    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
-    tiny_model.register(reg.tracking_uri, onnx_path)
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
     with start_server(reg.env, {}, log_dir=tmp_path_factory.mktemp("bombs-logs")) as url:
         yield url
 

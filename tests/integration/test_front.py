@@ -52,12 +52,11 @@ MAX_BODY = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def tiny_registry(tmp_path_factory: pytest.TempPathFactory, mnist) -> Registry:
+def tiny_registry(tmp_path_factory: pytest.TempPathFactory, tiny_onnx) -> Registry:
     """The in-process tests' tiny model (seconds to make): these tests are about the HTTP
     front, not the model."""
     reg = Registry.create(tmp_path_factory.mktemp("front-registry"))
-    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
-    tiny_model.register(reg.tracking_uri, onnx_path)
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
     return reg
 
 
@@ -289,13 +288,12 @@ def test_the_generated_config_is_valid_nginx(tmp_path):
     assert "max_fails=1" in text and "proxy_next_upstream error http_502 http_503" in text
 
 
-def test_the_balancer_leaves_out_a_replica_whose_ready_fails(tmp_path, mnist):
+def test_the_balancer_leaves_out_a_replica_whose_ready_fails(tmp_path, tiny_onnx):
     """make stack's balancer (python -m serving.front) over two real replicas, one of them
     not ready (its model version does not exist yet): the replica is left out, so it sees no
     request, until its /ready answers 200 and it gets its share again."""
     reg = Registry.create(tmp_path / "registry")
-    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
-    tiny_model.register(reg.tracking_uri, onnx_path)
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
     procs: list[subprocess.Popen] = []
     logs = {name: tmp_path / f"{name}.log" for name in ("ready", "later", "front")}
     sockets = {name: tmp_path / f"{name}.sock" for name in ("ready", "later")}

@@ -25,10 +25,9 @@ def _requests_counted(text: str, route: str) -> float:
     )
 
 
-def test_two_instances_share_nothing_and_clean_up(tmp_path: Path, mnist):
+def test_two_instances_share_nothing_and_clean_up(tmp_path: Path, tiny_onnx):
     reg = Registry.create(tmp_path / "registry")
-    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
-    tiny_model.register(reg.tracking_uri, onnx_path)
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
     home, scratch = tmp_path / "home", tmp_path / "tmp"
     home.mkdir()
     scratch.mkdir()

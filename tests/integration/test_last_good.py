@@ -34,11 +34,10 @@ LEAKS = ("Traceback", "SELECT", "sqlite", "mlruns", "/tmp", "File ")
 
 
 @pytest.fixture
-def tiny_registry(tmp_path: Path, mnist) -> Registry:
+def tiny_registry(tmp_path: Path, tiny_onnx) -> Registry:
     """A registry of the test's own (it gets broken): the tiny model as Production v1."""
     reg = Registry.create(tmp_path / "registry")
-    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
-    tiny_model.register(reg.tracking_uri, onnx_path)
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
     return reg
 
 

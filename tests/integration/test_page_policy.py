@@ -42,10 +42,9 @@ def browser(tmp_path: Path):
         driver.quit()
 
 
-def test_page_and_docs_work_under_the_policy(tmp_path: Path, mnist, browser):
+def test_page_and_docs_work_under_the_policy(tmp_path: Path, tiny_onnx, browser):
     reg = Registry.create(tmp_path / "registry")
-    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
-    tiny_model.register(reg.tracking_uri, onnx_path)
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
     with start_server(reg.env, {"WORKERS": "1"}, log_dir=tmp_path) as url:
         policy = requests.get(f"{url}/", timeout=10).headers["Content-Security-Policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy

@@ -38,11 +38,10 @@ HANG_SECONDS = 8.0
 
 
 @pytest.fixture(scope="module")
-def tiny_registry(tmp_path_factory, mnist: Mnist) -> Registry:
+def tiny_registry(tmp_path_factory, tiny_onnx) -> Registry:
     """The in-process tests' tiny model: these tests are about storage, not the model."""
     reg = Registry.create(tmp_path_factory.mktemp("storage-registry"))
-    onnx_path = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
-    tiny_model.register(reg.tracking_uri, onnx_path)
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
     return reg
 
 

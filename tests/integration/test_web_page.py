@@ -505,14 +505,13 @@ def test_a_drawn_number_is_read_and_labelled(browser: WebDriver, live_server: st
     browser.save_screenshot(str(shots / "number.png"))
 
 
-def test_a_degraded_service_says_so_in_a_small_line(browser: WebDriver, mnist, tmp_path: Path):
+def test_a_degraded_service_says_so_in_a_small_line(browser: WebDriver, tiny_onnx, tmp_path: Path):
     # A registry of its own: Production moves to a version whose weights are not weights,
     # so the one worker keeps serving version 1 and /ready says "degraded".
     import mlflow
 
     reg = Registry.create(tmp_path / "registry")
-    tiny = tiny_model.write_onnx(mnist.x_train, mnist.y_train, reg.root / "tiny.onnx")
-    tiny_model.register(reg.tracking_uri, tiny)
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
     extra = {"WORKERS": "1", "FRONT": "none", "MODEL_POLL_INTERVAL": "1"}
     with start_server(reg.env, extra, log_dir=tmp_path) as url:
         _open(browser, url)
