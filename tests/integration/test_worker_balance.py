@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
+import pytest
 
-from tests.support import WORKER_STARTED, run_server
+from tests import tiny_model
+from tests.support import Registry, run_server, wait_for_every_worker
 
 WORKERS, THREADS = 2, 3
 # A request whose body never completes keeps the thread reading it busy.
@@ -20,14 +21,12 @@ PARTIAL = (
 )
 
 
-def _wait_for_every_worker(log: Path, workers: int, timeout: float = 120) -> None:
-    # A worker still loading its model is not listening yet: the others would take all.
-    started = re.compile(WORKER_STARTED)
-    deadline = time.monotonic() + timeout
-    while len(started.findall(log.read_text())) < workers:
-        assert time.monotonic() < deadline, "not every worker started serving"
-        time.sleep(0.1)
-    time.sleep(0.5)  # from the model loaded to the worker's event loop listening
+@pytest.fixture(scope="module")
+def tiny_registry(tmp_path_factory: pytest.TempPathFactory, tiny_onnx: Path) -> Registry:
+    """The in-process tests' tiny model: the stalled requests never reach a model."""
+    reg = Registry.create(tmp_path_factory.mktemp("balance-registry"))
+    tiny_model.register(reg.tracking_uri, tiny_onnx)
+    return reg
 
 
 def _connections_per_worker(master: psutil.Process, port: int, clients: set[int]) -> list[int]:
@@ -52,13 +51,15 @@ def _stall(port: int, count: int) -> list[socket.socket]:
     return clients
 
 
-def _spread(registry, tmp_path, stalled: int) -> list[int]:
+def _spread(registry: Registry, tmp_path: Path, stalled: int) -> list[int]:
     """How many of ``stalled`` half-sent requests each worker holds."""
     # gunicorn alone: the balancing is between clients and workers, which the nginx front
     # (the default) otherwise stands between, holding half-sent requests itself.
     extra = {"WORKERS": str(WORKERS), "THREADS": str(THREADS), "FRONT": "none"}
     with run_server(registry.env, extra, tmp_path) as server:
-        _wait_for_every_worker(server.log_path, WORKERS)
+        # A worker still loading its model is not listening yet: the others would take
+        # all. Each has answered /ready once this returns (its pid in the access log).
+        wait_for_every_worker(server.url, server.log_path, WORKERS)
         port = urlsplit(server.url).port
         master = psutil.Process(server.proc.pid)
         clients = _stall(port, stalled)
@@ -71,13 +72,13 @@ def _spread(registry, tmp_path, stalled: int) -> list[int]:
 
 
 def test_a_worker_with_busy_threads_leaves_new_connections_to_one_with_free_threads(
-    registry, tmp_path
+    tiny_registry, tmp_path
 ):
     # Plain gthread splits six such clients 3/3 only by chance (5 times in 16).
-    assert _spread(registry, tmp_path, WORKERS * THREADS) == [THREADS] * WORKERS
+    assert _spread(tiny_registry, tmp_path, WORKERS * THREADS) == [THREADS] * WORKERS
 
 
-def test_connections_are_spread_before_any_worker_is_full(registry, tmp_path):
+def test_connections_are_spread_before_any_worker_is_full(tiny_registry, tmp_path):
     # Two clients, three threads each: without the shared board both may go to one worker
     # (neither has all its threads busy), as 8 clients went 8/0 on 2 × 8 threads.
-    assert _spread(registry, tmp_path, WORKERS) == [1] * WORKERS
+    assert _spread(tiny_registry, tmp_path, WORKERS) == [1] * WORKERS
