@@ -252,7 +252,8 @@ class Reading(BaseModel):
     )
     digits: list[ReadDigit] = Field(min_length=1, max_length=12)
     low_confidence: bool = Field(
-        description="Some digit's `confidence` is below the service's `LOW_CONFIDENCE_THRESHOLD`."
+        description="Some digit's `confidence` is below the service's `LOW_CONFIDENCE_THRESHOLD`, "
+        "or the model's rejector took one of the marks for no digit (its reading is kept)."
     )
     model: ModelVersion
     request_id: str = Field(description="As for `POST /recognize`.")
