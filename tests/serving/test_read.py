@@ -116,8 +116,9 @@ def test_each_digit_is_logged_as_its_crop_and_labelled_by_the_number(
     base = answer["record_id"].removesuffix("-n3")
     with app.app_context():
         log = image_log()
-        records = [log.get(f"{base}-{i}") for i in range(3)]
-    assert all(r is not None for r in records)
+        found = [log.get(f"{base}-{i}") for i in range(3)]
+    records = [r for r in found if r is not None]
+    assert len(records) == 3
     assert [r.digit for r in records] == [d["digit"] for d in answer["digits"]]
     assert all(r.input_format == "PNG" and r.image_stored for r in records)
 
@@ -126,7 +127,8 @@ def test_each_digit_is_logged_as_its_crop_and_labelled_by_the_number(
     assert response.get_json()["label"] == "721"
     with app.app_context():
         log = image_log()
-        assert [log.get(f"{base}-{i}").label for i in range(3)] == [7, 2, 1]
+        labelled = [log.get(f"{base}-{i}") for i in range(3)]
+        assert [r.label if r else None for r in labelled] == [7, 2, 1]
         exported = export(log, tmp_path / "feedback.npz")
     data = np.load(exported.path)
     rows = [i for i, rid in enumerate(data["request_ids"]) if rid.startswith(base)]
