@@ -333,3 +333,15 @@ def start_scorer(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGCONT)  # in case a test paused it
         stop(proc)
+
+
+def loaded_digit_model(artifacts: dict[str, str]):
+    """A ``pyfunc.model.DigitModel`` loaded from ``artifacts`` (name -> path) the way MLflow
+    loads a logged version: through ``load_context`` with a context holding them."""
+    from types import SimpleNamespace
+
+    from pyfunc.model import DigitModel
+
+    model = DigitModel()
+    model.load_context(SimpleNamespace(artifacts=artifacts, model_config={}))  # type: ignore[arg-type]
+    return model

@@ -232,9 +232,11 @@ except StorageError as exc:
 """
 
 
-def test_the_probe_fails_when_the_disk_cannot_take_a_file(tmp_path: Path):
+def _refused_on_a_full_disk(script: str, data_dir: Path) -> subprocess.CompletedProcess:
+    """Runs ``script`` (which caps its own file size) in a child, so the cap and its
+    signal stay out of the test process; the script must report a refusal."""
     out = subprocess.run(
-        [sys.executable, "-c", _FULL_DISK, str(tmp_path / "data")],
+        [sys.executable, "-c", script, str(data_dir)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -242,6 +244,11 @@ def test_the_probe_fails_when_the_disk_cannot_take_a_file(tmp_path: Path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("refused:"), out.stdout
+    return out
+
+
+def test_the_probe_fails_when_the_disk_cannot_take_a_file(tmp_path: Path):
+    out = _refused_on_a_full_disk(_FULL_DISK, tmp_path / "data")
     assert "File too large" in out.stdout
 
 
@@ -460,15 +467,7 @@ except StorageError as exc:
 
 
 def test_a_full_disk_refuses_a_small_image_and_keeps_neither_it_nor_its_record(tmp_path: Path):
-    out = subprocess.run(
-        [sys.executable, "-c", _FULL_DISK_ROW, str(tmp_path / "data")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("refused:"), out.stdout
+    _refused_on_a_full_disk(_FULL_DISK_ROW, tmp_path / "data")
     log = SqliteImageLog(tmp_path / "data")
     try:
         assert [r.request_id for r in log.records()] == ["before"]

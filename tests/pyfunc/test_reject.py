@@ -12,6 +12,7 @@ from PIL import Image
 from pyfunc.errors import NoDigit
 from pyfunc.model import ONNX_ARTIFACT, DigitModel
 from pyfunc.reject import REJECT_ARTIFACT, Refused, Rejector, load, ranked
+from tests.support import loaded_digit_model
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -35,23 +36,13 @@ def block_png() -> bytes:
     return _png(block)
 
 
-class _Context:
-    def __init__(self, artifacts: dict[str, str]) -> None:
-        self.artifacts = artifacts
-        self.model_config: dict = {}
-
-
 @pytest.fixture(scope="module")
 def model(tiny_onnx, tmp_path_factory) -> DigitModel:
     """The tiny real ONNX model with the ink rejector as its artifact, loaded as MLflow
     loads a version."""
     root = tmp_path_factory.mktemp("reject")
     rejector_path = _ink_rejector().save(root / "rejector.npz")
-    digit_model = DigitModel()
-    digit_model.load_context(
-        _Context({ONNX_ARTIFACT: str(tiny_onnx), REJECT_ARTIFACT: str(rejector_path)})
-    )
-    return digit_model
+    return loaded_digit_model({ONNX_ARTIFACT: str(tiny_onnx), REJECT_ARTIFACT: str(rejector_path)})
 
 
 @pytest.mark.integration  # TensorFlow, through Keras

@@ -13,12 +13,7 @@ from pyfunc import segment
 from pyfunc.errors import NoDigit
 from pyfunc.model import ONNX_ARTIFACT, DigitModel
 from pyfunc.reject import REJECT_ARTIFACT, Rejector
-
-
-class _Context:
-    def __init__(self, artifacts: dict[str, str]) -> None:
-        self.artifacts = artifacts
-        self.model_config: dict = {}
+from tests.support import loaded_digit_model
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +24,7 @@ def model(tiny_onnx, tmp_path_factory) -> DigitModel:
     w[: 28 * 28] = 40.0 / (28 * 28)
     rejector = Rejector((), ((w, np.array([-12.0], dtype=np.float32)),), 0.5)
     path = rejector.save(tmp_path_factory.mktemp("refusal") / "rejector.npz")
-    digit_model = DigitModel()
-    digit_model.load_context(
-        _Context({ONNX_ARTIFACT: str(tiny_onnx), REJECT_ARTIFACT: str(path)})  # type: ignore[arg-type]
-    )
-    return digit_model
+    return loaded_digit_model({ONNX_ARTIFACT: str(tiny_onnx), REJECT_ARTIFACT: str(path)})
 
 
 def _png(marks: list[str]) -> bytes:
@@ -68,7 +59,6 @@ def test_marks_that_are_all_refused_are_no_number(model):
 
 
 def test_a_model_without_a_rejector_refuses_nothing(tiny_onnx):
-    plain = DigitModel()
-    plain.load_context(_Context({ONNX_ARTIFACT: str(tiny_onnx)}))
+    plain = loaded_digit_model({ONNX_ARTIFACT: str(tiny_onnx)})
     read = segment.read_number(plain, _png(["0", "#", "0"]))
     assert len(read) == 3 and not any(d.refused for d, _ in read)
