@@ -52,6 +52,30 @@ def key(kind: str, x: np.ndarray, seed: int, module_file: str) -> str:
     return f"{kind}-{h.hexdigest()[:24]}.npy"
 
 
+def is_cached(kind: str, x: np.ndarray, seed: int, module_file: str) -> bool:
+    """Whether :func:`cached` would read this call's copies from disk."""
+    where = cache_dir()
+    return where is not None and (where / key(kind, x, seed, module_file)).is_file()
+
+
+def estimate_seconds(
+    x: np.ndarray, seed: int, make: Callable[..., np.ndarray], sample: int = 16
+) -> float:
+    """How long ``make(x, seed)`` will take here: ``sample`` digits drawn in this process
+    (the first one leaves its imports out of the pace), scaled to all of them on every core
+    (the drawing runs in one worker process per core)."""
+    import time
+
+    if len(x) == 0:
+        return 0.0
+    make(x[:1], seed, workers=1)
+    started = time.perf_counter()
+    n = min(sample, len(x))
+    make(x[:n], seed, workers=1)
+    per_digit = (time.perf_counter() - started) / n
+    return per_digit * len(x) / max(1, min(os.cpu_count() or 1, len(x)))
+
+
 def cached(
     kind: str,
     x: np.ndarray,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,44 @@ def test_an_empty_setting_switches_the_cache_off(
     copies.cached("pens", x, 1, strokes.__file__, _counting(calls))
     assert calls == [1, 1]
     assert copies.cache_dir() is None
+
+
+def test_is_cached_says_whether_the_copies_would_be_read(cache: Path) -> None:
+    x = _digits()
+    assert not copies.is_cached("pens", x, 2, strokes.__file__)
+    copies.cached("pens", x, 2, strokes.__file__, _counting([]))
+    assert copies.is_cached("pens", x, 2, strokes.__file__)
+    assert not copies.is_cached("pens", x, 9, strokes.__file__)
+
+
+def test_the_estimate_scales_a_timed_sample_to_all_digits_on_every_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[int] = []
+
+    def make(x: np.ndarray, seed: int, workers: int | None = None) -> np.ndarray:
+        assert workers == 1  # timed in this process, not in a pool
+        seen.append(len(x))
+        time.sleep(0.01 * len(x))
+        return x
+
+    monkeypatch.setattr(copies.os, "cpu_count", lambda: 2)
+    seconds = copies.estimate_seconds(np.zeros((1000, 28, 28), np.uint8), 0, make, sample=8)
+    assert seen == [1, 8]  # one digit to warm up, then the timed sample
+    assert 0.01 * 1000 / 2 <= seconds < 0.02 * 1000 / 2
+
+
+def test_preparation_says_how_long_then_that_it_reads_the_cache(
+    cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.families.keras import announce_preparation, with_photos
+
+    x = _digits(4)
+    announce_preparation(x, True, 0.5, 11)
+    first = capsys.readouterr().out
+    assert "preparing 4 training digits" in first
+    assert "on this machine (timed on a few digits)" in first and str(cache) in first
+    copies.cached("pens", x, 11, strokes.__file__, strokes.repen)
+    with_photos(x, np.zeros((4, 28, 28, 1), np.float32), 0.5, 11)
+    announce_preparation(x, True, 0.5, 11)
+    assert f"from the cache ({cache})" in capsys.readouterr().out

@@ -7,6 +7,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from pyfunc.model import KERAS_ARTIFACT, ONNX_ARTIFACT, DigitModel
 from training import strokes
 from training.augment import Augmentation
-from training.copies import cached
+from training.copies import cache_dir, cached, estimate_seconds, is_cached
 from training.families.base import Fitted, Job
 from training.progress import duration
 
@@ -36,22 +37,54 @@ def augmentation(args: argparse.Namespace) -> Augmentation:
     )
 
 
+def photo_share(digits: np.ndarray, share: float, seed: int) -> np.ndarray | None:
+    """The indices of the ``share`` of ``digits`` replaced by phone-photo copies, drawn from
+    ``seed``; None when the share is 0."""
+    if share <= 0 or len(digits) == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(len(digits), size=max(1, round(share * len(digits))), replace=False))
+
+
 def with_photos(
     digits: np.ndarray, normalised: np.ndarray, share: float, seed: int
 ) -> np.ndarray | None:
     """``normalised`` (the pre-processed ``digits``) with a random ``share`` of them replaced
     by their phone-photo copies (training.photos); None when the share is 0."""
-    if share <= 0 or len(digits) == 0:
+    chosen = photo_share(digits, share, seed)
+    if chosen is None:
         return None
     from training import photos
 
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(
-        rng.choice(len(digits), size=max(1, round(share * len(digits))), replace=False)
-    )
     out = normalised.copy()
     out[chosen] = cached("photos", digits[chosen], seed, photos.__file__, photos.preprocessed)
     return out
+
+
+def announce_preparation(digits: np.ndarray, pens: bool, share: float, seed: int) -> None:
+    """One line before the copies are prepared: how many, and either that they come from
+    the cache or how long drawing them takes on this machine (timed on a few digits here).
+    Minutes on two cores before the first batch: unsaid, the first start looks hung."""
+    from training import photos
+
+    chosen = photo_share(digits, share, seed)
+    todo: list[tuple[str, np.ndarray, str, Callable[..., np.ndarray]]] = []
+    if pens:
+        todo.append(("pens", digits, strokes.__file__, strokes.repen))
+    if chosen is not None:
+        todo.append(("photos", digits[chosen], photos.__file__, photos.preprocessed))
+    if not todo:
+        return
+    missing = [t for t in todo if not is_cached(t[0], t[1], seed, t[2])]
+    what = f"preparing {len(digits):,} training digits (other pens, phone-photo copies)"
+    if not missing:
+        print(f"{what}: from the cache ({cache_dir()})", flush=True)
+        return
+    seconds = sum(estimate_seconds(x, seed, make) for _, x, _, make in missing)
+    kept = cache_dir()
+    then = f"; kept in {kept} for the next run with seed {seed}" if kept else ""
+    print(f"{what}: about {duration(seconds)} on this machine (timed on a few digits){then}")
+    sys.stdout.flush()
 
 
 def params(args: argparse.Namespace, aug: Augmentation) -> dict[str, object]:
@@ -92,10 +125,7 @@ def fit(job: Job) -> Fitted:
     feedback = x_train[n_digits:]  # users' images come with their own pens and photos
     x_pen = x_photo = None
     pens = aug.enabled and aug.stroke
-    # Minutes on two cores before the first batch: say so, or the first start looks hung.
-    if pens or aug.photos > 0:
-        print(f"preparing {n_digits:,} training digits (other pens, phone-photo copies) ...")
-        sys.stdout.flush()
+    announce_preparation(job.digits, pens, aug.photos, args.seed)
     prepared = time.perf_counter()
     if pens:
         pen = cached("pens", job.digits, args.seed, strokes.__file__, strokes.repen)
