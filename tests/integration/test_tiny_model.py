@@ -28,7 +28,7 @@ def test_the_tiny_model_is_logged_like_the_trained_one(
     assert tiny.signature == trained.signature
     trained_pyfunc = trained.flavors["python_function"]
     tiny_pyfunc = tiny.flavors["python_function"]
-    for key in ("loader_module", "python_model", "code", "model_config"):
+    for key in ("loader_module", "python_model", "code", "config"):  # config: model_config
         assert tiny_pyfunc[key] == trained_pyfunc[key], key
     assert set(tiny_pyfunc["artifacts"]) < set(trained_pyfunc["artifacts"])  # ONNX, no Keras
     assert sorted(p.name for p in (tiny_dir / "code").iterdir()) == sorted(
