@@ -73,11 +73,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _image_log_in_tmp(tmp_path_factory: pytest.TempPathFactory):
-    """Apps and servers the tests start log their requests here, not in the project's data/
+    """Apps and servers the tests start log their requests here, not in the project's data/,
+    and the trainings they run keep their prepared copies here, not in the project's .cache/
     (set before any other fixture, so the registry's environment carries it too)."""
-    saved = {k: os.environ.get(k) for k in ("DATA_DIR", "IMAGE_LOG_BACKEND")}
+    saved = {k: os.environ.get(k) for k in ("DATA_DIR", "IMAGE_LOG_BACKEND", "DIGITS_CACHE_DIR")}
     os.environ["DATA_DIR"] = str(tmp_path_factory.mktemp("image-log"))
     os.environ["IMAGE_LOG_BACKEND"] = "sqlite"
+    os.environ["DIGITS_CACHE_DIR"] = str(tmp_path_factory.mktemp("copies"))
     yield
     for key, value in saved.items():
         if value is None:
