@@ -10,13 +10,14 @@ from a registry you trust, as for any MLflow model.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
 from mlflow.pyfunc import PythonModelContext
 
 from pyfunc import reject
-from pyfunc.contract import DigitPyfunc, images_of
+from pyfunc.contract import THREADS_CONFIG, DigitPyfunc, images_of
 from pyfunc.preprocess import Limits
 from pyfunc.preprocess import pre_process as _pre_process
 
@@ -48,12 +49,23 @@ class SklearnDigitModel(DigitPyfunc):
         super().__init__(limits, family=family)
         self._pipeline: Any = None
         self._temperature = 1.0
+        self._threads = 0
+        self._blas: Any = None
 
     def load_context(self, context: PythonModelContext) -> None:
         import joblib
 
         saved = joblib.load(context.artifacts[SKLEARN_ARTIFACT])
         self._pipeline, self._temperature = saved["pipeline"], float(saved["temperature"])
+        # PCA and the SVM's kernel run in BLAS, which starts one thread per core by default:
+        # in a service with several workers (and ONNX Runtime held to the same count) that
+        # oversubscribes the cores. The limit is taken per call, not process-wide, so loading
+        # a model changes nothing else in the process.
+        self._threads = int((context.model_config or {}).get(THREADS_CONFIG) or 0)
+        if self._threads:
+            from threadpoolctl import ThreadpoolController
+
+            self._blas = ThreadpoolController()
         self.rejector = reject.load(context.artifacts.get(reject.REJECT_ARTIFACT))
         self.probabilities(np.zeros((1, 28, 28, 1), dtype=np.float32))
 
@@ -65,4 +77,11 @@ class SklearnDigitModel(DigitPyfunc):
         if self._pipeline is None:
             raise RuntimeError("model is not loaded; load through mlflow.pyfunc")
         flat = np.asarray(batch, dtype=np.float32).reshape(len(batch), -1)
-        return softmax(self._pipeline.decision_function(flat), self._temperature)
+        with self._blas_limit():
+            scores = self._pipeline.decision_function(flat)
+        return softmax(scores, self._temperature)
+
+    def _blas_limit(self) -> AbstractContextManager[Any]:
+        if self._blas is None:
+            return nullcontext()
+        return self._blas.limit(limits=self._threads, user_api="blas")

@@ -169,3 +169,32 @@ def test_the_fitted_temperature_beats_the_extremes() -> None:
 def test_an_unloaded_svm_model_says_so() -> None:
     with pytest.raises(RuntimeError, match="not loaded"):
         SklearnDigitModel().probabilities(np.zeros((1, 28, 28, 1), np.float32))
+
+
+def test_the_svm_holds_blas_to_the_services_thread_count_during_a_call_only(
+    fitted_svm, mnist: Mnist
+) -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from pyfunc.contract import THREADS_CONFIG
+
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    model = fitted_svm.python_model
+    model.load_context(
+        PythonModelContext(artifacts=fitted_svm.artifacts, model_config={THREADS_CONFIG: 1})
+    )
+    pipeline, seen = model._pipeline, []
+
+    class Watched:
+        def decision_function(self, flat: np.ndarray) -> np.ndarray:
+            seen.append(blas_threads())
+            return pipeline.decision_function(flat)
+
+    model._pipeline = Watched()
+    with threadpool_limits(limits=2, user_api="blas"):  # the process's own setting
+        assert blas_threads() == {2}
+        model.probabilities(pre_process(mnist.x_test[:4]))
+        assert seen == [{1}]
+        assert blas_threads() == {2}
