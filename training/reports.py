@@ -342,9 +342,51 @@ def _augmentation(params: Mapping[str, str]) -> str:
     return ", ".join(parts) + f", on {100 * share('aug_fraction'):g} % of each batch"
 
 
+def _is_network(params: Mapping[str, str]) -> bool:
+    """Keras families log ``opt_epochs``, the scikit-learn one ``opt_pca_components``; runs
+    from before the families were all networks."""
+    return "opt_epochs" in params or "opt_pca_components" not in params
+
+
+def _network_training(p: Mapping[str, str]) -> list[str]:
+    return [
+        "- Model: "
+        + p.get(
+            "model_summary",
+            "`training/network.py` (Conv32 → Conv64 → MaxPool → Dropout 0.25 → "
+            "Dense128 → Dropout 0.5 → softmax)",
+        )
+        + f", {_objective(p)}.",
+        f"- {_param(p, 'epochs', '?')} epochs, batch {p.get('batch_size', '?')}, "
+        f"{p.get('optimizer', 'adam')} at {_param(p, 'learning_rate', '?')} "
+        f"({p.get('lr_schedule', 'constant')} decay to 0), seed {p.get('seed', '?')}"
+        + (
+            f", weights averaged (EMA, momentum {_param(p, 'ema_momentum')})."
+            if float(_param(p, "ema_momentum", "0"))
+            else "."
+        ),
+        f"- Augmentation: {_augmentation(p)}.",
+    ]
+
+
+def _svm_training(p: Mapping[str, str]) -> list[str]:
+    return [
+        f"- Model: {p.get('model_summary', 'scikit-learn pipeline')}.",
+        f"- PCA to {p.get('opt_pca_components', '?')} components, "
+        f"{p.get('svm_kernel', 'rbf').upper()} kernel, C {p.get('opt_svm_c', '?')}, "
+        f"gamma {p.get('svm_gamma', '?')}, seed {p.get('seed', '?')}; probabilities are a "
+        f"softmax of the decision scores at temperature "
+        f"{float(p.get('softmax_temperature', 'nan')):.3g}, fitted on the validation digits.",
+    ]
+
+
 def model_card(facts: CardFacts) -> str:
     """The card as markdown: data, parameters, metrics, how it was trained and reproduced."""
     p, m, ev = facts.params, facts.metrics, facts.evaluation
+    network = _is_network(p)
+    # `mlflow run` logs every entry-point parameter; those this family ignored are named once,
+    # in `ignored_params`, not listed as if they had shaped the model.
+    ignored = set(p.get("ignored_params", "").split(","))
     test_accuracy = m.get("test_accuracy", ev.accuracy)
     lines = [
         f"# {facts.name} v{facts.version}: handwritten digit classifier "
@@ -378,13 +420,24 @@ def model_card(facts: CardFacts) -> str:
         "## Parameters",
         "| parameter | value |",
         "|---|---|",
-        *(f"| {k} | {v} |" for k, v in sorted(p.items()) if k not in _ENTRY_POINT_ALIASES),
+        *(
+            f"| {k} | {v} |"
+            for k, v in sorted(p.items())
+            if k not in _ENTRY_POINT_ALIASES and k not in ignored
+        ),
         "",
         "## Metrics",
         "| split | loss | accuracy |",
         "|---|---:|---:|",
-        f"| training (last epoch) | {_num(m.get('loss'))} | {_pct(m.get('accuracy'))} |",
-        f"| validation (last epoch) | {_num(m.get('val_loss'))} | {_pct(m.get('val_accuracy'))} |",
+        *(
+            [
+                f"| training (last epoch) | {_num(m.get('loss'))} | {_pct(m.get('accuracy'))} |",
+                f"| validation (last epoch) | {_num(m.get('val_loss'))} | "
+                f"{_pct(m.get('val_accuracy'))} |",
+            ]
+            if network
+            else [f"| validation | – | {_pct(m.get('val_accuracy'))} |"]
+        ),
         *(
             [
                 f"| validation, ensemble | {_num(m.get('ensemble_val_loss'))} | "
@@ -408,22 +461,7 @@ def model_card(facts: CardFacts) -> str:
         "Plots in the run: " + ", ".join(f"`{path}`" for path in REPORT_PATHS.values()) + ".",
         "",
         "## How it was trained",
-        "- Model: "
-        + p.get(
-            "model_summary",
-            "`training/network.py` (Conv32 → Conv64 → MaxPool → Dropout 0.25 → "
-            "Dense128 → Dropout 0.5 → softmax)",
-        )
-        + f", {_objective(p)}.",
-        f"- {_param(p, 'epochs', '?')} epochs, batch {p.get('batch_size', '?')}, "
-        f"{p.get('optimizer', 'adam')} at {_param(p, 'learning_rate', '?')} "
-        f"({p.get('lr_schedule', 'constant')} decay to 0), seed {p.get('seed', '?')}"
-        + (
-            f", weights averaged (EMA, momentum {_param(p, 'ema_momentum')})."
-            if float(_param(p, "ema_momentum", "0"))
-            else "."
-        ),
-        f"- Augmentation: {_augmentation(p)}.",
+        *(_network_training(p) if network else _svm_training(p)),
         *(
             [
                 f"- An ensemble of {members} such networks, seeds {p.get('seed', '?')} "

@@ -226,3 +226,40 @@ def test_model_card_has_data_parameters_metrics_and_the_command():
     with_feedback = reports.model_card(replace(facts, params={**params, "feedback_images": "12"}))
     assert "12 user-labelled images" in with_feedback
     assert "-P feedback_path=" in with_feedback
+
+
+def test_the_svm_card_says_how_the_svm_was_made_not_a_networks_recipe():
+    params = {
+        "family": "pca_svm",
+        "model_summary": "scikit-learn: PCA of the normalised pixels, then an RBF SVM",
+        "train_images": "54000",
+        "validation_split": "0.1",
+        "seed": "42",
+        "epochs": "0",  # logged by `mlflow run` for every family, ignored by this one
+        "batch_size": "128",
+        "ignored_params": "epochs,batch_size",
+        "opt_pca_components": "50",
+        "opt_svm_c": "10",
+        "svm_kernel": "rbf",
+        "svm_gamma": "scale",
+        "softmax_temperature": "0.4321",
+    }
+    facts = reports.CardFacts(
+        name="digits",
+        version="3",
+        run_id="def456",
+        params=params,
+        metrics={"test_accuracy": 0.9854, "val_accuracy": 0.9878},
+        evaluation=synthetic(),
+        reproduce="mlflow run . -e train -P family=pca_svm",
+        validation_images=6000,
+    )
+    card = reports.model_card(facts)
+    assert "(pca_svm)" in card
+    assert "PCA to 50 components, RBF kernel, C 10, gamma scale, seed 42" in card
+    assert "temperature 0.432" in card and "| validation | – | 98.78 % |" in card
+    named = "\n".join(line for line in card.splitlines() if "ignored_params" not in line)
+    for keras_only in ("epochs", "batch_size", "cross-entropy", "adam", "Augmentation"):
+        assert keras_only not in named, keras_only
+    assert "| ignored_params | epochs,batch_size |" in card
+    assert "| opt_pca_components | 50 |" in card
