@@ -27,7 +27,8 @@ def make_spec(args: argparse.Namespace, env: dict[str, str], work: Path) -> serv
     config["env"] = {**dict(config.get("env") or {}), "CEILING_ROUTE": "true"}  # type: ignore[call-overload]
     return servers.ServerSpec(
         name=NAME,
-        label="ceiling: this service's stack answering a constant JSON",
+        label="ceiling: this service's stack answering a constant JSON (no model, no runtime "
+        "threads)",
         api=NAME,
         argv=service.argv,
         env=service.env,

@@ -1,14 +1,16 @@
-"""`make bench`: this service, `mlflow models serve` and a naive reference under real load.
+"""`make bench`: this service, the peers a team would deploy instead (bench.peers), the
+ceiling (bench.ceiling), `mlflow models serve` and a naive reference under real load.
 
     python -m bench.run [--duration 8] [--concurrency 1,8,32,64] [--servers service,mlflow]
                         [--payloads png28,photo640,distinct28] [--loadgen wrk|hey]
                         [--out bench/results]
     python -m bench.run --smoke      # 1 s cells at concurrency 1 and 8: checks the harness
 
-All three serve the same registered model (``MODEL_URI``, default
-``models:/digits/Production`` in ``MLFLOW_TRACKING_URI``). One server runs at a time; each
-is warmed up per payload, then measured at every concurrency. Extra environment for this
-service comes from ``BENCH_SERVICE_ENV`` (or ``--service-env``), e.g.
+``service-1w`` (one worker) and ``service-nostore`` (``STORE_IMAGES=false``) are this service
+in another configuration, each a row of its own. All serve the same registered model
+(``MODEL_URI``, default ``models:/digits/Production`` in ``MLFLOW_TRACKING_URI``). One server
+runs at a time; each is warmed up per payload, then measured at every concurrency. Extra
+environment for this service comes from ``BENCH_SERVICE_ENV`` (or ``--service-env``), e.g.
 ``BENCH_SERVICE_ENV="WORKERS=2 THREADS=16 BATCHING=true"``, so configurations can be
 compared; the settings it actually ran with are recorded in bench.json.
 """
@@ -40,7 +42,16 @@ from bench.payloads import (
     request_for,
 )
 
-SERVER_NAMES = ("service", "mlflow", "naive", ceiling.NAME, *peers.PEER_NAMES)
+# This service's configurations beside its defaults, each a server of its own in the
+# report: how cost grows with workers on two cores (1 against the default 2), and what
+# keeping the images costs (STORE_IMAGES=false, the only switch of the image log: its
+# records, the sha256 of each image, are still written durably before each answer).
+SERVICE_VARIANTS: dict[str, dict[str, str]] = {
+    "service": {},
+    "service-1w": {"WORKERS": "1"},
+    "service-nostore": {"STORE_IMAGES": "false"},
+}
+SERVER_NAMES = (*SERVICE_VARIANTS, "mlflow", "naive", ceiling.NAME, *peers.PEER_NAMES)
 DEFAULT_CONCURRENCY = (1, 8, 32, 64)
 DEFAULT_MODEL_URI = "models:/digits/Production"
 # Keys of the service's settings that may hold secrets: never written to bench.json.
@@ -189,6 +200,37 @@ def service_settings(env: dict[str, str]) -> dict[str, Any]:
     return settings
 
 
+def service_label(settings: dict[str, Any]) -> str:
+    """What ran, from the settings it resolved: workers, threads, the image log, and the
+    runtime's threads (stated for every server, bench.peers' labels too)."""
+    threads = settings.get("inference_threads")
+    runtime = "ORT default threads" if threads == 0 else f"ORT {threads} thread(s)"
+    log = "image log on" if settings.get("store_images", True) else "image log without images"
+    return (
+        f"this service (python -m serving), {settings.get('workers')} worker(s) × "
+        f"{settings.get('threads')} threads, {log}, {runtime}"
+    )
+
+
+def logged_threads(model_uri: str, tracking_uri: str) -> int | None:
+    """The runtime's thread count the registered model was logged with (its MLmodel's
+    ``model_config``; 0: the runtime's default): what `mlflow models serve` runs it at.
+    None when unreadable."""
+    import mlflow
+    from mlflow.models import get_model_info
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        flavor = get_model_info(model_uri).flavors.get("python_function", {})
+        value = (flavor.get("config") or {}).get("inference_threads")
+    except Exception:  # the label only: the server's own start says what is wrong
+        return None
+    finally:
+        mlflow.set_tracking_uri(before)
+    return int(value) if value is not None else None
+
+
 def make_spec(
     name: str, args: argparse.Namespace, env: dict[str, str], work: Path
 ) -> servers.ServerSpec:
@@ -199,22 +241,22 @@ def make_spec(
         # The runtime's threads as this service's workers have them (INFERENCE_THREADS).
         threads = int(parse_env(args.service_env).get("INFERENCE_THREADS", "1"))
         return peers.make_spec(name, port, args.model_uri, env, work, threads)
-    if name == "service":
+    if name in SERVICE_VARIANTS:
         extra = {
             "HOST": "127.0.0.1",
             "PORT": str(port),
             "MODEL_URI": args.model_uri,
             # The production image log, on the same disk, but not in the project's data/.
-            "DATA_DIR": str(work / "service-data"),
+            "DATA_DIR": str(work / f"{name}-data"),
             **parse_env(args.service_env),
+            # The variant's own setting wins over BENCH_SERVICE_ENV: it is what its row is.
+            **SERVICE_VARIANTS[name],
         }
         env = {**env, **extra}
         settings = service_settings(env)
         return servers.ServerSpec(
-            name="service",
-            # The runtime's threads are stated for every server (bench.peers' labels too).
-            label=f"this service (python -m serving), ORT {settings.get('inference_threads')} "
-            "thread(s)",
+            name=name,
+            label=service_label(settings),
             api="service",
             argv=[sys.executable, "-m", "serving"],
             env=env,
@@ -243,22 +285,26 @@ def make_spec(
         ]
         if args.mlflow_workers:
             argv += ["-w", str(args.mlflow_workers)]
+        logged = logged_threads(args.model_uri, env["MLFLOW_TRACKING_URI"])
+        runtime = {None: "ORT threads as logged", 0: "ORT default threads"}.get(
+            logged, f"ORT {logged} thread(s)"
+        )
         return servers.ServerSpec(
             name="mlflow",
-            label="mlflow models serve",
+            label=f"mlflow models serve, {args.mlflow_workers or 1} worker(s), {runtime}",
             api="mlflow",
             argv=argv,
             env=env,
             ready_path="/ping",
             port=port,
             cwd=PROJECT_ROOT,
-            config={"workers": args.mlflow_workers or 1},
+            config={"workers": args.mlflow_workers or 1, "inference_threads": logged},
             workers=args.mlflow_workers or 1,
         )
     if name == "naive":
         return servers.ServerSpec(
             name="naive",
-            label="naive Flask + keras predict",
+            label="naive Flask + keras predict, TensorFlow default threads",
             api="naive",
             argv=[
                 *(sys.executable, "-m", "bench.naive_server"),
@@ -312,7 +358,7 @@ def measure_server(
     peaks: dict[int, dict[str, Any]] = {}
     where = "start"
     try:
-        if name == "service":
+        if name in SERVICE_VARIANTS:
             status, body = servers.http_get(spec.url + "/ready", timeout=5)
             record["model_version"] = json.loads(body).get("model", {}).get("version")
         idle = servers.TreeSampler(running.proc.pid).start().stop()
@@ -490,11 +536,23 @@ def main(argv: list[str] | None = None) -> int:
     meta["host"]["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
     others = [c["other_cpu_pct"] for c in results["cells"]]
     meta["host"]["other_cpu_pct_mean"] = round(sum(others) / len(others), 1) if others else 0.0
-    meta["model_version"] = results["servers"].get("service", {}).get("model_version")
+    meta["model_version"] = next(
+        (
+            results["servers"][n].get("model_version")
+            for n in SERVICE_VARIANTS
+            if n in results["servers"]
+        ),
+        None,
+    )
     for path in report.write(results, args.out):
         shown = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
         print(f"bench: wrote {shown}")
+    print("targets (issue 22):")
     for target in results["targets"]:
+        mark = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+        print(f"  {mark:>12}  {target['target']}: {target['value']}")
+    print("checks:")
+    for target in results["checks"]:
         mark = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
         print(f"  {mark:>12}  {target['target']}: {target['value']}")
     return 0
