@@ -68,6 +68,11 @@ GLYPH_DIGITS = 880
 # (docs/rejection.md); fewer for small training runs (a draw is ~2,000 usable images).
 NONDIGIT_DRAWS = 6
 DIGITS_PER_DRAW = 9_000
+# Per draw, this many more drawn letters and as many scribbles of the kinds only the fit
+# sees (nondigits.build_varied: other pens, joined pairs, unfinished letters, loops, arrows,
+# symbols ...): drawn letters and scribbles were what the rejector missed most.
+VARIED_PER_DRAW = 800
+VARIED_CHUNK = 400
 EPOCHS = 20
 # Share of validation digits the rejector alone may refuse, chosen on the validation curve
 # (docs/rejection.md): 0.2 % caught a tenth fewer non-digits than 0.5 % for 0.3 % fewer
@@ -122,6 +127,9 @@ def _render(job: tuple) -> tuple[np.ndarray, np.ndarray]:
     if kind == "glyphs":
         split, n, seed = args
         return normalised(nondigits.digit_glyphs(split, n, seed)[0])
+    if kind == "varied":
+        category, n, seed = args
+        return normalised([s.data for s in nondigits.build_varied(category, n, seed)])
     split, category, seed = args
     samples = nondigits.build_category(split, category, seed=seed)
     return normalised([s.data for s in samples if not s.lookalike])
@@ -204,20 +212,30 @@ def fitting_sets(
     workers: int | None = None,
     draws: int | None = None,
     photo_digits: int | None = None,
+    varied: int | None = None,
 ) -> FittingSets:
     """The digits and non-digits of a fit from ``x_train`` and the threshold's digits from
     ``x_val`` (uint8 (N, 28, 28) arrays); ``draws`` of the fitting non-digits (default: one
-    per :data:`DIGITS_PER_DRAW` training digits, at most :data:`NONDIGIT_DRAWS`)."""
+    per :data:`DIGITS_PER_DRAW` training digits, at most :data:`NONDIGIT_DRAWS`) and
+    ``varied`` more drawn letters and as many scribbles (default: :data:`VARIED_PER_DRAW`
+    per draw)."""
     if draws is None:
         draws = max(1, min(NONDIGIT_DRAWS, len(x_train) // DIGITS_PER_DRAW))
+    if varied is None:
+        varied = VARIED_PER_DRAW * draws
     if photo_digits is None:
         photo_digits = min(PHOTO_DIGITS, len(x_train) // PHOTO_SHARE)
     positives = _chunks(x_train[:VARIANT_DIGITS], 250)
     photos = x_train[VARIANT_DIGITS : VARIANT_DIGITS + photo_digits]
     positives += [("photos", photos[i : i + 250], i) for i in range(0, len(photos), 250)]
     positives.append(("glyphs", "fit", GLYPH_DIGITS, seed))
-    negatives = [
+    negatives: list[tuple] = [
         ("nondigits", "fit", c, seed + d) for d in range(draws) for c in nondigits.CATEGORIES
+    ]
+    negatives += [
+        ("varied", category, min(VARIED_CHUNK, varied - start), seed * 1000 + start)
+        for category in ("drawn", "scribble")
+        for start in range(0, varied, VARIED_CHUNK)
     ]
     held_out = _chunks(x_val[:VALIDATION_DIGITS], 250, offset=1)
     parts = _render_all(positives + negatives + held_out, workers)
