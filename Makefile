@@ -95,8 +95,10 @@ serve: setup  ## serve the Production model on :8000; on an empty registry, trai
 	$(PY) -m serving
 
 # this service vs `mlflow models serve`, naive Flask + Keras, MLServer, BentoML (venvs in
-# bench/.venvs) and the ceiling (the stack answering a constant) under wrk; writes bench/results/.
-# BENCH_ARGS="--smoke" (quick check) or "--servers service --concurrency 1,32";
+# bench/.venvs) and the ceiling (the stack answering a constant) under wrk; writes bench/results/
+# with issue 22's targets judged. service-1w (1 worker) and service-nostore (STORE_IMAGES=false)
+# are this service's other rows. BENCH_ARGS="--smoke" (quick check) or "--servers service
+# --concurrency 1,32";
 # BENCH_SERVICE_ENV="WORKERS=2 THREADS=16 BATCHING=true" configures this service.
 bench: setup
 	@command -v wrk >/dev/null && command -v hey >/dev/null || \
