@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from pyfunc.model import DigitModel
 from pyfunc.preprocess import pre_process
+from pyfunc.reject import Rejector
 from training import nondigits
 from training.data import VALIDATION_SPLIT, DataError, load_mnist, validation_size
 from training.rejector import normalised
@@ -79,6 +80,17 @@ def score(model: DigitModel, name: str, images: list[bytes], labels) -> Scored:
 
 
 # --------------------------------------------------------------------------- rules
+
+
+def rescored(sets: Sequence[Scored], rejector: Rejector) -> list[Scored]:
+    """The same images and answers scored by another rejector: two rejectors of one network
+    compared on the same sets, paired, without building them again."""
+    out = []
+    for s in sets:
+        scores = rejector.scores(s.batch, s.probs).astype(np.float64)
+        scores[s.refused] = np.nan
+        out.append(Scored(s.name, s.refused, s.batch, s.probs, scores, s.labels))
+    return out
 
 
 def rejected(s: Scored, threshold: float) -> np.ndarray:
@@ -354,10 +366,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--nondigit-seed",
         type=int,
         default=100,
-        help="draw of the non-digit set; the rejector is fitted on draws 0-3 of the fitting fonts",
+        help="draw of the non-digit set; the rejector is fitted on draws 0-5 of the fitting fonts "
+        "(and on kinds of drawn letters and scribbles this set never holds)",
     )
     parser.add_argument(
         "--threshold", type=float, default=None, help="the rejector's threshold (default: its own)"
+    )
+    parser.add_argument(
+        "--rejector",
+        default="",
+        help="a rejector .npz (pyfunc.reject) to use instead of the model's, with its own "
+        "threshold; cached sets are scored again with it",
     )
     parser.add_argument("--low-confidence", type=float, default=0.5)
     parser.add_argument("--curves", action="store_true", help="also print the candidates' curves")
@@ -379,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     model = mlflow.pyfunc.load_model(args.model_uri).unwrap_python_model()
+    if args.rejector:
+        model.rejector = Rejector.load(args.rejector)
     n_val = validation_size(len(data.x_train), VALIDATION_SPLIT)
     if args.split == "test":
         x, y = data.x_test, data.y_test
@@ -387,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     fonts = SPLITS[args.split]
     if args.cache and Path(args.cache).is_file():
         digits, others, glyphs = load_sets(args.cache)
+        if args.rejector:
+            *digits, others, glyphs = rescored([*digits, others, glyphs], model.rejector)
     else:
         digits, others, glyphs = build_sets(model, x, y, fonts, args)
         if args.cache:
@@ -396,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     threshold = rejector.threshold if rejector is not None else np.inf
     if args.threshold is not None:
         threshold = args.threshold
-    print(f"# Rejection: {args.model_uri}, {args.split} digits, {fonts} fonts")
+    source = f" with the rejector of {args.rejector}" if args.rejector else ""
+    print(f"# Rejection: {args.model_uri}{source}, {args.split} digits, {fonts} fonts")
     print(
         f"\nrejector: {f'threshold {threshold:.4f}' if rejector else 'none'}; "
         f"low confidence below {args.low_confidence}\n"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.rejection import Scored, tradeoff
+from pyfunc.reject import Rejector
+from training.rejection import Scored, rescored, tradeoff
 
 
 def _scored(name: str, scores: np.ndarray, confidence: np.ndarray, labels: list[str]) -> Scored:
@@ -72,3 +73,26 @@ def test_without_a_rejector_there_is_no_table() -> None:
     for s in [*digits, others]:
         s.scores[:] = np.nan
     assert tradeoff(digits, others, [0.5], own=np.inf) == []
+
+
+def test_sets_scored_again_take_the_other_rejectors_scores_and_keep_refusals() -> None:
+    rng = np.random.default_rng(1)
+    convs = (
+        (rng.normal(0, 0.3, (3, 3, 1, 2)).astype(np.float32), np.zeros(2, np.float32)),
+        (rng.normal(0, 0.3, (3, 3, 2, 2)).astype(np.float32), np.zeros(2, np.float32)),
+    )
+    dense = (
+        (rng.normal(0, 0.3, (5 * 5 * 2 + 10, 4)).astype(np.float32), np.zeros(4, np.float32)),
+        (rng.normal(0, 0.3, (4, 1)).astype(np.float32), np.zeros(1, np.float32)),
+    )
+    other = Rejector(convs, dense, 0.5)
+    digits, _ = _sets()
+    s = digits[0]
+    s.batch[:] = rng.uniform(0, 1, s.batch.shape)
+    s.refused[:3] = True
+    again = rescored([s], other)[0]
+    assert np.isnan(again.scores[:3]).all()
+    expected = other.scores(s.batch[3:], s.probs[3:])
+    np.testing.assert_allclose(again.scores[3:], expected, rtol=1e-6)
+    assert not np.allclose(again.scores[3:], s.scores[3:])  # not the old scores
+    assert again.probs is s.probs and again.labels is s.labels
