@@ -49,6 +49,7 @@ __all__ = [
     "TYPICAL_WIDTH",
     "Digit",
     "Segmentation",
+    "count_digits",
     "find_digits",
     "read_number",
     "require_single",
@@ -104,6 +105,7 @@ _COUNT_SLACK = 1
 _WHOLE_MARGIN = 0.3
 # Noise can make thousands of components; only the largest are grouped.
 _MAX_COMPONENTS = 256
+_EIGHT_CONNECTED = np.ones((3, 3), bool)
 # The crop's margin around the box, as a share of its longer side (pre_process crops again).
 _MARGIN = 0.2
 
@@ -180,14 +182,23 @@ def find_digits(
     is no ink."""
     if isinstance(image, str):
         image = b64decode(image)
+    ink = _ink(image, limits)
+    return segment_ink(ink, scale=_scale(image, ink), split_touching=split_touching)
+
+
+def _ink(image: bytes | np.ndarray, limits: Limits) -> np.ndarray:
     if isinstance(image, np.ndarray):
-        ink = to_ink(image)
+        return to_ink(image)
+    return decode_image(bytes(image), limits)
+
+
+def _scale(image: bytes | np.ndarray, ink: np.ndarray) -> tuple[float, float]:
+    """(x, y) from the ink map's pixels to those of the image as sent."""
+    if isinstance(image, np.ndarray):
         size = (image.shape[1], image.shape[0])
     else:
-        ink = decode_image(bytes(image), limits)
         size = _size_as_sent(bytes(image), ink.shape)
-    scale = (size[0] / ink.shape[1], size[1] / ink.shape[0])
-    return segment_ink(ink, scale=scale, split_touching=split_touching)
+    return (size[0] / ink.shape[1], size[1] / ink.shape[0])
 
 
 class Classifier(Protocol):
@@ -381,11 +392,15 @@ def require_single(image: bytes | str | np.ndarray, limits: Limits = DEFAULT_LIM
 
     Digits touching each other are not counted apart here (see :func:`find_digits`), and an
     image without ink passes: what to say about it is the pre-processing's business."""
+    if isinstance(image, str):
+        image = b64decode(image)
     try:
-        found = find_digits(image, limits, split_touching=False)
+        ink = _ink(image, limits)
     except NoDigit:
         return
-    if len(found) > 1:
+    # Counted without building each digit's mask and crop; only a refusal needs the boxes.
+    if count_digits(ink) > 1:
+        found = segment_ink(ink, scale=_scale(image, ink), split_touching=False)
         raise MultipleDigits(
             f"the image holds {len(found)} digits side by side, not one",
             found.boxes,
@@ -409,23 +424,8 @@ def segment_ink(
 ) -> Segmentation:
     """The digits of a 2-D ink map (float, ink = 1), left to right. ``scale`` (x, y) maps
     ink-map pixels to the image's for the boxes."""
-    a = np.asarray(ink, dtype=np.float32)
-    background = float(np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])))
-    if background > 0:
-        a = np.clip(a - np.float32(background), 0.0, 1.0)
-    peak = float(a.max())
-    if peak <= 0:
-        raise NoDigit("no digit found: the image is blank")
-    labels, count = ndimage.label(a >= _CORE_FRACTION * peak, structure=np.ones((3, 3), bool))
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    kept = np.flatnonzero(sizes >= _SPECK_FRACTION * sizes.max())
-    kept = kept[np.argsort(-sizes[kept], kind="stable")][:_MAX_COMPONENTS]
-    slices = ndimage.find_objects(labels)
-    spans = [
-        (slices[i][1].start, slices[i][1].stop, slices[i][0].start, slices[i][0].stop) for i in kept
-    ]
-    height = max(s[3] for s in spans) - min(s[2] for s in spans)
-    groups = _tidy(_group(spans, MERGE_GAP * height), spans, labels.shape)
+    a, labels, kept = _strokes(ink)
+    groups = _groups(labels, kept)
     masks = [np.isin(labels, kept[members] + 1) for members in groups]
     # The line's height: a short wide digit (a 2, a 7) beside taller ones is not two.
     line = max(int(np.ptp(np.flatnonzero(m.any(axis=1)))) + 1 for m in masks)
@@ -440,6 +440,46 @@ def segment_ink(
         digits.extend(_digit(piece, a, scale, cut, group) for piece, cut in pieces)
     digits.sort(key=lambda d: d.box[0] + d.box[2] / 2)
     return Segmentation(digits, tuple(touching))
+
+
+def count_digits(ink: np.ndarray) -> int:
+    """How many digits :func:`segment_ink` finds in a 2-D ink map without cutting touching
+    ones (``split_touching=False``), 0 for a blank one: the same grouping, without the
+    masks and crops it builds for each digit (the single-digit check needs only the count)."""
+    try:
+        _, labels, kept = _strokes(ink)
+    except NoDigit:
+        return 0
+    if len(kept) == 1:  # one stroke is one group, whatever _tidy makes of it
+        return 1
+    return len(_groups(labels, kept))
+
+
+def _strokes(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ink map with its background taken off, its strokes' 8-connected labels, and the
+    indices of the components that are not specks, largest first."""
+    a = np.asarray(ink, dtype=np.float32)
+    background = float(np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])))
+    if background > 0:
+        a = np.clip(a - np.float32(background), 0.0, 1.0)
+    peak = float(a.max())
+    if peak <= 0:
+        raise NoDigit("no digit found: the image is blank")
+    labels, count = ndimage.label(a >= _CORE_FRACTION * peak, structure=_EIGHT_CONNECTED)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    kept = np.flatnonzero(sizes >= _SPECK_FRACTION * sizes.max())
+    kept = kept[np.argsort(-sizes[kept], kind="stable")][:_MAX_COMPONENTS]
+    return a, labels, kept
+
+
+def _groups(labels: np.ndarray, kept: np.ndarray) -> list[list[int]]:
+    """The kept components (indices into ``kept``) grouped into digits."""
+    slices = ndimage.find_objects(labels)
+    spans = [
+        (slices[i][1].start, slices[i][1].stop, slices[i][0].start, slices[i][0].stop) for i in kept
+    ]
+    height = max(s[3] for s in spans) - min(s[2] for s in spans)
+    return _tidy(_group(spans, MERGE_GAP * height), spans, labels.shape)
 
 
 def _group(spans: list[tuple[int, int, int, int]], gap: float) -> list[list[int]]:

@@ -147,6 +147,42 @@ def test_mnist_digits_are_one_digit(mnist):
     assert sum(c != 1 for c in counts) <= 1
 
 
+def test_the_count_is_the_number_of_digits_found_without_cutting(mnist):
+    # count_digits (what /recognize's check runs on every image) must agree with the full
+    # segmentation: lone digits, numbers of every spacing, photographed numbers, specks.
+    rng = np.random.default_rng(5)
+    images = [preprocess.to_ink(x) for x in mnist.x_test[:200]]
+    for spacing in numbers.SPACINGS:
+        for length in (2, 3, 5):
+            for _ in range(6):
+                idx = rng.integers(0, len(mnist.x_test), length)
+                strip = numbers.compose([mnist.x_test[i] for i in idx], spacing, rng)
+                images.append(preprocess.to_ink(strip))
+                images.append(preprocess.decode_image(numbers.photo(strip, rng)))
+    for png in (_png(_specks()), _png(_corner())):
+        images.append(preprocess.decode_image(png))
+    counts = [segment.count_digits(ink) for ink in images]
+    assert counts == [len(segment.segment_ink(ink, split_touching=False)) for ink in images]
+    assert {1, 2, 3, 5} <= set(counts)  # lone digits and numbers of several lengths
+    assert segment.count_digits(np.zeros((28, 28), np.float32)) == 0
+
+
+def _specks() -> Image.Image:
+    img, draw = _page()
+    _one(draw, 100)
+    draw.ellipse([140, 122, 150, 132], fill=0)
+    _one(draw, 200)
+    draw.point((350, 20), fill=0)
+    return img
+
+
+def _corner() -> Image.Image:
+    img, draw = _page()
+    _zero(draw, 150)
+    draw.polygon([(0, 160), (0, 100), (40, 160)], fill=80)
+    return img
+
+
 def test_a_blank_image_has_no_digit():
     img, _ = _page()
     with pytest.raises(NoDigit):
