@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -52,9 +53,18 @@ PROBE_CACHE_SECONDS = 1.5
 _LOGGED_PATHS = ("/recognize", "/read", "/feedback")
 
 
+_PNG_SIZE = struct.Struct(">4sII")  # IHDR's type, width and height, after its length
+
+
 def describe(image: bytes) -> tuple[str | None, int | None, int | None]:
     """Format, width and height from the header alone; no pixel is decoded."""
     fmt = sniff_format(image)
+    if fmt == "PNG" and len(image) >= 24:
+        # Every upload is described once it has decoded, and most are PNGs: their size is
+        # where Pillow reads it, in the first chunk (IHDR), without its ~17 µs of parsing.
+        kind, width, height = _PNG_SIZE.unpack_from(image, 12)
+        if kind == b"IHDR":
+            return fmt, width, height
     try:
         with Image.open(io.BytesIO(image)) as img:
             return fmt or img.format, img.width, img.height

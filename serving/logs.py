@@ -25,6 +25,7 @@ ACCESS_LOGGER = "serving.access"
 # Larger JSON bodies are not parsed for digit/model/error: /recognize answers are ~300 bytes.
 _MAX_INSPECTED_BODY = 16 * 1024
 _MAX_PATH = 256
+_NO_FILE = "(unknown file)"  # what logging records when it does not look for the caller
 
 
 class JsonFormatter(logging.Formatter):
@@ -71,6 +72,13 @@ def access_logger() -> logging.Logger:
     return logger
 
 
+def answered(response: Response, body: dict[str, Any]) -> Response:
+    """Tell the access log that ``response`` is ``body`` serialised (a view's own answer),
+    so that its line takes the fields from ``body`` instead of parsing the JSON again."""
+    g.log_answer = (response, body)
+    return response
+
+
 def _from_body(response: Response) -> dict[str, Any]:
     """digit, confidence, model_version and error code, when the JSON answer has them."""
     if (
@@ -79,7 +87,10 @@ def _from_body(response: Response) -> dict[str, Any]:
         or (response.content_length or 0) > _MAX_INSPECTED_BODY
     ):
         return {}
-    body = response.get_json(silent=True)
+    return _fields(response.get_json(silent=True))
+
+
+def _fields(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         return {}
     fields: dict[str, Any] = {}
@@ -111,7 +122,10 @@ def request_fields(response: Response) -> dict[str, Any]:
         "status": response.status_code,
         "latency_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
     }
-    fields.update(_from_body(response))
+    given = g.get("log_answer")
+    fields.update(
+        _fields(given[1]) if given is not None and given[0] is response else _from_body(response)
+    )
     fields["pid"] = os.getpid()  # which gunicorn worker answered
     fields["remote_addr"] = request.remote_addr
     return fields
@@ -127,5 +141,10 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _log_request(response: Response) -> Response:
         level = logging.ERROR if response.status_code >= 500 else logging.INFO
-        logger.log(level, "request", extra={"fields": request_fields(response)})
+        if logger.isEnabledFor(level):
+            # Handed over as logger.log would, without its search of the stack for the
+            # caller's file and line, which the JSON line does not show (3 of its 19 µs).
+            extra = {"fields": request_fields(response)}
+            logger.handle(logger.makeRecord(logger.name, level, _NO_FILE, 0, "request", (),
+                                            None, extra=extra))  # fmt: skip
         return response

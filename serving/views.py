@@ -12,6 +12,7 @@ from pyfunc.preprocess import Limits
 from serving import (
     feedback,
     image_log,
+    logs,
     metrics,
     payload,
     recognize_options,
@@ -95,7 +96,8 @@ def recognize():
         ),
     )
     # `logged` is in the answer only when false.
-    response = jsonify(answer.model_dump(exclude_defaults=True))
+    body = answer.model_dump(exclude_defaults=True)
+    response = logs.answered(jsonify(body), body)
     server_timing.mark("json")
     return response
 

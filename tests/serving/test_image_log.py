@@ -148,6 +148,17 @@ def test_describe_reads_the_header_only(seed_png: bytes):
     assert describe(b"\x89PNG\r\n\x1a\n broken") == ("PNG", None, None)
 
 
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16"])
+@pytest.mark.parametrize("size", [(28, 28), (640, 3), (1, 480), (70000, 1)])
+def test_a_png_is_described_as_pillow_reads_its_header(mode: str, size: tuple[int, int]):
+    # PNGs are described from their IHDR chunk without Pillow: the same size, any mode.
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, format="PNG", interlace=size == (28, 28))
+    png = buffer.getvalue()
+    with Image.open(io.BytesIO(png)) as img:
+        assert describe(png) == ("PNG", img.width, img.height) == ("PNG", *size)
+
+
 def test_retention_runs_every_n_writes_one_at_a_time(monkeypatch, seed_png: bytes):
     from flask import Flask, g
 

@@ -96,3 +96,29 @@ def test_fields_come_only_from_small_json_answers():
     assert logs._from_body(Response("digit 3", mimetype="text/plain")) == {}
     big = json.dumps({"digit": 3, "pad": "x" * 20_000})
     assert logs._from_body(Response(big, mimetype="application/json")) == {}
+
+
+def test_a_recognize_line_has_the_fields_its_json_would_give(client, seed_png, capsys):
+    # /recognize hands its answer to the access log (logs.answered) instead of the log
+    # parsing the JSON again: the line must be what parsing would have given.
+    from flask import Response
+
+    capsys.readouterr()
+    response = client.post("/recognize", data=seed_png, content_type="image/png")
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    parsed = logs._from_body(Response(response.data, mimetype="application/json"))
+    assert parsed and {k: line[k] for k in parsed} == parsed
+    assert set(parsed) == {"digit", "confidence", "model_version", "record_id"}
+    assert line["status"] == 200 and line["route"] == "/recognize"
+
+
+def test_a_response_other_than_the_answer_is_parsed(app):
+    from flask import Response
+
+    with app.test_request_context("/recognize", method="POST"):
+        answer = Response(json.dumps({"digit": 1}), mimetype="application/json")
+        logs.answered(answer, {"digit": 1})
+        other = Response(json.dumps({"error": {"code": "x"}}), mimetype="application/json")
+        other.status_code = 503
+        assert logs.request_fields(other)["error"] == "x"
+        assert logs.request_fields(answer)["digit"] == 1
