@@ -152,6 +152,7 @@ def init_app(app: Flask, settings: AccessConfig) -> None:
         exempt_when=lambda: g.get("key_refusal") is None,
     )
     keyed = bool(settings.api_keys)
+    limited_endpoints: set[str] = set()
     for endpoint, default_of in (
         (RECOGNIZE_ENDPOINT, "recognize_rate_limit"),
         (READ_ENDPOINT, "recognize_rate_limit"),
@@ -166,6 +167,8 @@ def init_app(app: Flask, settings: AccessConfig) -> None:
         limited = limiter.limit(limit, error_message=_message, exempt_when=_unlimited(limit))
         view = _refused_after_counting(app.view_functions[endpoint])
         app.view_functions[endpoint] = keyless(limited(view))
+        limited_endpoints.add(endpoint)
+    _only_where_limited(app, limiter, limited_endpoints)
 
     if keyed:
 
@@ -184,3 +187,31 @@ def _drop_middleware_check(app: Flask, limiter: Limiter) -> None:
     if check not in hooks:
         raise RuntimeError("Flask-Limiter's before-request check was not found to remove")
     hooks.remove(check)
+
+
+def _only_where_limited(app: Flask, limiter: Limiter, endpoints: set[str]) -> None:
+    """Run the limiter's after-request hook (its X-RateLimit headers) and its teardown only
+    on the ``endpoints`` it counts: elsewhere no limit applies, so they found nothing to
+    add or release, yet built the limiter's request context on every request (/recognize
+    unless a limit is set). Like :func:`_drop_middleware_check`, an error if they are not
+    where Flask-Limiter puts them."""
+    hooks = app.after_request_funcs.get(None, [])
+    teardowns = app.teardown_request_funcs.get(None, [])
+    # (Name-mangled private methods: the hooks are a partial of one and a bound other.)
+    ours = getattr(Limiter, "_Limiter__inject_headers", None)
+    inject = [h for h in hooks if getattr(h, "func", None) is ours]
+    release = getattr(limiter, "_Limiter__release_context", None)
+    if len(inject) != 1 or release not in teardowns:
+        raise RuntimeError("Flask-Limiter's after-request and teardown hooks were not found")
+
+    def inject_headers(response: Any) -> Any:
+        if request.endpoint in endpoints:
+            return inject[0](response)
+        return response
+
+    def release_context(exc: BaseException | None = None) -> None:
+        if request.endpoint in endpoints:
+            release(exc)
+
+    hooks[hooks.index(inject[0])] = inject_headers
+    teardowns[teardowns.index(release)] = release_context

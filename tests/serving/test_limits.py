@@ -263,3 +263,32 @@ def test_the_limiter_is_consulted_once_only_where_a_limit_is_set(
     statuses = [_feedback(client, answer).status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     assert calls == ["/feedback"] * 4  # once per request, not twice
+
+
+def test_the_limiter_hooks_run_only_on_limited_endpoints(registry, tmp_path, seed_png,
+                                                         monkeypatch):  # fmt: skip
+    # Its after-request hook (the X-RateLimit headers) and teardown are skipped where no
+    # limit applies: they built its request context on every /recognize for nothing.
+    from flask import request
+    from flask_limiter import Limiter
+
+    real = Limiter.context
+    paths: list[str] = []
+
+    def counting(self):
+        paths.append(request.path)
+        return real.fget(self)
+
+    monkeypatch.setattr(Limiter, "context", property(counting))
+    app = _app(registry, tmp_path, feedback_rate_limit="3/minute", feedback_max_labels=10)
+    client = app.test_client()
+    recognized = _recognize(client, seed_png)
+    assert client.get("/health").status_code == 200
+    assert paths == []
+    assert not any(name.startswith("X-RateLimit") for name, _ in recognized.headers.items())
+    labelled = _feedback(client, recognized.get_json())
+    assert labelled.status_code == 200 and paths and set(paths) == {"/feedback"}
+    assert labelled.headers["X-RateLimit-Limit"] == "3"
+    assert labelled.headers["X-RateLimit-Remaining"] == "2"
+    limited = _app(registry, tmp_path / "limited", recognize_rate_limit="5/minute")
+    assert _recognize(limited.test_client(), seed_png).headers["X-RateLimit-Remaining"] == "4"
