@@ -459,9 +459,13 @@ def _strokes(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ink map with its background taken off, its strokes' 8-connected labels, and the
     indices of the components that are not specks, largest first."""
     a = np.asarray(ink, dtype=np.float32)
-    background = float(np.median(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])))
-    if background > 0:
-        a = np.clip(a - np.float32(background), 0.0, 1.0)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    # A border without ink has no background to take off: its median (14 µs, a tenth of
+    # the single-digit check on a 28×28 digit) is only needed when some of it is inked.
+    if border.max() > 0:
+        background = float(np.median(border))
+        if background > 0:
+            a = np.clip(a - np.float32(background), 0.0, 1.0)
     peak = float(a.max())
     if peak <= 0:
         raise NoDigit("no digit found: the image is blank")
