@@ -281,6 +281,10 @@ _SHADE_SHARE = 0.03  # ... over this share of the picture: a shadow edge the fit
 _SHADE_FRAME = 0.1  # ... and this share of its border
 _SHADE_CAP = 0.05  # shade is no darker than this beyond the darkest shade at the frame
 _FRAME_MARK = 0.3  # a mark at the frame smaller than this share of the largest is shadow
+# A mark this long (its box's diagonal, of the shorter side) and on average at most this
+# thin (area / that diagonal, of the shorter side) is a sheet's edge, not a stroke.
+_EDGE_LINE_LONG = 0.9
+_EDGE_LINE_THIN = 0.02
 # Pre-checks on reduced copies use their bars times this: a reduced copy blurs what it
 # measures, and a missed shadow or ruling costs accuracy where a false alarm costs only time.
 _PRECHECK = 0.6
@@ -328,12 +332,38 @@ def drop_frame_marks(ink: np.ndarray, level: float) -> np.ndarray:
         return ink
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     sizes[0] = 0
+    lines = _edge_lines(labels, sizes)
+    # The digit is what is left once the lines are gone: never drop every mark.
+    if lines.size and np.isin(np.flatnonzero(sizes), lines).all():
+        lines = lines[:0]
+    sizes[lines] = 0
     at_frame = np.unique(_frame_values(labels))
     small = at_frame[(at_frame > 0) & (sizes[at_frame] < _FRAME_MARK * sizes.max())]
+    small = np.concatenate([small, lines])
     if not small.size:
         return ink
     marks = ndimage.binary_dilation(np.isin(labels, small), iterations=2)
     return np.where(marks, np.float32(0), ink)
+
+
+def _edge_lines(labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The labels of marks as long as the picture is wide and line-thin.
+
+    A sheet lying on a smooth desk with one edge in view looks like paper with a shadow's
+    edge across it (:func:`find_page` leaves it whole), so the desk is taken for shade and
+    the sheet's edge, darkened by its contact shadow, is left as a thin line across the
+    picture beside the digit. No stroke of a digit that size is that long and that thin.
+    """
+    short = min(labels.shape)
+    found = []
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        rows, cols = box
+        length = math.hypot(rows.stop - rows.start, cols.stop - cols.start)
+        if length >= _EDGE_LINE_LONG * short and sizes[i] <= _EDGE_LINE_THIN * short * length:
+            found.append(i)
+    return np.asarray(found, dtype=np.intp)
 
 
 def _shaded(opened: np.ndarray, background: np.ndarray | float, scale: float = 1.0) -> bool:
