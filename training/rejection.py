@@ -93,6 +93,16 @@ def rescored(sets: Sequence[Scored], rejector: Rejector) -> list[Scored]:
     return out
 
 
+def other_rejector(source: str) -> Rejector:
+    """The rejector in an ``.npz`` file, or that of the model version at ``source``."""
+    if Path(source).is_file():
+        return Rejector.load(source)
+    rejector = getattr(mlflow.pyfunc.load_model(source).unwrap_python_model(), "rejector", None)
+    if rejector is None:
+        raise SystemExit(f"{source} has no rejector")
+    return rejector
+
+
 def rejected(s: Scored, threshold: float) -> np.ndarray:
     """The rejector's refusals at ``threshold`` (none without a rejector's scores)."""
     if np.isnan(s.scores).all():
@@ -375,8 +385,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rejector",
         default="",
-        help="a rejector .npz (pyfunc.reject) to use instead of the model's, with its own "
-        "threshold; cached sets are scored again with it",
+        help="a rejector to use instead of the model's, with its own threshold: an .npz "
+        "(pyfunc.reject) or another model version's (models:/digits/2); cached sets are "
+        "scored again with it",
     )
     parser.add_argument("--low-confidence", type=float, default=0.5)
     parser.add_argument("--curves", action="store_true", help="also print the candidates' curves")
@@ -399,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model = mlflow.pyfunc.load_model(args.model_uri).unwrap_python_model()
     if args.rejector:
-        model.rejector = Rejector.load(args.rejector)
+        model.rejector = other_rejector(args.rejector)
     n_val = validation_size(len(data.x_train), VALIDATION_SPLIT)
     if args.split == "test":
         x, y = data.x_test, data.y_test

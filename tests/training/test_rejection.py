@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from pyfunc.reject import Rejector
-from training.rejection import Scored, rescored, tradeoff
+from training.rejection import Scored, other_rejector, rescored, tradeoff
 
 
 def _scored(name: str, scores: np.ndarray, confidence: np.ndarray, labels: list[str]) -> Scored:
@@ -96,3 +96,16 @@ def test_sets_scored_again_take_the_other_rejectors_scores_and_keep_refusals() -
     np.testing.assert_allclose(again.scores[3:], expected, rtol=1e-6)
     assert not np.allclose(again.scores[3:], s.scores[3:])  # not the old scores
     assert again.probs is s.probs and again.labels is s.labels
+
+
+def test_another_rejector_is_read_from_its_file(tmp_path) -> None:
+    rng = np.random.default_rng(2)
+    convs = (
+        (rng.normal(0, 0.3, (3, 3, 1, 2)).astype(np.float32), np.zeros(2, np.float32)),
+        (rng.normal(0, 0.3, (3, 3, 2, 2)).astype(np.float32), np.zeros(2, np.float32)),
+    )
+    dense = ((rng.normal(0, 0.3, (5 * 5 * 2 + 10, 1)).astype(np.float32), np.zeros(1, np.float32)),)
+    path = Rejector(convs, dense, 0.25).save(tmp_path / "r.npz")
+    loaded = other_rejector(str(path))
+    assert loaded.threshold == 0.25
+    np.testing.assert_array_equal(loaded.dense[0][0], dense[0][0])
