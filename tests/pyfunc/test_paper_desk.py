@@ -21,19 +21,42 @@ def _seven() -> np.ndarray:
     return np.asarray(img)
 
 
+def _photo(seed: int) -> tuple[np.ndarray, bytes]:
+    digit = _seven()
+    return digit, desk_photo(digit, seed)
+
+
+def _distance(digit: np.ndarray, photo: bytes) -> float:
+    """How far the photo's 28×28 is from the digit's own (mean absolute difference)."""
+    got = pre_process([photo])[0, :, :, 0]
+    return float(np.abs(got - pre_process(digit)[0, :, :, 0]).mean())
+
+
 def test_a_sheet_with_one_edge_on_a_smooth_desk_is_read_as_the_digit_alone() -> None:
     """This photo (the renderer's seed 318) shows a sheet with one straight edge in view on
     a smooth grey desk: what a shadow's edge looks like, so the sheet is not cropped and
     the desk is taken for shade. The sheet's edge (its contact shadow) was then left as a
     line across the picture beside the digit (0.131 from the clean digit); without it the
     digit comes out as on its own."""
-    digit = _seven()
-    photo = desk_photo(digit, 318)
+    digit, photo = _photo(318)
     with Image.open(io.BytesIO(photo)) as img:
         grey = np.asarray(img.convert("L"), np.float32) / 255
     assert find_page(grey).shape == grey.shape  # left whole, as a shadow's edge would be
-    got = pre_process([photo])[0, :, :, 0]
-    assert np.abs(got - pre_process(digit)[0, :, :, 0]).mean() < 0.1
+    assert _distance(digit, photo) < 0.1
+
+
+def test_the_desk_in_a_corner_beyond_the_sheet_does_not_shrink_the_digit() -> None:
+    """Seed 256: besides the edge line, a corner of desk beyond the sheet's next side is
+    left at the frame, larger than a small digit's share allowed for a shadow's speck;
+    kept, the crop included it and the digit came out small in a corner (0.115)."""
+    assert _distance(*_photo(256)) < 0.1
+
+
+def test_a_sheet_whose_outline_is_a_little_less_straight_is_still_a_sheet() -> None:
+    """Seed 559: two sides and a corner on a black desk, but only 74 % of the outline on
+    straight sides (blur and the keystone round it off): it must be cropped as a sheet;
+    left whole, the shade step made the desk shade and the digit a remnant (0.132)."""
+    assert _distance(*_photo(559)) < 0.1
 
 
 def test_drop_frame_marks_drops_a_line_across_the_picture_and_keeps_strokes() -> None:
@@ -46,6 +69,12 @@ def test_drop_frame_marks_drops_a_line_across_the_picture_and_keeps_strokes() ->
     out = drop_frame_marks(ink, 0.2)
     assert out[rows, 10 + rows // 5].max() == 0
     assert (out[30:70, 60:66] == 1.0).all()
+    # With the edge line there, a mark at the frame is the desk beyond the sheet however
+    # large next to the digit (a shadow's speck must be under a share of the largest).
+    corner = ink.copy()
+    corner[0:20, 100:120] = 0.9
+    assert drop_frame_marks(corner, 0.2)[0:20, 100:120].max() == 0
+    assert (drop_frame_marks(corner, 0.2)[30:70, 60:66] == 1.0).all()
     # A long but bold stroke (8 px wide, a felt-tip "1" filling the picture) stays.
     bold = np.zeros((100, 120), np.float32)
     bold[5:95, 50:58] = 1.0
