@@ -78,6 +78,25 @@ def test_every_response_sends_the_security_headers(bare_app: Flask, method, path
     assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
 
 
+def test_a_security_header_the_view_set_is_kept_not_doubled():
+    from flask import Response
+
+    from serving import headers
+
+    app = Flask(__name__)
+    headers.init_app(app)
+
+    @app.get("/own")
+    def own():
+        return Response("x", headers={"x-frame-options": "SAMEORIGIN"})
+
+    response = app.test_client().get("/own")
+    assert response.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    for name, value in headers.HEADERS.items():
+        if name != "X-Frame-Options":
+            assert response.headers.getlist(name) == [value]
+
+
 @pytest.mark.parametrize("path", ["/", "/docs"])
 def test_pages_hold_no_inline_script_style_or_handler(bare_app: Flask, path: str):
     html = bare_app.test_client().get(path).get_data(as_text=True)
