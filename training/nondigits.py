@@ -432,6 +432,10 @@ def digit_glyphs(split: str, n: int, seed: int = 0) -> tuple[list[bytes], np.nda
 OTHER_LETTERS = "ΓΔΛΞΠΣΦΨΩαγελμπφψωДЖИЛФШЩЫЮЯджилфшщыюя"
 # Symbols drawn by hand; the ones a hand makes like a 1 (/ | \ ( ) [ ] ! ') are left out.
 SYMBOLS = "+-=?@#%&$*~<>^"
+# Pens: round, a broad nib, a ballpoint that skips, a grainy pencil. A pressure-varying pen
+# and a felt marker were tried too: their blobs taught the rejector to refuse thick digits
+# (validation, docs/rejection.md).
+PENS = ("round", "nib", "skipping", "pencil")
 DRAWN_KINDS = ("letter", "pair", "partial", "other", "retraced")
 SCRIBBLE_KINDS = (
     "loops",
@@ -483,9 +487,8 @@ def _warp(lines: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _pen(lines: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Lines inked with one of several pens: round, pressure-varying, a broad nib, a
-    ballpoint that skips, a grainy pencil, a felt marker."""
-    pen = ("round", "pressure", "nib", "skipping", "pencil", "marker")[int(rng.integers(0, 6))]
+    """Lines inked with one of :data:`PENS`."""
+    pen = PENS[int(rng.integers(0, len(PENS)))]
     far = ndimage.distance_transform_edt(~lines)
     if pen == "pressure":
         radius = rng.uniform(1, 4) * (1 + 0.7 * _smooth_field(lines.shape, rng, 8))
