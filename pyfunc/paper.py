@@ -412,6 +412,9 @@ _RULE_EXPLAINS = 1.6  # a pixel up to this many times the line's level is the li
 _RULE_VARIES = 2.0  # a printed line's level varies along it by at most this factor
 _EDGE_PIECE_LONG = 3  # a ruling's piece at the frame: at least this many times longer than thick
 _RULE_LINE_SHARE = 0.6  # a band thin over this share of its columns is a ruling a stroke ran along
+# A lone line's own direction is fitted on its thin columns when they are this share of the
+# band at least: a bold digit written on a margin line covers up to half of its length.
+_RULE_OWN_SHARE = 0.4
 _RULE_SMOOTH = 5  # px: a line's level is averaged along it over this many (dashes join)
 
 
@@ -527,7 +530,7 @@ def _own_slope(
     thick = band.sum(axis=0)
     cols = np.flatnonzero(thick)
     line = cols[thick[cols] <= widest]
-    if len(line) < max(2, _RULE_LINE_SHARE * len(cols)):
+    if len(line) < max(2, _RULE_OWN_SHARE * len(cols)):
         return None
     rows = np.arange(band.shape[0], dtype=np.float64)[:, None]
     centre = (band[:, line] * rows).sum(axis=0) / thick[line]
