@@ -432,9 +432,9 @@ def digit_glyphs(split: str, n: int, seed: int = 0) -> tuple[list[bytes], np.nda
 OTHER_LETTERS = "ΓΔΛΞΠΣΦΨΩαγελμπφψωДЖИЛФШЩЫЮЯджилфшщыюя"
 # Symbols drawn by hand; the ones a hand makes like a 1 (/ | \ ( ) [ ] ! ') are left out.
 SYMBOLS = "+-=?@#%&$*~<>^"
-# Pens: round, a broad nib, a ballpoint that skips, a grainy pencil. A pressure-varying pen
-# and a felt marker were tried too: their blobs taught the rejector to refuse thick digits
-# (validation, docs/rejection.md).
+# Pens: round, a broad nib, a ballpoint that skips, a grainy pencil. With a pressure-varying
+# pen and a felt marker as well, the rejector refused more thick digits and caught fewer
+# non-digits at the same digit cost (validation, docs/rejection.md).
 PENS = ("round", "nib", "skipping", "pencil")
 DRAWN_KINDS = ("letter", "pair", "partial", "other", "retraced")
 SCRIBBLE_KINDS = (
