@@ -49,6 +49,7 @@ class _Metrics:
     batch_size: Histogram
     image_log_failures: Counter
     drafts: Counter
+    read_digits: Counter
 
 
 _lock = threading.Lock()
@@ -114,6 +115,11 @@ def _build() -> _Metrics:
         ),
         # Live predictions of drawings in progress: apart from digits_predictions.
         drafts=Counter("digits_draft_predictions", "Answers of /recognize to draft=true"),
+        # The digits of the numbers /read answers: apart from digits_predictions too, whose
+        # rate is the rate of /recognize answers that dashboards and alerts read.
+        read_digits=Counter(
+            "digits_read_digits", "Digits of the numbers /read answered, by digit", ["digit"]
+        ),
     )
 
 
@@ -128,9 +134,15 @@ def metrics() -> _Metrics:
 
 
 def observe_prediction(digit: int, confidence: float) -> None:
+    """One answer of ``/recognize``."""
     m = metrics()
     m.predictions.labels(str(digit)).inc()
     m.confidence.observe(confidence)
+
+
+def observe_read_digit(digit: int) -> None:
+    """One digit of a number ``/read`` answered."""
+    metrics().read_digits.labels(str(digit)).inc()
 
 
 def set_model_info(name: str, version: str, family: str | None = None) -> None:

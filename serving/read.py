@@ -81,7 +81,7 @@ def read():
             record_id=digit_record_id(base, i),
         )
         logged = logged and stored
-        metrics.observe_prediction(prediction.digit, prediction.confidence)
+        metrics.observe_read_digit(prediction.digit)
     record_id = token = None
     if logged:
         record_id = number_record_id(base, len(found))

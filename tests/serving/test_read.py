@@ -170,3 +170,21 @@ def test_the_readmes_example_number_is_four_digits(client):
     assert len(body["digits"]) == 4 and len(body["number"]) == 4
     refused = client.post("/recognize", data=data, content_type="image/png")
     assert refused.status_code == 422 and refused.get_json()["error"]["count"] == 4
+
+
+def test_a_numbers_digits_are_counted_apart_from_recognize_answers(client, three: bytes):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def totals() -> dict[str, float]:
+        text = client.get("/metrics").get_data(as_text=True)
+        return {
+            family.name: sum(s.value for s in family.samples if s.name.endswith("_total"))
+            for family in text_string_to_metric_families(text)
+        }
+
+    before = totals()
+    body = client.post("/read", data=three, content_type="image/png").get_json()
+    after = totals()
+    assert len(body["number"]) == 3
+    assert after["digits_read_digits"] - before.get("digits_read_digits", 0) == 3
+    assert after["digits_predictions"] == before["digits_predictions"]
