@@ -46,7 +46,6 @@ def model(tiny_onnx, tmp_path_factory) -> DigitModel:
 
 
 @pytest.mark.integration  # TensorFlow, through Keras
-@pytest.mark.integration  # needs TensorFlow (the slow tier's marker says so)
 def test_numpy_forward_is_the_keras_network():
     import keras
 
