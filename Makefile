@@ -96,7 +96,7 @@ serve: setup  ## serve the Production model on :8000; on an empty registry, trai
 
 # this service vs `mlflow models serve`, naive Flask + Keras, MLServer, BentoML (venvs in
 # bench/.venvs) and the ceiling (the stack answering a constant) under wrk; writes bench/results/
-# with issue 22's targets judged. service-1w (1 worker) and service-nostore (STORE_IMAGES=false)
+# with the performance targets judged (docs/performance.md). service-1w (1 worker) and service-nostore (STORE_IMAGES=false)
 # are this service's other rows. BENCH_ARGS="--smoke" (quick check) or "--servers service
 # --concurrency 1,32";
 # BENCH_SERVICE_ENV="WORKERS=2 THREADS=16 BATCHING=true" configures this service.
