@@ -333,16 +333,18 @@ def build_sets(
     return digits, others, glyphs
 
 
-def save_sets(path: str, sets: list[Scored]) -> None:
+def save_sets(path: str, sets: list[Scored], model_id: str = "") -> None:
+    """The sets and the id of the model that answered them (:func:`model_id`)."""
     arrays: dict[str, Any] = {}  # Any: mypy would match np.ndarray against allow_pickle too
     for i, s in enumerate(sets):
         arrays |= {f"{i}_name": np.array(s.name), f"{i}_refused": s.refused, f"{i}_batch": s.batch}
         arrays |= {f"{i}_probs": s.probs, f"{i}_scores": s.scores, f"{i}_labels": s.labels}
-    np.savez_compressed(path, count=np.int64(len(sets)), **arrays)
+    np.savez_compressed(path, count=np.int64(len(sets)), model=np.array(model_id), **arrays)
 
 
-def load_sets(path: str) -> tuple[list[Scored], Scored, Scored]:
-    """What :func:`save_sets` wrote: the digit sets, the non-digits, the glyph digits."""
+def load_sets(path: str) -> tuple[list[Scored], Scored, Scored, str]:
+    """What :func:`save_sets` wrote: the digit sets, the non-digits, the glyph digits, and
+    the id of the model that answered them ("" in files written before it was kept)."""
     with np.load(path, allow_pickle=False) as z:
         sets = [
             Scored(
@@ -351,7 +353,33 @@ def load_sets(path: str) -> tuple[list[Scored], Scored, Scored]:
             )
             for i in range(int(z["count"]))
         ]
-    return sets[:-2], sets[-2], sets[-1]
+        answered_by = str(z["model"]) if "model" in z.files else ""
+    return sets[:-2], sets[-2], sets[-1], answered_by
+
+
+def model_id(loaded: Any) -> str:
+    """What tells one logged model from another: its MLmodel ``model_uuid`` (a URI like
+    ``models:/digits/Production`` names different models over time)."""
+    metadata = getattr(loaded, "metadata", None)
+    return str(getattr(metadata, "model_uuid", "") or "")
+
+
+def answered(sets: Sequence[Scored], model: DigitModel) -> list[Scored]:
+    """The same images (the cached pre-processed batches and refusals) answered by ``model``
+    and scored by its rejector: two networks compared on the very same images, paired,
+    without rendering them again. Pre-processing is the shared one, so the batches are what
+    this model would have made of the same pictures."""
+    out = []
+    for s in sets:
+        probs = model.probabilities(s.batch)
+        probs[s.refused] = 0.1
+        scores = np.full(len(s), np.nan)
+        rejector = getattr(model, "rejector", None)
+        if rejector is not None and len(s):
+            scores = rejector.scores(s.batch, probs).astype(np.float64)
+            scores[s.refused] = np.nan
+        out.append(Scored(s.name, s.refused, s.batch, probs, scores, s.labels))
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -394,8 +422,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--cache",
         default="",
-        help="an .npz of the built and scored sets: read if it exists, else written (the "
-        "scores are the model's: use one file per model)",
+        help="an .npz of the built and scored sets: read if it exists, else written; "
+        "read with another model, its images are answered again by that one (the same "
+        "images for every model compared)",
     )
     return parser.parse_args(argv)
 
@@ -408,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    model = mlflow.pyfunc.load_model(args.model_uri).unwrap_python_model()
+    loaded = mlflow.pyfunc.load_model(args.model_uri)
+    model, this_model = loaded.unwrap_python_model(), model_id(loaded)
     if args.rejector:
         model.rejector = other_rejector(args.rejector)
     n_val = validation_size(len(data.x_train), VALIDATION_SPLIT)
@@ -418,13 +448,17 @@ def main(argv: list[str] | None = None) -> int:
         x, y = data.x_train[-n_val:], data.y_train[-n_val:]
     fonts = SPLITS[args.split]
     if args.cache and Path(args.cache).is_file():
-        digits, others, glyphs = load_sets(args.cache)
-        if args.rejector:
+        digits, others, glyphs, answered_by = load_sets(args.cache)
+        if answered_by != this_model or not this_model:
+            # Another model's answers are in the file: keep its images, answer them again.
+            print(f"(the cached images answered again by {args.model_uri})")
+            *digits, others, glyphs = answered([*digits, others, glyphs], model)
+        elif args.rejector:
             *digits, others, glyphs = rescored([*digits, others, glyphs], model.rejector)
     else:
         digits, others, glyphs = build_sets(model, x, y, fonts, args)
         if args.cache:
-            save_sets(args.cache, [*digits, others, glyphs])
+            save_sets(args.cache, [*digits, others, glyphs], this_model)
 
     rejector = getattr(model, "rejector", None)
     threshold = rejector.threshold if rejector is not None else np.inf

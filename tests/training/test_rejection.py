@@ -6,7 +6,15 @@ from __future__ import annotations
 import numpy as np
 
 from pyfunc.reject import Rejector
-from training.rejection import Scored, other_rejector, rescored, tradeoff
+from training.rejection import (
+    Scored,
+    answered,
+    load_sets,
+    other_rejector,
+    rescored,
+    save_sets,
+    tradeoff,
+)
 
 
 def _scored(name: str, scores: np.ndarray, confidence: np.ndarray, labels: list[str]) -> Scored:
@@ -109,3 +117,46 @@ def test_another_rejector_is_read_from_its_file(tmp_path) -> None:
     loaded = other_rejector(str(path))
     assert loaded.threshold == 0.25
     np.testing.assert_array_equal(loaded.dense[0][0], dense[0][0])
+
+
+class _Fixed:
+    """A model whose answer is one digit for every image, with the given confidence."""
+
+    def __init__(self, digit: int, confidence: float) -> None:
+        self.digit, self.confidence = digit, confidence
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        probs = np.full((len(batch), 10), (1 - self.confidence) / 9)
+        probs[:, self.digit] = self.confidence
+        return probs
+
+
+def test_a_cache_read_with_another_model_is_answered_by_that_model(tmp_path) -> None:
+    # The cache keeps the pre-processed images *and* one model's answers: read back for
+    # another model, those answers must not pass for the new model's.
+    digits, others = _sets()
+    glyphs = digits[1].subset(np.arange(len(digits[1])) < 5, "glyphs")
+    digits[0].refused[:4] = True
+    path = str(tmp_path / "sets.npz")
+    save_sets(path, [*digits, others, glyphs], "uuid-a")
+    back, back_others, back_glyphs, answered_by = load_sets(path)
+    assert answered_by == "uuid-a"
+    np.testing.assert_array_equal(back[0].probs, digits[0].probs)
+
+    again = answered([*back, back_others, back_glyphs], _Fixed(7, 0.9))  # type: ignore[arg-type]
+    first = again[0]
+    assert (first.probs[4:].argmax(axis=1) == 7).all()
+    np.testing.assert_allclose(first.probs[:4], 0.1)  # refused stays refused, uniform
+    assert first.refused[:4].all() and np.isnan(first.scores).all()  # no rejector: no scores
+    np.testing.assert_array_equal(first.batch, digits[0].batch)  # the very same images
+    assert len(again) == 4 and again[-1].name == "glyphs"
+
+
+def test_a_cache_written_before_the_model_id_was_kept_reads_as_nobodys(tmp_path) -> None:
+    digits, others = _sets()
+    path = tmp_path / "old.npz"
+    save_sets(str(path), [*digits, others, others])
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != "model"}
+    np.savez_compressed(path, **arrays)
+    assert load_sets(str(path))[-1] == ""
