@@ -40,20 +40,38 @@ class LoadResult:
     mean_ms: float
     loadgen_cpu_s: float
     error_detail: dict[str, int] = field(default_factory=dict)
+    # Of non_2xx: the server's refusals (4xx: a body it judged and answered, such as this
+    # service's 422 for a training digit it does not take for a digit) and its failures
+    # (5xx). A refusal is an answer, not an error: a peer that answers the same image 200
+    # did the same work.
+    refused: int = 0
+    server_errors: int = 0
 
     @property
     def errors(self) -> int:
-        return self.non_2xx + self.transport_errors
+        """What went wrong: 5xx answers and requests that got no HTTP answer at all."""
+        return self.server_errors + self.transport_errors
+
+    @property
+    def answered(self) -> int:
+        """Responses that are answers: 2xx and 4xx (refusals), not 5xx."""
+        return self.responses - self.server_errors - self.other_non_2xx
+
+    @property
+    def other_non_2xx(self) -> int:
+        """Neither 2xx, 4xx nor 5xx (1xx/3xx: nothing here answers those)."""
+        return max(self.non_2xx - self.refused - self.server_errors, 0)
 
     @property
     def rps(self) -> float:
-        """Successful (2xx) answers per second: an error is not throughput."""
-        ok = self.responses - self.non_2xx
-        return ok / self.duration_s if self.duration_s > 0 else 0.0
+        """Answers (2xx and 4xx refusals) per second: a 5xx or a dropped request is not
+        throughput, a refusal is."""
+        return self.answered / self.duration_s if self.duration_s > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["errors"] = self.errors
+        out["answered"] = self.answered
         out["rps"] = round(self.rps, 1)
         return out
 
@@ -126,13 +144,36 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = {content_type!r}
+-- wrk counts every status >= 400 in one figure; refusals (4xx) and failures (5xx) are
+-- counted apart, per thread (globals of each thread's Lua state), summed in done().
+refused, failed = 0, 0
+local threads = {{}}
+function setup(thread)
+  thread:set("id", #threads)
+  thread:set("step", {threads_total})
+  threads[#threads + 1] = thread
+end
+function response(status, headers, body)
+  if status >= 500 then
+    failed = failed + 1
+  elseif status >= 400 then
+    refused = refused + 1
+  end
+end
 {bodies}
 function done(summary, latency, requests)
   local e = summary.errors
+  local r4, r5 = 0, 0
+  for _, t in ipairs(threads) do
+    r4 = r4 + t:get("refused")
+    r5 = r5 + t:get("failed")
+  end
   io.write(string.format(
     "BENCH responses=%d duration_us=%d connect=%d read=%d write=%d status=%d timeout=%d " ..
+    "refused=%d failed=%d " ..
     "p50_us=%d p95_us=%d p99_us=%d max_us=%d mean_us=%f\\n",
     summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    r4, r5,
     latency:percentile(50), latency:percentile(95), latency:percentile(99),
     latency.max, latency.mean))
 end
@@ -140,12 +181,6 @@ end
 
 # Bodies in turn: thread t of T sends bodies start + t, start + t + T, … (wrapping around).
 _WRK_BODIES = """\
-local threads = 0
-function setup(thread)
-  thread:set("id", threads)
-  threads = threads + 1
-  thread:set("step", {threads_total})
-end
 local bodies, n = {{}}, 0
 function init(args)
   local offset = 0
@@ -178,10 +213,12 @@ def _wrk_argv(
     bodies = ""
     if _is_bundle(body_file):
         lengths = body_file.with_name(body_file.name + ".lengths")
-        bodies = _WRK_BODIES.format(lengths=str(lengths), start=start, threads_total=threads)
+        bodies = _WRK_BODIES.format(lengths=str(lengths), start=start)
     # Lua string literals accept Python's repr of a plain ASCII path / content type.
     script.write_text(
-        _WRK_SCRIPT.format(body=str(body_file), content_type=content_type, bodies=bodies)
+        _WRK_SCRIPT.format(
+            body=str(body_file), content_type=content_type, bodies=bodies, threads_total=threads
+        )
     )
     return [
         "wrk",
@@ -202,8 +239,10 @@ def _parse_wrk(stdout: str, concurrency: int, cpu: float) -> LoadResult:
         raise RuntimeError(f"no summary line in wrk's output:\n{stdout[-3000:]}")
     v = {k: float(x) for k, x in (item.split("=") for item in line.split()[1:])}
     detail = {k: int(v[k]) for k in ("connect", "read", "write", "timeout") if v[k]}
-    if v["status"]:
-        detail["non_2xx"] = int(v["status"])
+    if v["refused"]:
+        detail["4xx"] = int(v["refused"])
+    if v["failed"]:
+        detail["5xx"] = int(v["failed"])
     return LoadResult(
         tool="wrk",
         concurrency=concurrency,
@@ -211,6 +250,8 @@ def _parse_wrk(stdout: str, concurrency: int, cpu: float) -> LoadResult:
         responses=int(v["responses"]),
         # wrk counts status >= 400 as "status" errors; nothing here answers 3xx.
         non_2xx=int(v["status"]),
+        refused=int(v["refused"]),
+        server_errors=int(v["failed"]),
         transport_errors=int(v["connect"] + v["read"] + v["write"] + v["timeout"]),
         p50_ms=v["p50_us"] / 1e3,
         p95_ms=v["p95_us"] / 1e3,
@@ -265,15 +306,21 @@ def _parse_hey(stdout: str, concurrency: int, cpu: float) -> LoadResult:
         key = message.strip()[:120]
         errors[key] = errors.get(key, 0) + int(n)
     non_2xx = sum(n for code, n in statuses.items() if not 200 <= code < 300)
+    refused = sum(n for code, n in statuses.items() if 400 <= code < 500)
+    server_errors = sum(n for code, n in statuses.items() if code >= 500)
     detail = dict(errors)
-    if non_2xx:
-        detail["non_2xx"] = non_2xx
+    if refused:
+        detail["4xx"] = refused
+    if server_errors:
+        detail["5xx"] = server_errors
     return LoadResult(
         tool="hey",
         concurrency=concurrency,
         duration_s=seconds("Total"),
         responses=sum(statuses.values()),
         non_2xx=non_2xx,
+        refused=refused,
+        server_errors=server_errors,
         transport_errors=sum(errors.values()),
         p50_ms=pct(50),
         p95_ms=pct(95),

@@ -28,6 +28,7 @@ ORDER = (
     "service",
     "service-1w",
     "service-nostore",
+    "service-nolog",
     "ceiling",
     "mlserver-tuned",
     "mlserver",
@@ -39,6 +40,7 @@ COLOURS = {
     "service": "#1f77b4",
     "service-1w": "#17becf",
     "service-nostore": "#8c564b",
+    "service-nolog": "#e377c2",
     "mlflow": "#d62728",
     "naive": "#7f7f7f",
     # bench.ceiling and bench.peers
@@ -115,9 +117,15 @@ def evaluate_targets(results: dict) -> list[dict[str, Any]]:
     return out
 
 
+# A cell of this service in which more than this share of the answers are refusals (4xx)
+# is not a measure of recognising digits: a payload it refuses wholesale would pass for a
+# fast one, as refusals count as answers in req/s.
+REFUSED_SHARE_MAX = 0.01
+
+
 def evaluate_checks(results: dict) -> list[dict[str, Any]]:
     """What else a run of this service must show (issue 6's, kept): ready time, peak RSS
-    per worker, no errors."""
+    per worker, no errors (5xx or no answer; refusals are answers), few refusals."""
     out: list[dict[str, Any]] = []
     service = results["servers"].get(SERVICE)
     name = f"ready ≤ {READY_S:g} s after start"
@@ -132,8 +140,70 @@ def evaluate_checks(results: dict) -> list[dict[str, Any]]:
     workers = service.get("peak_rss_mb_per_worker") or []
     value = ", ".join(f"{mb:.0f}" for mb in workers) + " MB" if workers else "none seen"
     out.append(_target("peak RSS per worker reported", value, bool(workers)))
-    errors = sum(cell["errors"] for cell in results["cells"] if cell["server"] == SERVICE)
-    out.append(_target("no errors (this service, all cells)", str(errors), errors == 0))
+    cells = [cell for cell in results["cells"] if cell["server"] == SERVICE]
+    errors = sum(cell["errors"] for cell in cells)
+    out.append(
+        _target("no errors, 5xx or transport (this service, all cells)", str(errors), errors == 0)
+    )
+    name = f"refusals (4xx) ≤ {REFUSED_SHARE_MAX:.0%} of the answers in every cell (this service)"
+    shares = [
+        (cell.get("refused", 0) / cell["answered"], cell) for cell in cells if cell.get("answered")
+    ]
+    if shares:
+        worst, at = max(shares, key=lambda pair: pair[0])
+        refused = sum(cell.get("refused", 0) for cell in cells)
+        value = (
+            f"{refused} refused in all; at most {worst:.2%} ({at['payload']} c={at['concurrency']})"
+        )
+        out.append(_target(name, value, worst <= REFUSED_SHARE_MAX))
+    else:
+        out.append(_target(name, "not measured", None))
+    return out
+
+
+# Issue 22 also asks for figures without a threshold: how throughput and memory grow with
+# a second worker on two cores, and what the image log costs when it is switched off (so
+# that the comparison with peers that log nothing is fair both ways).
+ONE_WORKER, NO_LOG = "service-1w", "service-nolog"
+
+
+def evaluate_also(results: dict, concurrency: int = TARGET_CONCURRENCY) -> list[dict[str, Any]]:
+    """Per payload at ``concurrency``: 2 workers against 1 (req/s and peak RSS), and the
+    image log on against off (req/s and CPU per request), as ratios of the same run;
+    ``measured`` False when the run lacks a cell."""
+    out: list[dict[str, Any]] = []
+    for payload in results["payloads"]:
+        two, one = (
+            _cell(results, SERVICE, payload, concurrency),
+            _cell(results, ONE_WORKER, payload, concurrency),
+        )
+        name = f"c={concurrency} 1 and 2 workers: throughput and peak RSS ({payload})"
+        if two and one and one["rps"] > 0:
+            value = (
+                f"2 workers {two['rps']:.0f} req/s, {two['peak_rss_mb_total']:.0f} MB; "
+                f"1 worker {one['rps']:.0f} req/s, {one['peak_rss_mb_total']:.0f} MB: "
+                f"{two['rps'] / one['rps']:.2f}× the throughput for "
+                f"{two['peak_rss_mb_total'] - one['peak_rss_mb_total']:+.0f} MB"
+            )
+            out.append({"target": name, "value": value, "measured": True})
+        else:
+            out.append({"target": name, "value": "not measured", "measured": False})
+    for payload in results["payloads"]:
+        on, off = (
+            _cell(results, SERVICE, payload, concurrency),
+            _cell(results, NO_LOG, payload, concurrency),
+        )
+        name = f"c={concurrency} what the image log costs: on against off ({payload})"
+        on_cpu = _num(on.get("cpu_ms_per_request")) if on else None
+        off_cpu = _num(off.get("cpu_ms_per_request")) if off else None
+        if on and off and off["rps"] > 0 and on_cpu is not None and off_cpu:
+            value = (
+                f"req/s {on['rps']:.0f} vs {off['rps']:.0f} ({on['rps'] / off['rps']:.2f}×), "
+                f"CPU per request {on_cpu:.2f} vs {off_cpu:.2f} ms ({on_cpu / off_cpu:.2f}×)"
+            )
+            out.append({"target": name, "value": value, "measured": True})
+        else:
+            out.append({"target": name, "value": "not measured", "measured": False})
     return out
 
 
@@ -142,6 +212,7 @@ def evaluate_checks(results: dict) -> list[dict[str, Any]]:
 VARIANTS = {
     "service-1w": "1 worker instead of 2",
     "service-nostore": "STORE_IMAGES=false (records kept, image bytes not)",
+    "service-nolog": "IMAGE_LOG=off (no image log: nothing opened or written per request)",
 }
 
 
@@ -191,15 +262,16 @@ def markdown(results: dict) -> str:
         f"{meta['host']['loadavg_after'][0]:.2f} after (1 min). Model "
         f"`{meta['model_uri']}` (version {meta.get('model_version') or '?'}).",
         "",
-        "| server | payload | conc. | req/s | p50 ms | p95 ms | p99 ms | errors | CPU % "
-        "| CPU ms/req | peak RSS MB | others % |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| server | payload | conc. | req/s | p50 ms | p95 ms | p99 ms | errors | refused "
+        "| CPU % | CPU ms/req | peak RSS MB | others % |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for cell in _ordered(results["cells"], list(results["payloads"])):
         lines.append(
             f"| {cell['server']} | {cell['payload']} | {cell['concurrency']} "
             f"| {cell['rps']:.0f} | {_fmt(cell['p50_ms'], 2)} | {_fmt(cell['p95_ms'], 2)} "
-            f"| {_fmt(cell['p99_ms'], 2)} | {cell['errors']} | {cell['server_cpu_pct']:.0f} "
+            f"| {_fmt(cell['p99_ms'], 2)} | {cell['errors']} | {cell.get('refused', '–')} "
+            f"| {cell['server_cpu_pct']:.0f} "
             f"| {_fmt(cell.get('cpu_ms_per_request'), 2)} "
             f"| {cell['peak_rss_mb_total']:.0f} | {cell['other_cpu_pct']:.0f} |"
         )
@@ -207,18 +279,24 @@ def markdown(results: dict) -> str:
         "",
         "CPU % is the server's process tree (CPU seconds / wall seconds, 100 % = one core); "
         "CPU ms/req is its CPU seconds over the requests it answered; "
-        "peak RSS is the whole tree's (master + workers); errors = non-2xx + transport errors; "
+        "peak RSS is the whole tree's (master + workers); errors are 5xx answers and requests "
+        "with no HTTP answer (timeouts, resets); refused are 4xx answers (this service "
+        "refuses an image it does not take for one digit with a 422), counted in req/s as "
+        "answers, as a peer's 200 for the same image is; "
         "others % is the CPU everything else on the machine used meanwhile (machine-wide busy "
         "CPU minus the server and the load generator): high values mean a noisy cell.",
         "",
-        "| server | what ran | ready s | peak RSS MB per process |",
-        "|---|---|--:|---|",
+        "| server | what ran | ready s | errors | refused | peak RSS MB per process |",
+        "|---|---|--:|--:|--:|---|",
     ]
     for name in _ordered_names(servers):
         s = servers[name]
         per = ", ".join(f"{p['role']} {p['peak_rss_mb']:.0f}" for p in s["peak_rss_mb_per_process"])
         label = f"{s['label']} (**{s['died']}**)" if s.get("died") else s["label"]
-        lines.append(f"| {name} | {label} | {s['ready_s']:.2f} | {per} |")
+        own = [c for c in results["cells"] if c["server"] == name]
+        errors = sum(c["errors"] for c in own)
+        refused = sum(c.get("refused", 0) for c in own)
+        lines.append(f"| {name} | {label} | {s['ready_s']:.2f} | {errors} | {refused} | {per} |")
     rows = variant_rows(results)
     if rows:
         lines += [
@@ -248,6 +326,14 @@ def markdown(results: dict) -> str:
     ]
     for t in results["targets"]:
         lines.append(f"- {t['target']}: {t['value']} — {_mark(t['met'])}")
+    lines += [
+        "",
+        "Also asked (figures without a threshold: how cost grows with workers on "
+        f"{meta['host']['cpus']} cores, and the image log's cost when switched off):",
+        "",
+    ]
+    for t in results.get("also", []):
+        lines.append(f"- {t['target']}: {t['value']}")
     lines += ["", "Checks (kept from issue 6):", ""]
     for t in results.get("checks", []):
         lines.append(f"- {t['target']}: {t['value']} — {_mark(t['met'])}")
@@ -363,6 +449,7 @@ def write(results: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     results["targets"] = evaluate_targets(results)
     results["checks"] = evaluate_checks(results)
+    results["also"] = evaluate_also(results)
     paths = [out / "bench.json", out / "bench.md", out / "bench.png"]
     paths[0].write_text(json.dumps(_finite(results), indent=1, default=str) + "\n")
     paths[1].write_text(markdown(results))

@@ -88,3 +88,67 @@ def test_hey_refuses_bundled_bodies(tmp_path: Path):
     bundle = loadgen.write_bodies(tmp_path / "many.body", [b"a", b"b"])
     with pytest.raises(ValueError, match="needs wrk"):
         loadgen.run("hey", "http://127.0.0.1:9/", "image/png", bundle, 1, 1, tmp_path)
+
+
+class _Judge(BaseHTTPRequestHandler):
+    """Answers by the body: ``ok`` 200, ``refuse`` 422 (as this service refuses a training
+    digit it does not take for a digit), ``fail`` 503, ``drop`` no answer at all."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed ACK
+    statuses: ClassVar[dict[bytes, int]] = {b"ok": 200, b"refuse": 422, b"fail": 503}
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if body == b"drop":
+            self.close_connection = True  # closed without a status line: wrk's read error
+            return
+        self.send_response(self.statuses[body])
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def judge() -> Iterator[str]:
+    httpd = _Server(("127.0.0.1", 0), _Judge)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_refusals_are_answers_and_only_5xx_and_transport_failures_are_errors(
+    judge: str, tmp_path: Path
+):
+    # 6 bodies in turn: 3 answered 200, 1 refused (422), 1 failed (503), 1 dropped.
+    bundle = loadgen.write_bodies(
+        tmp_path / "mix.body", [b"ok", b"refuse", b"ok", b"fail", b"ok", b"drop"]
+    )
+    result = loadgen.run("wrk", judge, "image/png", bundle, 1, 1, tmp_path)
+    ok = result.responses - result.non_2xx
+    assert ok > 30 and result.refused > 10 and result.server_errors > 10
+    assert result.transport_errors > 5
+    # Each in its share of the cycle (± one cycle at the end of the run).
+    assert abs(result.refused - ok / 3) <= 2 and abs(result.server_errors - ok / 3) <= 2
+    # wrk's own count of status >= 400 is the two together.
+    assert result.non_2xx == result.refused + result.server_errors
+    assert result.errors == result.server_errors + result.transport_errors
+    assert result.answered == ok + result.refused
+    assert result.rps == pytest.approx(result.answered / result.duration_s)
+    saved = result.as_dict()
+    assert saved["errors"] == result.errors and saved["refused"] == result.refused
+    assert result.error_detail["4xx"] == result.refused
+    assert result.error_detail["5xx"] == result.server_errors
+
+
+def test_a_server_that_refuses_everything_has_no_errors(judge: str, tmp_path: Path):
+    body = tmp_path / "refuse.body"
+    body.write_bytes(b"refuse")
+    result = loadgen.run("wrk", judge, "image/png", body, 2, 1, tmp_path)
+    assert result.refused == result.responses > 10
+    assert result.errors == 0 and result.server_errors == 0

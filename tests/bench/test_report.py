@@ -24,6 +24,8 @@ def cell(server: str, payload: str, concurrency: int, rps: float, **extra: Any) 
         "p95_ms": 2.0,
         "p99_ms": extra.pop("p99_ms", 30.0),
         "errors": extra.pop("errors", 0),
+        "refused": extra.pop("refused", 0),
+        "answered": extra.pop("answered", int(rps * 5)),
         "server_cpu_pct": 150.0,
         "cpu_ms_per_request": extra.pop("cpu_ms", 1.0),
         "peak_rss_mb_total": extra.pop("rss", 700.0),
@@ -152,18 +154,62 @@ def test_what_a_run_did_not_measure_is_not_judged() -> None:
     assert all(t["met"] is None and t["value"] == "not measured" for t in targets)
 
 
+NO_ERRORS = "no errors, 5xx or transport (this service, all cells)"
+REFUSALS = "refusals (4xx) ≤ 1% of the answers in every cell (this service)"
+
+
 def test_checks_count_errors_of_this_service_only() -> None:
     results = full_run()
     results["cells"].append(cell("mlflow", "distinct28", 32, 10.0, errors=7))
     checks = by_name(report.evaluate_checks(results))
-    assert checks["no errors (this service, all cells)"]["met"] is True
+    assert checks[NO_ERRORS]["met"] is True
     results["cells"].append(cell("service", "distinct28", 1, 10.0, errors=1))
     checks = by_name(report.evaluate_checks(results))
-    assert checks["no errors (this service, all cells)"] == {
-        "target": "no errors (this service, all cells)",
-        "value": "1",
-        "met": False,
+    assert checks[NO_ERRORS] == {"target": NO_ERRORS, "value": "1", "met": False}
+
+
+def test_refusals_of_a_few_training_digits_are_not_errors() -> None:
+    # As in the quiet bench of 20:52 UTC: 2-4 training digits per distinct28 cell refused
+    # with a 422 out of thousands of answers; no 5xx, nothing dropped.
+    results = full_run(distinct28={"refused": 4, "answered": 8000})
+    checks = by_name(report.evaluate_checks(results))
+    assert checks[NO_ERRORS]["met"] is True and checks[NO_ERRORS]["value"] == "0"
+    assert checks[REFUSALS]["met"] is True
+    assert checks[REFUSALS]["value"] == "4 refused in all; at most 0.05% (distinct28 c=32)"
+
+
+def test_a_cell_mostly_refused_is_flagged() -> None:
+    # Refusals count as answers in req/s: a payload refused wholesale must not pass as fast.
+    results = full_run(photo640={"refused": 30, "answered": 2500})
+    checks = by_name(report.evaluate_checks(results))
+    assert checks[REFUSALS]["met"] is False
+    assert checks[REFUSALS]["value"].endswith("at most 1.20% (photo640 c=32)")
+    assert checks[NO_ERRORS]["met"] is True
+
+
+def test_also_asked_workers_and_the_image_log_switched_off() -> None:
+    results = full_run()
+    results["cells"] += [
+        cell("service-1w", "png28", 32, 1250.0, rss=420.0),
+        cell("service-nolog", "png28", 32, 2500.0, cpu_ms=0.6),
+        cell("service-nolog", "distinct28", 32, 2400.0, cpu_ms=0.65),
+    ]
+    also = {t["target"]: t for t in report.evaluate_also(results)}
+    workers = also["c=32 1 and 2 workers: throughput and peak RSS (png28)"]
+    assert workers["measured"] is True
+    assert workers["value"] == (
+        "2 workers 2000 req/s, 700 MB; 1 worker 1250 req/s, 420 MB: "
+        "1.60× the throughput for +280 MB"
+    )
+    log = also["c=32 what the image log costs: on against off (distinct28)"]
+    assert log["value"] == ("req/s 1600 vs 2400 (0.67×), CPU per request 1.30 vs 0.65 ms (2.00×)")
+    assert also["c=32 1 and 2 workers: throughput and peak RSS (distinct28)"] == {
+        "target": "c=32 1 and 2 workers: throughput and peak RSS (distinct28)",
+        "value": "not measured",
+        "measured": False,
     }
+    # photo640 has no service-nolog cell in this run.
+    assert also["c=32 what the image log costs: on against off (photo640)"]["measured"] is False
 
 
 def test_variant_rows_set_each_configuration_beside_the_default() -> None:
@@ -174,6 +220,8 @@ def test_variant_rows_set_each_configuration_beside_the_default() -> None:
         ("service-1w", "png28"),
         ("service-nostore", "png28"),
     ]
+    results["cells"].append(cell("service-nolog", "png28", 32, 2500.0))
+    assert [r["change"] for r in report.variant_rows(results)][-1].startswith("IMAGE_LOG=off")
     one = rows[0]
     assert (one["rps"], one["base_rps"]) == (900.0, 2000.0)
     assert (one["cpu_ms"], one["base_cpu_ms"]) == (1.1, 0.9)
@@ -185,8 +233,17 @@ def test_markdown_states_targets_configurations_and_labels() -> None:
     results["cells"].append(cell("service-1w", "png28", 32, 900.0, rss=420.0))
     results["targets"] = report.evaluate_targets(results)
     results["checks"] = report.evaluate_checks(results)
+    results["also"] = report.evaluate_also(results)
+    results["cells"].append(cell("bentoml", "photo640", 32, 80.0, errors=3, refused=0))
+    results["cells"].append(cell("service", "distinct28", 1, 500.0, refused=2))
     text = report.markdown(results)
     assert "## Targets (issue 22)" in text
+    # Errors and refusals in columns of their own, per cell and per server.
+    assert "| errors | refused |" in text
+    assert "| service | distinct28 | 1 | 500 | 1.00 | 2.00 | 30.00 | 0 | 2 |" in text
+    assert "| bentoml | photo640 | 32 | 80 | 1.00 | 2.00 | 30.00 | 3 | 0 |" in text
+    assert "| 2.00 | 0 | 2 | main 100 |" in text  # this service, all its cells
+    assert "- c=32 1 and 2 workers: throughput and peak RSS (png28): 2 workers 2000" in text
     assert "c=32 throughput ≥ 2× the best peer's (distinct28): 1.88×" in text
     assert "— **missed**" in text and "— met" in text
     assert "| service-1w | 1 worker instead of 2 | png28 | 900 | 2000 |" in text
@@ -202,4 +259,5 @@ def test_write_keeps_targets_and_checks_in_strict_json(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["bench.json", "bench.md", "bench.png"]
     saved = json.loads(paths[0].read_text(), parse_constant=pytest.fail)
     assert saved["cells"][0]["p99_ms"] is None
-    assert len(saved["targets"]) == 8 and len(saved["checks"]) == 3
+    assert len(saved["targets"]) == 8 and len(saved["checks"]) == 4
+    assert len(saved["also"]) == 2 * len(saved["payloads"])
