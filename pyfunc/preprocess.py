@@ -23,7 +23,14 @@ from scipy import ndimage
 from pyfunc import budget
 from pyfunc.encoding import b64decode
 from pyfunc.errors import ImageError, ImageTooLarge, NoDigit, UnsupportedFormat
-from pyfunc.paper import drop_frame_marks, explain_blank, find_page, remove_rulings, shade
+from pyfunc.paper import (
+    drop_frame_marks,
+    explain_blank,
+    find_page,
+    ink_once,
+    remove_rulings,
+    shade,
+)
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -416,7 +423,8 @@ def to_ink(image: np.ndarray) -> np.ndarray:
     """
     image = np.asarray(image)
     grey, alpha = _array_grey_alpha(image)
-    return _ink_from(grey, alpha)
+    # The single-digit check's look: kept for the normalisation of the same pixels.
+    return ink_once(grey, alpha, _ink_from, keep=True)
 
 
 def _ink_from(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
@@ -797,7 +805,7 @@ def normalise_decoded(decoded: Sequence[Decoded]) -> list[np.ndarray | ImageErro
     for i, d in enumerate(decoded):
         if results[i] is None:
             try:
-                results[i] = _normalise(_ink_from(d.grey, d.alpha))
+                results[i] = _normalise(ink_once(d.grey, d.alpha, _ink_from, keep=False))
             except ImageError as exc:
                 results[i] = explain_blank(exc, d.grey)
     return results  # type: ignore[return-value]  # every slot is filled above
