@@ -132,16 +132,21 @@ def _reduce(arr: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _otsu(values: np.ndarray, bins: int = 64) -> float:
-    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    # np.histogram(values, bins, range=(0, 1)) as one bincount, at about half its cost: the
+    # edges k/bins and the products v·bins (bins a power of two) are exact in float32, so
+    # every value lands in the same bin (1.0 in the last, values outside [0, 1] in none).
+    v = values.ravel()
+    v = v[(v >= 0) & (v <= 1)]
+    hist = np.bincount(np.minimum((v * np.float32(bins)).astype(np.intp), bins - 1), minlength=bins)
     p = hist.astype(np.float64) / max(1, hist.sum())
-    centres = (edges[:-1] + edges[1:]) / 2
+    centres = (np.arange(bins, dtype=np.float64) + 0.5) / bins
     w0 = np.cumsum(p)
     mu = np.cumsum(p * centres)
     total = mu[-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         between = (total * w0 - mu) ** 2 / (w0 * (1 - w0))
     between[~np.isfinite(between)] = -1
-    return float(edges[int(np.argmax(between)) + 1])
+    return (int(np.argmax(between)) + 1) / bins
 
 
 def _hull(region: np.ndarray) -> ConvexHull | None:
