@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from pyfunc.encoding import b64decode
 from pyfunc.errors import ImageError, MultipleDigits, NoDigit, TooManyDigits
-from pyfunc.preprocess import DEFAULT_LIMITS, Limits, decode_image, normalise, to_ink
+from pyfunc.preprocess import DEFAULT_LIMITS, Limits, decode_image, ink_map, normalise
 
 if TYPE_CHECKING:
     from pyfunc.model import Prediction
@@ -188,7 +188,8 @@ def find_digits(
 
 def _ink(image: bytes | np.ndarray, limits: Limits) -> np.ndarray:
     if isinstance(image, np.ndarray):
-        return to_ink(image)
+        # A request's DecodedImage keeps the map for the model's normalisation.
+        return ink_map(image)
     return decode_image(bytes(image), limits)
 
 

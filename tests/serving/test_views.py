@@ -97,6 +97,25 @@ def test_the_decoded_array_gives_what_the_bytes_gave(uploads) -> None:
     assert {("single digit", "passed"), ("single digit", "multiple_digits")} <= kinds
 
 
+def test_the_handed_on_decoding_gives_what_the_bytes_gave(uploads) -> None:
+    """What /recognize hands on (a DecodedImage carrying its decoding, and the single-digit
+    check's ink map once made) gives the model bit for bit the input the bytes gave, and the
+    carried ink map is the one the bytes give, on every kind of upload."""
+    for name, data in uploads:
+        carried = preprocess.decoded_image(preprocess.decode_images([data], LIMITS)[0])
+        assert _outcome(lambda: segment.require_single(carried, LIMITS)) == _outcome(  # noqa: B023
+            lambda: segment.require_single(data, LIMITS)  # noqa: B023
+        ), name
+        if carried.ink is not None:  # the check made it (it raises NoDigit on a blank)
+            assert _outcome(lambda: carried.ink) == _outcome(  # noqa: B023
+                lambda: preprocess.decode_image(data, LIMITS)  # noqa: B023
+            ), name
+        for model_input in (carried, np.asarray(carried)):  # a plain array carries nothing
+            assert _outcome(
+                lambda: preprocess.pre_process([model_input], limits=LIMITS)  # noqa: B023
+            ) == _outcome(lambda: preprocess.pre_process([data], limits=LIMITS)), name  # noqa: B023
+
+
 def test_bad_uploads_fail_decoding_as_the_model_would(mnist) -> None:
     too_big = _png(Image.new("L", (12_000, 1)))
     for data in (b"", b"not an image", too_big, _png(Image.fromarray(mnist.x_test[0]))[:60]):
@@ -133,6 +152,33 @@ def test_recognize_decodes_an_upload_once(registry, seed_png, monkeypatch, batch
         recognize_options.pre_process_of(object()), seed_png, LIMITS
     )
     assert answer["model_input"] == expected
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_recognize_makes_a_photos_ink_map_once(registry, monkeypatch, batching) -> None:
+    """The single-digit check's ink map is the one the model normalises (it made it twice:
+    for a photo, the sheet, shadow and ruling steps each time), and the answer is the same."""
+    app = create_app(
+        {"mlflow_tracking_uri": registry.tracking_uri, "workers": 1, "batching": batching}
+    )
+    app.config.update(TESTING=True)
+    client = app.test_client()
+    photo = (PROJECT_ROOT / "examples" / "photo-two.jpg").read_bytes()
+    expected = client.post("/recognize", data=photo, content_type="image/jpeg").get_json()
+    calls = []
+    real = preprocess._ink_from
+
+    def counted(grey, alpha):
+        calls.append(grey.shape)
+        return real(grey, alpha)
+
+    monkeypatch.setattr(preprocess, "_ink_from", counted)
+    answer = client.post("/recognize", data=photo, content_type="image/jpeg").get_json()
+    assert len(calls) == 1
+    assert (answer["digit"], answer["probabilities"]) == (
+        expected["digit"],
+        expected["probabilities"],
+    )
 
 
 def test_a_big_numbers_boxes_are_in_the_pixels_as_sent(client, mnist) -> None:
