@@ -84,6 +84,10 @@ class ModelStore:
             else None
         )
         self._check_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: Poller | None = None
+        # Old versions waiting for their in-flight requests before their batcher stops.
+        self._retiring: list[threading.Timer] = []
         self._reload_file = os.environ.get(RELOAD_FILE_ENV)
         self._reload_seen = self._reload_stamp()
 
@@ -196,7 +200,10 @@ class ModelStore:
         self.current, self.served_from = loaded, source  # the swap: one reference assignment
         if old is not None and hasattr(old.model, "close"):
             # Let requests that started on the old version finish before its batcher stops.
-            threading.Timer(self.settings.timeout, old.model.close).start()
+            timer = threading.Timer(self.settings.timeout, old.model.close)
+            timer.daemon = True
+            self._retiring = [t for t in self._retiring if t.is_alive()] + [timer]
+            timer.start()
         if self._on_swap is not None:
             self._on_swap(loaded)
         log.info(
@@ -227,14 +234,41 @@ class ModelStore:
     def start(self) -> None:
         """First check now (the worker starts ready if it can), then follow in the background."""
         self.check()
-        threading.Thread(target=self._follow, name="model-poller", daemon=True).start()
+        self._poller = Poller(self)
+        self._poller.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop following the registry and stop the batchers' threads (the current version's
+        and those retiring). A worker's end stops them anyway (daemon threads); an app that
+        is built and dropped in a running process (the tests build hundreds) calls this, or
+        its two threads stay behind for good. Requests still answered after it are answered
+        without batching (serving/batching.py)."""
+        self._stop.set()
+        if self._poller is not None and self._poller is not threading.current_thread():
+            # The poller ends within a tick, or after the check it is in (a load can take
+            # seconds): it stops at its next tick either way, so the wait is bounded.
+            self._poller.join(timeout)
+        for timer in self._retiring:
+            timer.cancel()
+        # Closed now rather than when their timers would have fired.
+        retiring, self._retiring = [t.function for t in self._retiring], []
+        for close_old in retiring:
+            close_old()
+        loaded = self.current
+        if loaded is not None and hasattr(loaded.model, "close"):
+            loaded.model.close()
+
+    @property
+    def following(self) -> bool:
+        """Whether the poller still runs."""
+        return self._poller is not None and self._poller.is_alive()
 
     def _follow(self) -> None:
         interval = self.settings.model_poll_interval
         backoff = 1.0
         next_check = time.monotonic() + (interval if self.current else backoff)
-        while True:  # a daemon thread: it ends with the worker
-            time.sleep(_TICK_SECONDS)
+        # Until close(); a daemon thread otherwise, ending with the worker.
+        while not self._stop.wait(_TICK_SECONDS):
             stamp = self._reload_stamp()
             forced = stamp != self._reload_seen
             due = time.monotonic() >= next_check and (interval > 0 or self.current is None)
@@ -351,6 +385,20 @@ class ModelStore:
         return None
 
 
+class Poller(threading.Thread):
+    """The thread that follows the registry for one store (:meth:`ModelStore.start`)."""
+
+    def __init__(self, store: ModelStore) -> None:
+        super().__init__(target=store._follow, name="model-poller", daemon=True)
+        self.store = store
+
+
+def following() -> list[ModelStore]:
+    """The stores whose poller runs in this process: those an app built and dropped without
+    :func:`close` (the tests' fixtures close what each test left)."""
+    return [t.store for t in threading.enumerate() if isinstance(t, Poller)]
+
+
 REGISTRY_UNREACHABLE = "registry_unreachable"
 # A load failure's public wording by code (the exception's own text is for operators).
 PUBLIC_FAILURES = {
@@ -385,11 +433,19 @@ def init_app(
     on_swap: Callable[[registry.LoadedModel], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> ModelStore:
-    """Load the model now if the registry has one, then follow it in the background."""
+    """Load the model now if the registry has one, then follow it in the background until
+    :func:`close` (the app's end)."""
     store = ModelStore(settings, on_swap=on_swap, on_batch=on_batch)
     store.start()
     app.extensions[EXTENSION] = store
     return store
+
+
+def close(app: Flask) -> None:
+    """The app's end: its store stops following the registry and its batcher stops."""
+    store = app.extensions.get(EXTENSION)
+    if store is not None:
+        store.close()
 
 
 def model_store() -> ModelStore:

@@ -208,11 +208,28 @@ def empty_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 @pytest.fixture
 def app(registry: Registry):
-    from serving import create_app
+    from serving import create_app, model_store
 
     app = create_app({"mlflow_tracking_uri": registry.tracking_uri, "workers": 1})
     app.config.update(TESTING=True)
-    return app
+    yield app
+    model_store.close(app)
+
+
+@pytest.fixture(autouse=True)
+def _close_model_stores() -> Iterator[None]:
+    """What a test's apps left running (a registry poller and a batcher thread each: 100-340
+    threads per test worker by the end of a run) is stopped when the test ends."""
+    before = _following()
+    yield
+    for store in _following() - before:
+        store.close()
+
+
+def _following() -> set[Any]:
+    # Only once a test has imported it: no app, no poller (and no MLflow import here).
+    module = sys.modules.get("serving.model_store")
+    return set(module.following()) if module else set()
 
 
 @pytest.fixture
