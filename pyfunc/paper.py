@@ -96,6 +96,10 @@ def ink_once(
     """``compute(grey, alpha)``, the ink map of decoded pixels. ``keep``: the first look
     (the single-digit check), whose result is kept for the second; otherwise (the model's
     normalisation) a kept map of exactly these pixels is taken, if there is one."""
+    # Below MIN_SIDE (MNIST digits, thumbnails) no paper step runs and the map costs little
+    # more than keeping it would; a 28×28 digit's normalisation does not even ask for it.
+    if min(grey.shape[:2]) < MIN_SIDE:
+        return compute(grey, alpha)
     if keep:
         ink = compute(grey, alpha)
         _shared.put(grey, alpha, ink.copy())  # the caller may change its own copy

@@ -139,3 +139,15 @@ def test_without_a_check_no_key_is_worked_out() -> None:
     finally:
         paper._key = real_key  # type: ignore[assignment]
     assert not calls
+
+
+def test_small_pictures_are_not_kept() -> None:
+    """A 28×28 digit's check leaves nothing behind: its normalisation takes the MNIST fast
+    path and would never take it, so keeping it would only churn the kept maps."""
+    compute = _Counted()
+    small = np.zeros((28, 28), dtype=np.float32)
+    small[8:20, 12:16] = 1
+    paper.ink_once(small, None, compute, keep=True)
+    assert not paper._shared._entries
+    paper.ink_once(small, None, compute, keep=False)
+    assert compute.calls == 2
