@@ -89,6 +89,10 @@ class Settings(ImageLogConfig, AccessConfig, BaseSettings):
 
     # The image log (imagelog/, its other keys in ImageLogConfig): every answered
     # /recognize request, kept durably.
+    # false (IMAGE_LOG=off): no image log at all, opened or written: answers carry
+    # "logged": false and no record_id / feedback_token, POST /feedback answers 409
+    # image_log_off. For measuring the log's cost against servers that log nothing.
+    image_log: bool = True
     data_dir: Path = DEFAULT_DATA_DIR
     # When a record cannot be written: "refuse" answers 503 storage_unavailable; "answer"
     # answers anyway with "logged": false.

@@ -11,6 +11,9 @@ Labelling again replaces the label; every change is kept with its time (see
 prediction of confidence >= ``REVIEW_CONFIDENCE`` is stored but held for review: it is not
 exported for training until a reviewer accepts it (``python -m training.review``,
 ``/admin/reviews``).
+
+A service running without its image log (``IMAGE_LOG=off``) hands out no record to label:
+this answers 409 ``image_log_off``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from imagelog.base import StorageError, TooManyLabels, utc_now
 from serving import read
 from serving.bodies import json_body
 from serving.errors import ApiError
-from serving.image_log import image_log
+from serving.image_log import image_log, image_log_off, recorder
 from serving.schemas import MAX_FEEDBACK_TOKEN, MAX_RECORD_ID, Feedback, FeedbackReceipt
 
 bp = Blueprint("feedback", __name__)
@@ -94,6 +97,8 @@ def parse(body: Any) -> Feedback:
 
 @bp.post("/feedback")
 def feedback():
+    if not recorder().enabled:  # IMAGE_LOG=off: no answer has a record to label
+        raise image_log_off()
     if request.mimetype != "application/json":
         raise ApiError(
             415,

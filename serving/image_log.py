@@ -10,6 +10,10 @@ A store that hangs counts as failed: every call has a deadline
 :class:`imagelog.base.Guard`), so request threads are never all held by the store.
 Nothing is written before the model has decoded the image: bodies it refuses leave
 no trace on disk. What trails the image in the upload is counted, not stored.
+
+``IMAGE_LOG=off`` switches the log off entirely: nothing is opened or written, every
+answer is unlogged (``"logged": false``, no ``record_id`` or feedback token), and what
+needs the log (``/feedback``, the review endpoints) answers 409 ``image_log_off``.
 """
 
 from __future__ import annotations
@@ -103,20 +107,45 @@ def own_bytes(body: bytes) -> tuple[bytes, int]:
     return body[:end], len(body) - end
 
 
-class Recorder:
-    """Turns answers into records and applies the failure policy and retention."""
+def image_log_off() -> ApiError:
+    """409 ``image_log_off``: what needs the log, asked of a service running without one."""
+    return ApiError(
+        409,
+        "image_log_off",
+        "this service runs without its image log (IMAGE_LOG=off): its answers have no "
+        "record to label or review",
+    )
 
-    def __init__(self, image_log: ImageLog, settings: Settings) -> None:
-        self.image_log = image_log
+
+class Recorder:
+    """Turns answers into records and applies the failure policy and retention.
+
+    Without an image log (``IMAGE_LOG=off``) it records nothing and says so: :attr:`enabled`
+    is false, :meth:`record` answers "not logged" at once, and :attr:`image_log` raises
+    :func:`image_log_off` (409) for whatever needs the log itself."""
+
+    def __init__(self, image_log: ImageLog | None, settings: Settings) -> None:
+        self._image_log = image_log
         self.policy = settings.log_failure_policy
         self._writes = 0
         self._bytes_since_retention = 0
-        quota = image_log.retention.max_image_bytes
+        quota = image_log.retention.max_image_bytes if image_log is not None else 0
         self._retention_bytes = quota // RETENTION_QUOTA_SHARE if quota else 0
         self._counter_lock = threading.Lock()
         self._retention_running = threading.Lock()
         self._probe_lock = threading.Lock()
         self._probed: tuple[float, str | None] = (float("-inf"), None)
+
+    @property
+    def enabled(self) -> bool:
+        return self._image_log is not None
+
+    @property
+    def image_log(self) -> ImageLog:
+        """The log; :func:`image_log_off` (409) when the service runs without one."""
+        if self._image_log is None:
+            raise image_log_off()
+        return self._image_log
 
     def stage(self, body: bytes) -> Upload:
         """Take a body for :meth:`record` (or :meth:`discard` if the request fails).
@@ -128,7 +157,9 @@ class Recorder:
     def storage_problem(self) -> str | None:
         """Why a record could not be stored right now, or None if it could: a real write
         probe, reused for PROBE_CACHE_SECONDS (one thread probes, the others use its
-        answer)."""
+        answer). Without a log there is nothing to store, so nothing can fail."""
+        if self._image_log is None:
+            return None
         at, problem = self._probed
         if time.monotonic() - at < PROBE_CACHE_SECONDS:
             return problem
@@ -146,7 +177,7 @@ class Recorder:
 
     @property
     def refuses_unlogged(self) -> bool:
-        return self.policy == "refuse"
+        return self.enabled and self.policy == "refuse"
 
     def discard(self, upload: Upload) -> None:
         """The request failed: nothing to undo, since nothing is written before :meth:`record`."""
@@ -161,7 +192,10 @@ class Recorder:
     ) -> bool:
         """Log one answer durably; False if it was not logged and the policy says answer.
 
-        ``record_id``: the key, when the request logs several records (/read: one a digit)."""
+        ``record_id``: the key, when the request logs several records (/read: one a digit).
+        Without a log (``IMAGE_LOG=off``): False at once, nothing described or written."""
+        if self._image_log is None:
+            return False
         upload.describe()
         entry = Record(
             # The record's key is the server's id, never the client's X-Request-ID.
@@ -181,7 +215,7 @@ class Recorder:
             image=upload.image,
         )
         try:
-            self.image_log.record(entry)
+            self._image_log.record(entry)
         except DuplicateRequestId:
             raise ApiError(
                 409,
@@ -218,7 +252,8 @@ class Recorder:
     def retain_in_background(self, sweep: bool = False) -> None:
         """Apply retention (and, with ``sweep``, remove leftovers of requests that never
         committed) off the request path."""
-        if not (sweep or self.image_log.retention.active):
+        log_ = self._image_log
+        if log_ is None or not (sweep or log_.retention.active):
             return
         if not self._retention_running.acquire(blocking=False):
             return  # one at a time per worker
@@ -226,8 +261,8 @@ class Recorder:
         def run() -> None:
             try:
                 if sweep:
-                    self.image_log.sweep()
-                self.image_log.apply_retention()
+                    log_.sweep()
+                log_.apply_retention()
             except StorageError as exc:
                 log.warning("image log maintenance failed (retried later): %s", exc)
             finally:
@@ -246,8 +281,12 @@ def init_app(app: Flask, settings: Settings) -> None:
     # inside PostgreSQL's default 100 connections.
     # ... and one thread fewer than the worker's inside the store at once, so a hung store
     # leaves a thread for /health and for requests that need no storage.
-    opened = open_image_log(
-        settings, pool_size=min(settings.threads, 8), max_inflight=max(1, settings.threads - 1)
+    opened = (
+        open_image_log(
+            settings, pool_size=min(settings.threads, 8), max_inflight=max(1, settings.threads - 1)
+        )
+        if settings.image_log
+        else None
     )
     recorder_ = Recorder(opened, settings)
     app.extensions[EXTENSION] = recorder_
@@ -280,5 +319,5 @@ def image_log() -> ImageLog:
 def close(app: Flask) -> None:
     """Release the app's storage (connections, pool threads); for tests and shutdown."""
     found = app.extensions.pop(EXTENSION, None)
-    if found is not None:
+    if found is not None and found.enabled:
         found.image_log.close()

@@ -42,7 +42,8 @@ def recognize():
     limits = Limits(max_side=settings.max_image_side, max_pixels=settings.max_image_pixels)
     recorder = image_log.recorder()
     # A draft (a drawing in progress) is answered, never stored: see recognize_options.
-    upload = None if options.draft else recorder.stage(image)  # nothing written yet
+    # Nor is anything with IMAGE_LOG=off.
+    upload = recorder.stage(image) if recorder.enabled and not options.draft else None
     server_timing.mark("log_stage")
     try:
         # Decoded once, for the check and the model: the array carries the decoding, and the
@@ -61,12 +62,14 @@ def recognize():
         if upload is not None:
             recorder.discard(upload)
         raise
-    if upload is None:
+    if options.draft:
         logged = False
         metrics.count_draft()
     else:
         # Stored durably before the answer leaves; 503 if it cannot be (LOG_FAILURE_POLICY).
-        logged = recorder.record(upload, prediction, loaded.ref.name, loaded.ref.version)
+        logged = upload is not None and recorder.record(
+            upload, prediction, loaded.ref.name, loaded.ref.version
+        )
         server_timing.mark("image_log")
         metrics.observe_prediction(prediction.digit, prediction.confidence)
         server_timing.mark("metrics")

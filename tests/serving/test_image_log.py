@@ -9,6 +9,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -375,3 +376,69 @@ def test_ready_probes_storage_by_writing_and_caches_the_answer(app, client, monk
     not_ready = client.get("/ready")
     assert not_ready.status_code == 503
     assert not_ready.get_json()["error"]["code"] == "storage_unavailable"
+
+
+@pytest.fixture
+def unlogged_app(registry, tmp_path: Path):
+    from serving import create_app
+
+    data_dir = tmp_path / "data"
+    app = create_app(
+        {
+            "mlflow_tracking_uri": registry.tracking_uri,
+            "workers": 1,
+            "data_dir": data_dir,
+            "image_log": False,
+            "admin_token": "t" * 32,
+        }
+    )
+    app.config.update(TESTING=True)
+    yield app
+    close(app)
+
+
+def test_image_log_off_writes_nothing_and_says_so(unlogged_app, seed_png: bytes, mnist):
+    """IMAGE_LOG=off: the same prediction, no record (nothing opened or written under
+    DATA_DIR), no record_id or token, "logged": false; the prediction is still counted."""
+    from tests.serving.test_metrics import delta, scrape
+
+    client = unlogged_app.test_client()
+    data_dir = unlogged_app.config["SETTINGS"].data_dir
+    before = scrape(client)
+    response = client.post("/recognize", data=seed_png, content_type="image/png")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["logged"] is False
+    assert "record_id" not in body and "feedback_token" not in body
+    assert delta(before, scrape(client), "digits_predictions_total", digit=str(body["digit"])) == 1
+    assert not (data_dir / "imagelog.sqlite3").exists()
+    assert not (data_dir.exists() and any(data_dir.rglob("imagelog*")))
+    # /read's digits are not logged either, and it says so the same way.
+    pair = np.hstack([mnist.x_test[9], np.zeros((28, 8), np.uint8), mnist.x_test[0]])
+    buf = io.BytesIO()
+    Image.fromarray(pair).save(buf, format="PNG")
+    read = client.post("/read", data=buf.getvalue(), content_type="image/png")
+    assert read.status_code == 200, read.get_json()
+    assert read.get_json()["logged"] is False and "record_id" not in read.get_json()
+    # Nothing to store means nothing that can fail: ready, with storage "ok".
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.get_json()["storage"]["state"] == "ok"
+
+
+def test_image_log_off_answers_feedback_and_reviews_409(unlogged_app):
+    client = unlogged_app.test_client()
+    response = client.post("/feedback", json={"record_id": "r", "feedback_token": "t", "label": 3})
+    assert response.status_code == 409
+    assert response.get_json()["error"]["code"] == "image_log_off"
+    assert "IMAGE_LOG=off" in response.get_json()["error"]["message"]
+    reviews = client.get("/admin/reviews", headers={"Authorization": "Bearer " + "t" * 32})
+    assert reviews.status_code == 409
+    assert reviews.get_json()["error"]["code"] == "image_log_off"
+
+
+def test_image_log_setting_reads_off_from_the_environment(monkeypatch):
+    from serving.config import load_settings
+
+    assert load_settings().image_log is True
+    monkeypatch.setenv("IMAGE_LOG", "off")
+    assert load_settings().image_log is False
