@@ -46,6 +46,10 @@ class LoadResult:
     # did the same work.
     refused: int = 0
     server_errors: int = 0
+    # Bodies sent in turn (write_bodies): where the next run starts so that it sends none of
+    # this run's (no body at or beyond it was sent). Exact whatever each wrk thread's share
+    # of the requests, which a count of responses is not. None for one body, or hey.
+    next_body: int | None = None
 
     @property
     def errors(self) -> int:
@@ -163,17 +167,20 @@ end
 {bodies}
 function done(summary, latency, requests)
   local e = summary.errors
-  local r4, r5 = 0, 0
+  local r4, r5, next_body = 0, 0, -1
   for _, t in ipairs(threads) do
     r4 = r4 + t:get("refused")
     r5 = r5 + t:get("failed")
+    -- A thread's n is past every body it sent, those still in flight at the end included.
+    local tn = t:get("n")
+    if tn and tn > next_body then next_body = tn end
   end
   io.write(string.format(
     "BENCH responses=%d duration_us=%d connect=%d read=%d write=%d status=%d timeout=%d " ..
-    "refused=%d failed=%d " ..
+    "refused=%d failed=%d next=%d " ..
     "p50_us=%d p95_us=%d p99_us=%d max_us=%d mean_us=%f\\n",
     summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    r4, r5,
+    r4, r5, next_body,
     latency:percentile(50), latency:percentile(95), latency:percentile(99),
     latency.max, latency.mean))
 end
@@ -181,7 +188,8 @@ end
 
 # Bodies in turn: thread t of T sends bodies start + t, start + t + T, … (wrapping around).
 _WRK_BODIES = """\
-local bodies, n = {{}}, 0
+local bodies = {{}}
+n = 0  -- global: done() reads each thread's
 function init(args)
   local offset = 0
   for size in io.lines({lengths!r}) do
@@ -252,6 +260,7 @@ def _parse_wrk(stdout: str, concurrency: int, cpu: float) -> LoadResult:
         non_2xx=int(v["status"]),
         refused=int(v["refused"]),
         server_errors=int(v["failed"]),
+        next_body=int(v["next"]) if v["next"] >= 0 else None,
         transport_errors=int(v["connect"] + v["read"] + v["write"] + v["timeout"]),
         p50_ms=v["p50_us"] / 1e3,
         p95_ms=v["p95_us"] / 1e3,

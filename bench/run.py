@@ -61,9 +61,6 @@ DEFAULT_MODEL_URI = "models:/digits/Production"
 _SECRET_HINTS = ("token", "password", "secret")
 # Logged by serving.model_store once per worker when its model is loaded.
 _WORKER_READY = r"now serving \S+ version \S+ \((?:family \S+, )?was None\)"
-# Requests a wrk thread may have sent beyond the count it reports, per run (in flight at
-# the end, one per connection): skipped so that the next run starts on unsent images.
-_STRAGGLERS = 64
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -329,15 +326,26 @@ def make_spec(
 
 def warm_up(
     args: argparse.Namespace, url: str, content_type: str, body: Path, work: Path, start: int = 0
-) -> int:
-    """A few hundred requests (at most 3 rounds) before anything is measured."""
+) -> tuple[int, int]:
+    """A few hundred requests (at most 3 rounds) before anything is measured; returns how
+    many were answered and where the next run starts in a payload of distinct images."""
     done = 0
     for _ in range(3):
-        res = loadgen.run(args.loadgen, url, content_type, body, 8, args.warmup, work, start + done)
+        res = loadgen.run(args.loadgen, url, content_type, body, 8, args.warmup, work, start)
         done += res.responses
+        start = next_start(res, start)
         if done >= 300:
             break
-    return done
+    return done, start
+
+
+def next_start(result: loadgen.LoadResult, start: int) -> int:
+    """Where the run after ``result`` (which started at body ``start``) starts: past every
+    body it sent, so that no image is sent twice until all have been."""
+    if result.next_body is not None:
+        return result.next_body
+    # One body (or hey): the index does not matter; counted as wrk would have.
+    return start + result.responses + result.transport_errors
 
 
 def measure_server(
@@ -387,16 +395,18 @@ def measure_server(
                 print(f"   !! {payload.name}: status {status}: {answer}", flush=True)
             # Where the next run starts in a payload of distinct images: none is sent twice
             # (to this server) until all have been.
-            sent = 1
-            warm = warm_up(args, url, req.content_type, body_file, work, sent)
-            sent += warm + _STRAGGLERS
+            warm, sent = warm_up(args, url, req.content_type, body_file, work, 1)
             print(f"   {payload.name}: warmed up with {warm} requests", flush=True)
             for concurrency in args.concurrency:
                 where = f"{payload.name} c={concurrency}"
                 cell = measure_cell(
                     args, running, url, req.content_type, body_file, concurrency, sent
                 )
-                sent += cell["responses"] + cell["transport_errors"] + _STRAGGLERS
+                sent = (
+                    cell["next_body"]
+                    if cell["next_body"] is not None
+                    else sent + cell["responses"] + cell["transport_errors"]
+                )
                 if len(payload.images) > 1:
                     cell["repeated_images"] = sent > len(payload.images)
                 cell.update(server=name, payload=payload.name)
