@@ -17,8 +17,8 @@ def spec_of(name: str, tmp_path: Path, tracking_uri: str, *extra: str):
 
 
 def test_variants_are_servers_of_their_own() -> None:
-    args = run.parse_args(["--servers", "service,service-1w,service-nostore"])
-    assert args.servers == ["service", "service-1w", "service-nostore"]
+    args = run.parse_args(["--servers", "service,service-1w,service-nostore,service-nolog"])
+    assert args.servers == ["service", "service-1w", "service-nostore", "service-nolog"]
     with pytest.raises(SystemExit):
         run.parse_args(["--servers", "service-3w"])
 
@@ -51,6 +51,21 @@ def test_no_store_variant_keeps_no_image_bytes(tmp_path: Path, empty_registry) -
     assert "image log without images" in spec.label
     # Its own image log, not the default configuration's.
     assert spec.env["DATA_DIR"] == str(tmp_path / "service-nostore-data")
+
+
+def test_no_log_variant_switches_the_image_log_off(tmp_path: Path, empty_registry) -> None:
+    spec = spec_of("service-nolog", tmp_path, empty_registry.tracking_uri)
+    settings = spec.config["settings"]
+    assert spec.env["IMAGE_LOG"] == "off" and settings["image_log"] is False
+    assert settings["workers"] == 2 and settings["store_images"] is True
+    assert spec.label == (
+        "this service (python -m serving), 2 worker(s) × 8 threads, image log off, ORT 1 thread(s)"
+    )
+    # Even BENCH_SERVICE_ENV cannot switch it back on: the row is what its name says.
+    spec = spec_of(
+        "service-nolog", tmp_path, empty_registry.tracking_uri, "--service-env", "IMAGE_LOG=on"
+    )
+    assert spec.config["settings"]["image_log"] is False
 
 
 def test_a_variant_setting_wins_over_the_service_env(tmp_path: Path, empty_registry) -> None:
