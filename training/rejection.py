@@ -256,17 +256,30 @@ def _pct(mask: np.ndarray) -> str:
     return f"{100 * mask.mean():.2f} %" if mask.size else "–"
 
 
+def right_and_confidently_wrong(
+    s: Scored, low_confidence: float, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the digits answered right (a refusal, by pre-processing or the rejector, is a
+    miss) and of those answered wrong with no low-confidence flag: what a user is misled by."""
+    o = outcome(s, low_confidence, threshold)
+    answered = ~o["pre"] & ~o["rejector"]
+    top = s.probs.argmax(axis=1)
+    labels = s.labels.astype(np.int64)
+    return answered & (top == labels), answered & ~o["flagged"] & (top != labels)
+
+
 def digit_table(digits: list[Scored], low_confidence: float, threshold: float) -> list[str]:
     lines = [
-        "| digits | images | refused (pre-processing) | refused (rejector) | flagged "
-        "low confidence | refused or flagged |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| digits | images | right | confidently wrong | refused (pre-processing) | "
+        "refused (rejector) | flagged low confidence | refused or flagged |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for d in digits:
         o = outcome(d, low_confidence, threshold)
+        right, misled = right_and_confidently_wrong(d, low_confidence, threshold)
         lines.append(
-            f"| {d.name} | {len(d)} | {_pct(o['pre'])} | {_pct(o['rejector'])} | "
-            f"{_pct(o['flagged'])} | **{_pct(o['any'])}** |"
+            f"| {d.name} | {len(d)} | {_pct(right)} | {_pct(misled)} | {_pct(o['pre'])} | "
+            f"{_pct(o['rejector'])} | {_pct(o['flagged'])} | **{_pct(o['any'])}** |"
         )
     return lines
 

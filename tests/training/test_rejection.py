@@ -9,9 +9,11 @@ from pyfunc.reject import Rejector
 from training.rejection import (
     Scored,
     answered,
+    digit_table,
     load_sets,
     other_rejector,
     rescored,
+    right_and_confidently_wrong,
     save_sets,
     tradeoff,
 )
@@ -160,3 +162,22 @@ def test_a_cache_written_before_the_model_id_was_kept_reads_as_nobodys(tmp_path)
         arrays = {k: z[k] for k in z.files if k != "model"}
     np.savez_compressed(path, **arrays)
     assert load_sets(str(path))[-1] == ""
+
+
+def test_right_counts_a_refusal_as_a_miss_and_confidently_wrong_leaves_out_the_flagged() -> None:
+    probs = np.full((5, 10), 0.01)
+    probs[[0, 1, 2, 3, 4], [3, 3, 5, 5, 3]] = [0.91, 0.91, 0.91, 0.40, 0.91]
+    s = Scored(
+        "d",
+        np.array([False, False, False, False, True]),  # the last: no ink found
+        np.zeros((5, 28, 28, 1), np.float32),
+        probs,
+        np.array([0.1, 0.9, 0.1, 0.1, np.nan]),  # the second: refused by the rejector
+        np.array([3, 3, 3, 3, 3]),
+    )
+    right, misled = right_and_confidently_wrong(s, low_confidence=0.5, threshold=0.5)
+    assert right.tolist() == [True, False, False, False, False]
+    # Wrong and sure: only the third; the fourth is wrong but flagged, the last refused.
+    assert misled.tolist() == [False, False, True, False, False]
+    row = digit_table([s], 0.5, 0.5)[2]
+    assert row.startswith("| d | 5 | 20.00 % | 20.00 % | 20.00 % | 20.00 % | 20.00 % |")
