@@ -325,7 +325,7 @@ def markdown(results: dict) -> str:
         "",
     ]
     for t in results["targets"]:
-        lines.append(f"- {t['target']}: {t['value']} — {_mark(t['met'])}")
+        lines.append(_judged(t))
     lines += [
         "",
         "Also asked (figures without a threshold: how cost grows with workers on "
@@ -336,7 +336,7 @@ def markdown(results: dict) -> str:
         lines.append(f"- {t['target']}: {t['value']}")
     lines += ["", "Checks (kept from issue 6):", ""]
     for t in results.get("checks", []):
-        lines.append(f"- {t['target']}: {t['value']} — {_mark(t['met'])}")
+        lines.append(_judged(t))
     lines += [
         "",
         "Machine load during the run: other processes used on average "
@@ -344,6 +344,12 @@ def markdown(results: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _judged(t: dict[str, Any]) -> str:
+    if t["met"] is None and t["value"] == "not measured":
+        return f"- {t['target']}: not measured"  # once, not "not measured — not measured"
+    return f"- {t['target']}: {t['value']} — {_mark(t['met'])}"
 
 
 def _mark(met: bool | None) -> str:

@@ -152,6 +152,11 @@ def test_what_a_run_did_not_measure_is_not_judged() -> None:
     targets = report.evaluate_targets(results)
     assert len(targets) == 2 + 2 + 3 + 1
     assert all(t["met"] is None and t["value"] == "not measured" for t in targets)
+    results.update(targets=targets, checks=report.evaluate_checks(results))
+    results["also"] = report.evaluate_also(results)
+    text = report.markdown(results)
+    assert "- p99 ≤ 50 ms at c=32 (photo640): not measured\n" in text
+    assert "not measured — not measured" not in text
 
 
 NO_ERRORS = "no errors, 5xx or transport (this service, all cells)"
@@ -244,6 +249,8 @@ def test_markdown_states_targets_configurations_and_labels() -> None:
     assert "| bentoml | photo640 | 32 | 80 | 1.00 | 2.00 | 30.00 | 3 | 0 |" in text
     assert "| 2.00 | 0 | 2 | main 100 |" in text  # this service, all its cells
     assert "- c=32 1 and 2 workers: throughput and peak RSS (png28): 2 workers 2000" in text
+    assert "- c=32 1 and 2 workers: throughput and peak RSS (distinct28): not measured\n" in text
+    assert "not measured — not measured" not in text
     assert "c=32 throughput ≥ 2× the best peer's (distinct28): 1.88×" in text
     assert "— **missed**" in text and "— met" in text
     assert "| service-1w | 1 worker instead of 2 | png28 | 900 | 2000 |" in text
