@@ -27,7 +27,6 @@ from pyfunc.paper import (
     drop_frame_marks,
     explain_blank,
     find_page,
-    ink_once,
     remove_rulings,
     shade,
 )
@@ -426,8 +425,7 @@ def to_ink(image: np.ndarray) -> np.ndarray:
     """
     image = np.asarray(image)
     grey, alpha = _array_grey_alpha(image)
-    # The single-digit check's look: kept for the normalisation of the same pixels.
-    return ink_once(grey, alpha, _ink_from, keep=True)
+    return _ink_from(grey, alpha)
 
 
 def _ink_from(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
@@ -856,7 +854,7 @@ def normalise_decoded(decoded: Sequence[Decoded]) -> list[np.ndarray | ImageErro
             try:
                 ink = d.ink  # the single-digit check's, handed on (DecodedImage)
                 if ink is None:
-                    ink = ink_once(d.grey, d.alpha, _ink_from, keep=False)
+                    ink = _ink_from(d.grey, d.alpha)
                 results[i] = _normalise(ink)
             except ImageError as exc:
                 results[i] = explain_blank(exc, d.grey)
