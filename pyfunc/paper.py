@@ -9,8 +9,6 @@ thumbnails) are left as they are: at that size there is no sheet edge or ruling 
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -20,92 +18,6 @@ from scipy.spatial import ConvexHull, QhullError
 from pyfunc.errors import ImageError, NoDigit
 
 MIN_SIDE = 64
-
-
-# --- one ink map for a request's two looks at the same pixels
-# A request's single-digit check (pyfunc.segment, through preprocess.to_ink) and the model's
-# normalisation (preprocess.normalise_decoded) each made the ink map of the same decoded
-# pixels: the whole photo path below, twice per photo. The check's map is kept here and
-# handed, once, to the normalisation that finds the same pixels. Bounded: a map nobody
-# takes (a model with a pre-processing of its own, /read) is dropped as newer ones come.
-_SHARED_ENTRIES = 32  # more than a worker's requests in flight between the two looks
-_SHARED_BYTES = 16 << 20  # about 27 ink maps of a 640×480 photo (320×240 float32, twice)
-
-
-class _SharedInk:
-    """Ink maps computed by one caller and waiting for the one other caller with the same
-    pixels. An entry is taken at most once, so a picture sent again and again (a benchmark's
-    one photo) is worked out once per request, as before, never served from a cache."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # (key, grey, alpha, ink): the grey and alpha copied, so a match is checked on the
-        # pixels themselves (the key only narrows the search) and no caller can change them.
-        self._entries: list[tuple[tuple, np.ndarray, np.ndarray | None, np.ndarray]] = []
-        self._bytes = 0
-
-    def put(self, grey: np.ndarray, alpha: np.ndarray | None, ink: np.ndarray) -> None:
-        entry = (_key(grey, alpha), grey.copy(), None if alpha is None else alpha.copy(), ink)
-        size = sum(a.nbytes for a in entry[1:] if a is not None)
-        with self._lock:
-            self._entries.append(entry)
-            self._bytes += size
-            while self._entries and (
-                len(self._entries) > _SHARED_ENTRIES or self._bytes > _SHARED_BYTES
-            ):
-                old = self._entries.pop(0)
-                self._bytes -= sum(a.nbytes for a in old[1:] if a is not None)
-
-    def take(self, grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray | None:
-        if not self._entries:  # offline batches never put: no key is worked out for them
-            return None
-        key = _key(grey, alpha)
-        with self._lock:
-            for i, (k, g, a, ink) in enumerate(self._entries):
-                if k != key or not np.array_equal(g, grey):
-                    continue
-                # (The key tells an alpha from none.)
-                if a is not None and alpha is not None and not np.array_equal(a, alpha):
-                    continue
-                del self._entries[i]
-                self._bytes -= sum(x.nbytes for x in (g, a, ink) if x is not None)
-                return ink
-        return None
-
-
-def _key(grey: np.ndarray, alpha: np.ndarray | None) -> tuple:
-    # Sums, not a hash: a tenth of a hash's cost, and a match is confirmed on the pixels.
-    return (
-        grey.shape,
-        grey.dtype.str,
-        float(grey.sum(dtype=np.float64)),
-        None if alpha is None else float(alpha.sum(dtype=np.float64)),
-    )
-
-
-_shared = _SharedInk()
-
-
-def ink_once(
-    grey: np.ndarray,
-    alpha: np.ndarray | None,
-    compute: Callable[[np.ndarray, np.ndarray | None], np.ndarray],
-    *,
-    keep: bool,
-) -> np.ndarray:
-    """``compute(grey, alpha)``, the ink map of decoded pixels. ``keep``: the first look
-    (the single-digit check), whose result is kept for the second; otherwise (the model's
-    normalisation) a kept map of exactly these pixels is taken, if there is one."""
-    # Below MIN_SIDE (MNIST digits, thumbnails) no paper step runs and the map costs little
-    # more than keeping it would; a 28×28 digit's normalisation does not even ask for it.
-    if min(grey.shape[:2]) < MIN_SIDE:
-        return compute(grey, alpha)
-    if keep:
-        ink = compute(grey, alpha)
-        _shared.put(grey, alpha, ink.copy())  # the caller may change its own copy
-        return ink
-    kept = _shared.take(grey, alpha)
-    return compute(grey, alpha) if kept is None else kept
 
 
 # --- sheet on a desk
