@@ -55,7 +55,8 @@ class Collected:
     stages: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, list[float]] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
-    errors: int = 0
+    errors: int = 0  # 5xx answers and requests with no answer
+    refused: int = 0  # 4xx answers (a training digit refused with a 422): not errors
     missing_header: int = 0
 
     def add(
@@ -132,7 +133,11 @@ def load(
                 continue
             latency = 1000 * (time.perf_counter() - started)
             if resp.status != 200:
-                local.errors += 1
+                # Only 200s carry the stages of a full answer; a refusal is counted apart.
+                if 400 <= resp.status < 500:
+                    local.refused += 1
+                else:
+                    local.errors += 1
                 continue
             value = resp.getheader(HEADER)
             if value is None:
@@ -147,6 +152,7 @@ def load(
                 collected.cpu.setdefault(name, []).extend(values)
             collected.latencies_ms.extend(local.latencies_ms)
             collected.errors += local.errors
+            collected.refused += local.refused
             collected.missing_header += local.missing_header
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
@@ -201,7 +207,7 @@ def markdown(results: dict[str, Any]) -> str:
     for name, run in results["payloads"].items():
         lines += [
             f"### {name}: {run['responses']} answers, {run['rps']:.0f} req/s, "
-            f"{run['errors']} errors",
+            f"{run['errors']} errors, {run.get('refused', 0)} refused",
             "",
             "| stage | mean ms | p50 ms | p95 ms | share of app | thread CPU ms (mean) |",
             "|---|--:|--:|--:|--:|--:|",
@@ -278,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 "responses": len(collected.latencies_ms),
                 "rps": len(collected.latencies_ms) / wall,
                 "errors": collected.errors,
+                "refused": collected.refused,
                 "missing_header": collected.missing_header,
                 "stages": summarise(collected),
             }

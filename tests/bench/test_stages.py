@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 
-from bench.stages import Collected, parse_header, summarise
+from bench.stages import Collected, load, parse_header, summarise
 from serving import create_app
 from serving.server_timing import HEADER
 
@@ -75,3 +78,36 @@ def test_summarise_shares_and_outside_time() -> None:
     assert rows["route"]["cpu_mean_ms"] is None
     assert rows["outside the app"]["mean_ms"] == pytest.approx(4.0)
     assert list(rows)[:3] == ["route", "model", "app"]
+
+
+class _Judge(BaseHTTPRequestHandler):
+    """200 with the header for ``ok``, 422 for ``refuse``, 503 for ``fail``."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        status = {b"ok": 200, b"refuse": 422, b"fail": 503}[body]
+        self.send_response(status)
+        self.send_header(HEADER, "model;dur=1.0, app;dur=2.0")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_load_counts_refusals_apart_from_errors() -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        got = load(httpd.server_address[1], "/", "image/png", [b"ok", b"refuse", b"fail"], 1, 0.5)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    ok = len(got.latencies_ms)
+    assert ok > 5 and abs(got.refused - ok) <= 1 and abs(got.errors - ok) <= 1
+    assert got.stages["model"] == [1.0] * ok  # only the 200s' stages
