@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -114,6 +115,7 @@ def test_requests_arriving_during_a_pass_share_the_next(digit_model, mnist):
     sizes: list[int] = []
     forward = digit_model.probabilities
     first_pass_started, release_first = threading.Event(), threading.Event()
+    ran_in: list[str] = []
 
     class SlowFirstPass:
         limits = digit_model.limits
@@ -121,6 +123,7 @@ def test_requests_arriving_during_a_pass_share_the_next(digit_model, mnist):
         shared_pre_process = True
 
         def probabilities(self, batch):
+            ran_in.append(threading.current_thread().name)
             if not first_pass_started.is_set():
                 first_pass_started.set()
                 release_first.wait(10)  # everyone else arrives while this pass runs
@@ -128,12 +131,10 @@ def test_requests_arriving_during_a_pass_share_the_next(digit_model, mnist):
 
     batcher = BatchingModel(SlowFirstPass(), max_size=64, max_wait_us=0, on_batch=sizes.append)
     answers: list = [None] * len(images)
-    # Counted as they are queued: the batcher thread takes the first one off the queue to
-    # wait for the pass, so the queue's size never reaches the number of callers.
-    queued, put = threading.Semaphore(0), batcher._jobs.put
-    batcher._jobs.put = lambda job: (put(job), queued.release())
+    callers: set[str] = set()
 
     def ask(i: int) -> None:
+        callers.add(threading.current_thread().name)
         try:
             answers[i] = batcher.classify([images[i]])[0].digit
         except NoDigit:
@@ -146,7 +147,10 @@ def test_requests_arriving_during_a_pass_share_the_next(digit_model, mnist):
         others = [threading.Thread(target=ask, args=(i,)) for i in range(1, len(images))]
         for t in others:
             t.start()
-        assert all(queued.acquire(timeout=10) for _ in others)
+        deadline = time.monotonic() + 10
+        while len(batcher._pending) < len(others) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert len(batcher._pending) == len(others)  # all queued behind the running pass
         release_first.set()
         for t in [lone, *others]:
             t.join(timeout=60)
@@ -154,6 +158,8 @@ def test_requests_arriving_during_a_pass_share_the_next(digit_model, mnist):
         batcher.close()
     assert answers == expected
     assert sizes == [1, len(images) - 2]  # the lone pass, then all the rest in one
+    # Both passes ran in callers' threads: no hand-off to a batcher thread and back.
+    assert set(ran_in) <= callers and len(ran_in) == 2, ran_in
 
 
 def test_a_family_with_its_own_pre_processing_is_batched_on_its_own_input(mnist):
