@@ -238,11 +238,11 @@ class ModelStore:
         self._poller.start()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop following the registry and stop the batchers' threads (the current version's
-        and those retiring). A worker's end stops them anyway (daemon threads); an app that
-        is built and dropped in a running process (the tests build hundreds) calls this, or
-        its two threads stay behind for good. Requests still answered after it are answered
-        without batching (serving/batching.py)."""
+        """Stop following the registry and close the batchers (the current version's and
+        those retiring). A worker's end stops the poller anyway (a daemon thread); an app
+        that is built and dropped in a running process (the tests build hundreds) calls
+        this, or its poller stays behind for good. Requests still answered after it are
+        answered without batching (serving/batching.py)."""
         self._stop.set()
         if self._poller is not None and self._poller is not threading.current_thread():
             # The poller ends within a tick, or after the check it is in (a load can take

@@ -137,6 +137,13 @@ _NOT_FOUND = {"$ref": "#/components/responses/NotFound"}
 _TOO_LARGE = {"$ref": "#/components/responses/PayloadTooLarge"}
 _STORAGE_UNAVAILABLE = {"$ref": "#/components/responses/StorageUnavailable"}
 _URL = "http://localhost:8000"
+_LOG_OFF = _error(
+    "The service runs with `IMAGE_LOG=off`: it keeps no record to label or review",
+    ["image_log_off"],
+    "image_log_off",
+    "this service runs without its image log (IMAGE_LOG=off): its answers have no "
+    "record to label or review",
+)
 _RATE_LIMITED = _error(
     "Over a rate limit: `FEEDBACK_RATE_LIMIT` per client on `/feedback` (30/minute by "
     "default), `RECOGNIZE_RATE_LIMIT` per client on `/recognize` (none by default), or the "
@@ -371,8 +378,9 @@ _PATHS: dict[str, dict[str, Any]] = {
                     "no logged record has this record_id",
                 ),
                 "409": _error(
-                    "The record has `FEEDBACK_MAX_LABELS` labels already",
-                    ["label_limit_reached"],
+                    "The record has `FEEDBACK_MAX_LABELS` labels already; or the service "
+                    "runs with `IMAGE_LOG=off` and keeps nothing to label",
+                    ["label_limit_reached", "image_log_off"],
                     "label_limit_reached",
                     "this record has 5 labels already, the most one record may have "
                     "(FEEDBACK_MAX_LABELS)",
@@ -416,6 +424,7 @@ _PATHS: dict[str, dict[str, Any]] = {
                     "'state' is one of pending, accepted, rejected",
                 ),
                 **_ADMIN_ERRORS,
+                "409": _LOG_OFF,
                 "503": _STORAGE_UNAVAILABLE,
             },
         }
@@ -463,6 +472,7 @@ _PATHS: dict[str, dict[str, Any]] = {
                     "unknown_label",
                     "no label held for review has id 12",
                 ),
+                "409": _LOG_OFF,
                 "503": _STORAGE_UNAVAILABLE,
             },
         }

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pyfunc.preprocess import Limits, decode_images
+from pyfunc.preprocess import DecodedImage, Limits, decode_images, decoded_image
 from pyfunc.preprocess import pre_process as pyfunc_pre_process
 from serving.bodies import json_body
 from serving.errors import ApiError
@@ -74,20 +74,18 @@ def model_input_png(model: Any, image: bytes | np.ndarray, limits: Limits) -> st
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def decode(image: bytes, limits: Limits) -> np.ndarray:
+def decode(image: bytes, limits: Limits) -> DecodedImage:
     """``image`` decoded once for the whole request, by pyfunc's shared decoding under the
     request's ``limits`` (signature, decoder bombs, pixel budget: the same checks and errors
     as the model's own decoding): its grey pixels in [0, 1], reduced to working size, with
     the alpha as a second channel when it has one.
 
     Both the single-digit check (pyfunc.segment) and a model that :func:`shares_decoding`
-    take this array as they take the bytes: an array in [0, 1] of at most working size is
-    read back unchanged (pyfunc.preprocess's array path), so what they compute from it is
-    bit for bit what they computed from the bytes, without decoding them two more times."""
-    decoded = decode_images([image], limits)[0]
-    if decoded.alpha is None:
-        return decoded.grey
-    return np.dstack((decoded.grey, decoded.alpha))
+    take this array as they take the bytes: it carries its decoding (and, once the check
+    has made it, its ink map), and as a plain array it is read back unchanged
+    (pyfunc.preprocess's array path), so what they compute from it is bit for bit what they
+    computed from the bytes, without decoding them two more times."""
+    return decoded_image(decode_images([image], limits)[0])
 
 
 def shares_decoding(model: Any) -> bool:

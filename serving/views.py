@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 from imagelog.base import StorageError
 from pyfunc import segment
 from pyfunc.errors import MultipleDigits
-from pyfunc.preprocess import Limits, decode_images, decoded_image
+from pyfunc.preprocess import Limits
 from serving import (
     feedback,
     image_log,
@@ -48,7 +48,7 @@ def recognize():
     try:
         # Decoded once, for the check and the model: the array carries the decoding, and the
         # check's ink map for the model's normalisation (pyfunc.preprocess.DecodedImage).
-        decoded = decoded_image(decode_images([image], limits)[0])
+        decoded = recognize_options.decode(image, limits)
         server_timing.mark("decode")
         # The model takes the decoded pixels when its pre-processing decodes as pyfunc's
         # shared one does (the same array either way); a family of its own gets the bytes.

@@ -11,8 +11,8 @@ import pytest
 from serving import create_app, model_store
 from tests.support import Registry
 
-# The poller, and the batcher's thread where it has one (serving/batching.py).
-APP_THREADS = ("model-poller", "micro-batcher")
+# The threads an app starts: its registry poller (the batcher has none: serving/batching.py).
+APP_THREADS = ("model-poller",)
 
 
 def app_threads() -> list[threading.Thread]:
@@ -44,7 +44,7 @@ def test_closing_an_app_stops_its_poller_and_batcher(registry: Registry, seed_pn
         create_app({"mlflow_tracking_uri": registry.tracking_uri, "workers": 1}) for _ in range(3)
     ]
     started = [t for t in app_threads() if t not in before]
-    # One poller per app (and a batcher thread, if the batcher has one), the model loaded.
+    # One poller per app, the model loaded.
     assert [t.name for t in started].count("model-poller") == 3
     stores = [a.extensions[model_store.EXTENSION] for a in apps]
     assert all(s.current is not None for s in stores)
