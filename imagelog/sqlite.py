@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -78,6 +79,11 @@ SWEEP_EVERY = timedelta(days=1)
 PROBE_BYTES = 64 * 1024
 # Polling the file lock: first and longest sleep between tries (see _flock).
 FLOCK_FIRST_SLEEP, FLOCK_MAX_SLEEP = 0.0002, 0.002
+# SQLite's busy timeout must end within a transaction's deadline. Setting it is a statement
+# (parsed anew for each value), so the one set is kept while it lies within this share of
+# the time left, and a new one is set to BUSY_SET of it: a writer gives up on a foreign
+# lock at most a tenth early, and most transactions set nothing.
+BUSY_KEEP, BUSY_SET = 0.9, 0.95
 # Threads writing image files (each mostly waits for its fsync): more than a worker's
 # request threads, so they never queue for one.
 WRITE_THREADS = 16
@@ -139,6 +145,14 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+_REQUEST_COLUMNS = (
+    "request_id, created_at, sha256, image_stored, byte_size, input_format, width, height, "
+    "digit, confidence, probabilities, model_name, model_version, trailing_bytes"
+)
+_REQUEST_WIDTH = len(_REQUEST_COLUMNS.split(","))
+# Rows per multi-row INSERT: few distinct statements for SQLite's statement cache (128 per
+# connection), and far below its limit of bound variables (32,766).
+CHUNK_ROWS = 16
 _RECORD_COLUMNS = (
     "r.request_id, r.created_at, r.sha256, r.byte_size, r.input_format, r.width, r.height, "
     "r.digit, r.confidence, r.probabilities, r.model_name, r.model_version, r.image_stored, "
@@ -181,17 +195,59 @@ def _stored(row: tuple) -> StoredRecord:
     )
 
 
+def _locked() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass(eq=False)
 class _Pending:
     """A record waiting for the next group commit: its image goes into the row
-    (``inline``), or is the file at ``path`` (``rel`` under data_dir), or is not kept."""
+    (``inline``), or is the file at ``path`` (``rel`` under data_dir), or is not kept.
+
+    Its parameters are made by the recording thread when it is queued, so the committing
+    thread, which holds the connection while every other record waits, only executes."""
 
     entry: Record
     rel: str | None
     path: Path | None
-    done: bool = False
-    error: Exception | None = None
     inline: bool = False
+    stamp: str = field(init=False)
+    row: tuple = field(init=False)
+    # Held until a commit ended with this record in it, or it is this record's turn to
+    # commit what is queued (``lead``): its thread waits on it, no other lock.
+    signal: threading.Lock = field(init=False, default_factory=_locked)
+    lead: bool = field(init=False, default=False)
+    file_row: bool = field(init=False, default=False)  # its file needs an images row
+    done: bool = field(init=False, default=False)
+    error: Exception | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        entry = self.entry
+        self.stamp = _ts(entry.created_at)
+        self.row = (
+            entry.request_id,
+            self.stamp,
+            entry.sha256,
+            int(self.inline or self.path is not None),
+            entry.byte_size,
+            entry.input_format,
+            entry.width,
+            entry.height,
+            entry.digit,
+            entry.confidence,
+            json.dumps(entry.probabilities),
+            entry.model_name,
+            entry.model_version,
+            entry.trailing_bytes,
+        )
+
+    def wake(self) -> None:
+        # Caller holds the queue lock. Released at most once while its thread waits; a
+        # thread that committed its own record holds its signal itself, no one waits on it.
+        if self.signal.locked():
+            self.signal.release()
 
 
 def _result(write: Future, timeout: float | None, what: str) -> None:
@@ -222,6 +278,25 @@ def _older(path: Path, cutoff: float) -> bool:
     try:
         return path.is_file() and path.stat().st_mtime < cutoff
     except FileNotFoundError:
+        return False
+
+
+def _chunks(items: list) -> Iterator[list]:
+    for start in range(0, len(items), CHUNK_ROWS):
+        yield items[start : start + CHUNK_ROWS]
+
+
+@functools.cache
+def _placeholders(columns: int, rows: int) -> str:
+    row = f"({', '.join('?' * columns)})"
+    return ", ".join([row] * rows)
+
+
+def _present(path: Path) -> bool:
+    # A file that cannot even be looked at is as good as lost: the row takes the image.
+    try:
+        return path.exists()
+    except OSError:
         return False
 
 
@@ -262,6 +337,9 @@ class SqliteImageLog(ImageLog):
         self._stager: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._busy_ms = 0  # the connection's busy timeout as last set (0: not set)
+        # A thread is committing the queue, or waiting for the connection to (see _record).
+        self._committing = False
         self._lock_fd = -1
         self._closed = False
         try:
@@ -284,7 +362,7 @@ class SqliteImageLog(ImageLog):
                 raise
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open the image log in {self.data_dir}: {exc}") from exc
-        self._conn, self._lock_fd = conn, lock_fd
+        self._conn, self._lock_fd, self._busy_ms = conn, lock_fd, 0
         return conn
 
     # -- connections and schema -------------------------------------------------------------
@@ -358,9 +436,7 @@ class SqliteImageLog(ImageLog):
         try:
             self._flock(deadline)
             try:
-                # A connection outside this code (another tool) may hold SQLite's lock.
-                busy_ms = max(1, int(deadline.remaining("image log database lock") * 1000))
-                conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                self._bound_busy_wait(conn, deadline)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
@@ -374,6 +450,13 @@ class SqliteImageLog(ImageLog):
             raise _sqlite_error(exc, "image log write failed") from exc
         except OSError as exc:
             raise StorageError(f"image file write failed: {exc}") from exc
+
+    def _bound_busy_wait(self, conn: sqlite3.Connection, deadline: Deadline) -> None:
+        # A connection outside this code (another tool) may hold SQLite's lock.
+        left_ms = deadline.remaining("image log database lock") * 1000
+        if not BUSY_KEEP * left_ms <= self._busy_ms <= left_ms:
+            self._busy_ms = max(1, int(left_ms * BUSY_SET))
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -519,111 +602,98 @@ class SqliteImageLog(ImageLog):
         if path is not None and entry.image is not None and not path.exists():
             self._write_file_within(path, entry.image, deadline)
         pending = _Pending(entry, rel, path, inline=inline)
+        # Group commit: one thread at a time commits every record queued so far in one
+        # transaction, so concurrent requests share one fsync of the WAL. The others wait on
+        # their record's own signal: woken once, when a commit took their record or when it
+        # is their turn to commit, never queueing for the connection to find theirs done.
         with self._queue_lock:
             self._queue.append(pending)
-        # Group commit: whichever thread gets the connection commits every record queued
-        # so far in one transaction, so concurrent requests share one fsync of the WAL.
+            pending.lead = not self._committing
+            self._committing = True
+        if not pending.lead:
+            self._await_turn(pending, deadline)
+        if not pending.done:
+            self._lead(pending, deadline)
+        if pending.error is not None:
+            raise pending.error
+
+    def _await_turn(self, pending: _Pending, deadline: Deadline) -> None:
+        """Wait until a commit took ``pending`` (done) or it is its turn to commit (lead)."""
+        try:
+            self.guard.wait_lock(pending.signal, deadline, "image log commit (this process)")
+        except StorageTimeout:
+            with self._queue_lock:
+                if pending.done:  # committed just now: answered after all
+                    return
+                if pending in self._queue:
+                    self._queue.remove(pending)
+                    if pending.lead:
+                        self._hand_on()
+                # Otherwise a commit holds it: it may still land, and a retry of the same
+                # request id is then a no-op. The client hears it failed, which it may have.
+            raise
+
+    def _lead(self, pending: _Pending, deadline: Deadline) -> None:
+        """Commit what is queued (``pending`` among it), then hand the turn on."""
         try:
             self.guard.wait_lock(self._lock, deadline, "image log lock (this process)")
         except StorageTimeout:
             with self._queue_lock:
-                if pending in self._queue:
-                    self._queue.remove(pending)
-                    raise
-            # A committer took it already: it may still land, and a retry of the same
-            # request id is then a no-op. The client hears it failed, which it may have.
+                self._queue.remove(pending)  # nobody takes the queue while this thread leads
+                self._hand_on()
             raise
         try:
-            if not pending.done:
-                self._commit_queued(deadline)
+            self._commit_queued(deadline)
         finally:
             self._lock.release()
-        if pending.error is not None:
-            raise pending.error
+            with self._queue_lock:
+                self._hand_on()
+
+    def _hand_on(self) -> None:
+        # Caller holds the queue lock: the oldest record queued commits next, if any.
+        if self._queue:
+            head = self._queue[0]
+            head.lead = True
+            head.wake()
+        else:
+            self._committing = False
 
     def _commit_queued(self, deadline: Deadline) -> None:
+        # Caller holds self._lock.
         with self._queue_lock:
             batch, self._queue = self._queue, []
         try:
             with self._transaction(deadline) as conn:
-                for pending in batch:
-                    # One bad record (a reused request id) must not fail its neighbours.
-                    conn.execute("SAVEPOINT record")
-                    try:
-                        self._insert(conn, pending)
-                    except (DuplicateRequestId, OSError) as exc:
-                        conn.execute("ROLLBACK TO record")
-                        pending.error = (
-                            exc
-                            if isinstance(exc, DuplicateRequestId)
-                            else StorageError(f"image file write failed: {exc}")
-                        )
-                    conn.execute("RELEASE record")
+                # One bad record (a reused request id, its file unwritable) must not fail
+                # its neighbours: each step leaves out the records that failed before it,
+                # and a record fails before anything of it is written.
+                self._prepare_files(conn, batch)
+                self._insert_requests(conn, [p for p in batch if p.error is None])
+                self._insert_images(conn, [p for p in batch if p.error is None])
         except Exception as exc:
             for pending in batch:
                 pending.error = pending.error or exc
         finally:
-            for pending in batch:
-                pending.done = True
+            with self._queue_lock:
+                for pending in batch:
+                    pending.done = True
+                    pending.wake()
         if len(batch) > 1:
             log.debug("image log: %d records in one commit", len(batch))
 
-    def _insert(self, conn: sqlite3.Connection, pending: _Pending) -> None:
-        entry, rel, path = pending.entry, pending.rel, pending.path
-        if pending.inline:
-            self._insert_inline(conn, entry)
-        elif path is not None:
-            self._insert_file(conn, entry, rel, path)
-        inserted = conn.execute(
-            "INSERT INTO requests (request_id, created_at, sha256, image_stored, byte_size, "
-            "input_format, width, height, digit, confidence, probabilities, model_name, "
-            "model_version, trailing_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (request_id) DO NOTHING",
-            (
-                entry.request_id,
-                _ts(entry.created_at),
-                entry.sha256,
-                int(pending.inline or path is not None),
-                entry.byte_size,
-                entry.input_format,
-                entry.width,
-                entry.height,
-                entry.digit,
-                entry.confidence,
-                json.dumps(entry.probabilities),
-                entry.model_name,
-                entry.model_version,
-                entry.trailing_bytes,
-            ),
-        ).rowcount
-        if not inserted:
-            (existing,) = conn.execute(
-                "SELECT sha256 FROM requests WHERE request_id = ?", (entry.request_id,)
-            ).fetchone()
-            if existing != entry.sha256:
-                raise DuplicateRequestId(entry.request_id)
+    def _prepare_files(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        """Make sure each image kept as a file is there, and whether it needs its row."""
+        for pending in batch:
+            if pending.path is None:
+                continue
+            try:
+                pending.file_row = self._prepare_file(conn, pending)
+            except OSError as exc:
+                pending.error = StorageError(f"image file write failed: {exc}")
 
-    def _insert_inline(self, conn: sqlite3.Connection, entry: Record) -> None:
-        """The image in its row, unless a row holds it already (a repeated image: one
-        lookup, no write)."""
-        row = conn.execute("SELECT path FROM images WHERE sha256 = ?", (entry.sha256,)).fetchone()
-        if row is None:
-            conn.execute(
-                "INSERT INTO images (sha256, path, byte_size, input_format, created_at, data) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (entry.sha256, NO_FILE, entry.byte_size, entry.input_format, _ts(utc_now()),
-                 entry.image),
-            )  # fmt: skip
-        elif row[0] != NO_FILE and not (self.data_dir / row[0]).exists():
-            # Stored as a file (by a log with a lower bound, or before the data column): the
-            # file stays the copy while it is there; one lost since moves into the row.
-            conn.execute(
-                "UPDATE images SET data = ?, path = ? WHERE sha256 = ?",
-                (entry.image, NO_FILE, entry.sha256),
-            )
-
-    def _insert_file(self, conn: sqlite3.Connection, entry: Record, rel: str | None,
-                     path: Path) -> None:  # fmt: skip
+    def _prepare_file(self, conn: sqlite3.Connection, pending: _Pending) -> bool:
+        entry, path = pending.entry, pending.path
+        assert path is not None
         existing = conn.execute(
             "SELECT data IS NOT NULL FROM images WHERE sha256 = ?", (entry.sha256,)
         ).fetchone()
@@ -632,17 +702,82 @@ class SqliteImageLog(ImageLog):
             # written is not needed, and would be an orphan no row names.
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            return
+            return False
         # Retention may have removed the file since it was written; it deletes files
         # only while holding the write lock, which we hold now.
         if entry.image is not None and not path.exists():
             self._write_file(path, entry.image)
-        if existing is None:
-            conn.execute(
-                "INSERT INTO images (sha256, path, byte_size, input_format, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (entry.sha256, rel, entry.byte_size, entry.input_format, _ts(utc_now())),
+        return existing is None
+
+    def _insert_requests(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        """The batch's request rows, a few statements for all (each statement is a release
+        of the GIL, after which the committing thread may wait for it while every other
+        record waits for the commit). A record whose id names another image already fails
+        with DuplicateRequestId; the same id with the same image is a retry, a no-op."""
+        inserted = 0
+        for chunk in _chunks(batch):
+            inserted += conn.execute(
+                f"INSERT INTO requests ({_REQUEST_COLUMNS}) VALUES "
+                f"{_placeholders(_REQUEST_WIDTH, len(chunk))} "
+                "ON CONFLICT (request_id) DO NOTHING",
+                [value for pending in chunk for value in pending.row],
+            ).rowcount
+        if inserted == len(batch):
+            return
+        for pending in batch:
+            entry = pending.entry
+            (existing,) = conn.execute(
+                "SELECT sha256 FROM requests WHERE request_id = ?", (entry.request_id,)
+            ).fetchone()
+            if existing != entry.sha256:
+                pending.error = DuplicateRequestId(entry.request_id)
+
+    def _insert_images(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        """The rows of the batch's images not stored yet: the bytes of a small one, the
+        path of a file. An image's time is its first record's."""
+        rows: dict[str, tuple] = {}
+        inline: dict[str, _Pending] = {}
+        for pending in batch:
+            entry = pending.entry
+            data: bytes | None = None
+            rel: str | None = NO_FILE
+            if pending.inline:
+                inline.setdefault(entry.sha256, pending)
+                data = entry.image
+            elif pending.file_row:
+                rel = pending.rel
+            else:
+                continue
+            rows.setdefault(
+                entry.sha256,
+                (entry.sha256, rel, entry.byte_size, entry.input_format, pending.stamp, data),
             )
+        inserted = 0
+        for chunk in _chunks(list(rows.values())):
+            inserted += conn.execute(
+                "INSERT INTO images (sha256, path, byte_size, input_format, created_at, data) "
+                f"VALUES {_placeholders(6, len(chunk))} ON CONFLICT (sha256) DO NOTHING",
+                [value for row in chunk for value in row],
+            ).rowcount
+        if inserted < len(rows) and inline:
+            self._move_lost_files(conn, inline)
+
+    def _move_lost_files(self, conn: sqlite3.Connection, inline: dict[str, _Pending]) -> None:
+        """Small images stored already, as files (by a log with a lower bound, or before
+        the data column): the file stays the copy while it is there; one lost since moves
+        into the row."""
+        shas = list(inline)
+        files = conn.execute(
+            f"SELECT sha256, path FROM images WHERE path <> ? AND sha256 IN "
+            f"({', '.join('?' * len(shas))})",
+            [NO_FILE, *shas],
+        ).fetchall()
+        for sha256, rel in files:
+            if not _present(self.data_dir / rel):
+                conn.execute(
+                    "UPDATE images SET data = ?, path = ? WHERE sha256 = ?",
+                    (inline[sha256].entry.image, NO_FILE, sha256),
+                )
 
     def label(
         self,

@@ -137,6 +137,141 @@ def test_a_reused_request_id_fails_only_its_own_record_in_a_group(log: SqliteIma
     assert log.get("fresh") is not None and log.get("taken").sha256 == sha256_hex(image(1))
 
 
+class _CountingLock:
+    """A lock that counts its acquisitions."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.acquired = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        self.acquired += got
+        return got
+
+    def release(self) -> None:
+        self._lock.release()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_a_record_committed_by_another_thread_never_takes_the_connection(
+    log: SqliteImageLog, monkeypatch
+):
+    # Only the thread committing a group takes the connection's lock: the others learn from
+    # their record's own signal that it was committed, instead of queueing for the lock
+    # one after another to find it done.
+    lock = _CountingLock()
+    monkeypatch.setattr(log, "_lock", lock)
+    commits = []
+    real = log._commit_queued
+
+    def counting(deadline: Deadline) -> None:
+        commits.append(len(log._queue))
+        real(deadline)
+
+    monkeypatch.setattr(log, "_commit_queued", counting)
+    barrier = threading.Barrier(8)
+
+    def send(n: int) -> None:
+        barrier.wait()
+        for k in range(10):
+            log.record(make_record(f"r{n}-{k}", image(n * 100 + k)))
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert log.count() == 80 and sum(commits) == 80
+    assert len(commits) < 80
+    assert lock.acquired == len(commits)
+
+
+def test_a_group_commits_in_as_many_statements_as_one_record(log: SqliteImageLog):
+    # Each statement releases the GIL; the committing thread may then wait for it while the
+    # whole group waits for the commit. So statements per group do not grow with its size.
+    def statements(records: list) -> list[str]:
+        seen: list[str] = []
+        log._queue.extend(_Pending(r, None, None, inline=True) for r in records)
+        log._conn.set_trace_callback(seen.append)
+        try:
+            with log._lock:
+                log._commit_queued(Deadline(5))
+        finally:
+            log._conn.set_trace_callback(None)
+        return [s for s in seen if not s.startswith("PRAGMA busy_timeout")]
+
+    one = statements([make_record("one", image(1))])
+    many = statements([make_record(f"m{n}", image(10 + n)) for n in range(12)])
+    assert len(many) == len(one) <= 4
+    assert log.count() == 13 and log.image_count() == 13
+
+
+def test_an_unwritable_file_fails_only_its_own_record_in_a_group(log: SqliteImageLog, monkeypatch):
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(log, "_write_file", full)
+    big = make_record("big", large_image(1))
+    rel = log._relpath(big.sha256, big.extension)
+    pending = [
+        _Pending(make_record("before", image(1)), None, None, inline=True),
+        _Pending(big, rel, log.data_dir / rel),  # its file is written within the commit
+        _Pending(make_record("after", image(2)), None, None, inline=True),
+    ]
+    log._queue.extend(pending)
+    with log._lock:
+        log._commit_queued(Deadline(5))
+    assert isinstance(pending[1].error, StorageError) and "No space" in str(pending[1].error)
+    assert pending[0].error is None and pending[2].error is None
+    assert {r.request_id for r in log.records()} == {"before", "after"}
+    assert log.image(big.sha256) is None and log.image_count() == 2
+
+
+def test_waiters_that_ran_out_of_time_leave_no_one_committing(tmp_path: Path):
+    log = SqliteImageLog(tmp_path / "data", timeout=0.5)
+    try:
+        errors: list[BaseException] = []
+
+        def send(n: int) -> None:
+            try:
+                log.record(make_record(f"t{n}", image(n)))
+            except StorageTimeout as exc:
+                errors.append(exc)
+
+        with log._lock:  # e.g. retention's long transaction: the group cannot commit
+            threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=5)
+        assert len(errors) == 4
+        assert log._queue == [] and not log._committing
+        log.record(make_record("after", image(9)))  # the next record commits at once
+        assert [r.request_id for r in log.records()] == ["after"]
+    finally:
+        log.close()
+
+
+def test_the_busy_timeout_is_set_again_only_when_the_deadline_needs_it(log: SqliteImageLog):
+    seen: list[str] = []
+    log.record(make_record("first", image(1)))
+    log._conn.set_trace_callback(seen.append)
+    for n in range(5):
+        log.record(make_record(f"r{n}", image(10 + n)))
+    assert not [s for s in seen if "busy_timeout" in s]
+    # A shorter deadline than the one set: SQLite's wait is cut to it.
+    with log._lock, log._transaction(Deadline(1.0)):
+        pass
+    (busy,) = log._conn.execute("PRAGMA busy_timeout").fetchone()
+    assert 900 <= busy <= 1000
+    log._conn.set_trace_callback(None)
+
+
 def _image_files(log: SqliteImageLog) -> list[Path]:
     return [p for p in (log.data_dir / "images").rglob("*") if p.is_file()]
 
