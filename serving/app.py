@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -28,13 +29,33 @@ from serving import (
 from serving.config import Settings, load_settings
 
 
+class _App(Flask):
+    """Flask, asking once per function whether it is a coroutine function.
+
+    Flask asks it of every hook, view and error handler on every request (eleven times per
+    request here, each an ``inspect`` call): the answer never changes for a function."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._synced: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            return self._synced[func]
+        except KeyError:
+            synced = self._synced[func] = super().ensure_sync(func)
+            return synced
+        except TypeError:  # not hashable: asked every time, as Flask does
+            return super().ensure_sync(func)
+
+
 def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     """Build the service; ``config`` overrides the file and environment settings.
 
     Touches nothing process-wide (logging set-up, environment, MLflow's default URIs):
     that is the entry point's business (serving/server.py)."""
     settings = config if isinstance(config, Settings) else load_settings(config)
-    app = Flask(__name__)
+    app = _App(__name__)
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # Flask's DefaultJSONProvider has sort_keys; the JSONProvider app.json is typed as has not.

@@ -8,6 +8,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from pyfunc.errors import ImageError
+from serving import logs
 from serving.schemas import Error, ErrorDetail
 
 
@@ -20,10 +21,11 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str):
-    body = Error(error=ErrorDetail(code=code, message=message))
-    response = jsonify(body.model_dump())
+    body = Error(error=ErrorDetail(code=code, message=message)).model_dump()
+    response = jsonify(body)
     response.status_code = status
-    return response
+    # The access log takes the code from here rather than parsing the JSON back.
+    return logs.answered(response, body)
 
 
 def _http_code(exc: HTTPException) -> str:

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, request
 
@@ -50,6 +50,8 @@ class _Metrics:
     image_log_failures: Counter
     drafts: Counter
     read_digits: Counter
+    # digits_predictions' child of each digit, looked up once rather than on every answer.
+    digit_counters: tuple[Any, ...]
 
 
 _lock = threading.Lock()
@@ -75,8 +77,8 @@ def _build() -> _Metrics:
     predictions = Counter(
         "digits_predictions", "Answers of /recognize by predicted digit", ["digit"]
     )
-    for digit in range(10):  # every digit shows up from the start, at 0
-        predictions.labels(str(digit))
+    # Every digit shows up from the start, at 0.
+    digit_counters = tuple(predictions.labels(str(digit)) for digit in range(10))
     return _Metrics(
         multiprocess=multiprocess,
         requests=Counter(
@@ -120,6 +122,7 @@ def _build() -> _Metrics:
         read_digits=Counter(
             "digits_read_digits", "Digits of the numbers /read answered, by digit", ["digit"]
         ),
+        digit_counters=digit_counters,
     )
 
 
@@ -136,7 +139,8 @@ def metrics() -> _Metrics:
 def observe_prediction(digit: int, confidence: float) -> None:
     """One answer of ``/recognize``."""
     m = metrics()
-    m.predictions.labels(str(digit)).inc()
+    counters = m.digit_counters
+    (counters[digit] if 0 <= digit < len(counters) else m.predictions.labels(str(digit))).inc()
     m.confidence.observe(confidence)
 
 
@@ -200,6 +204,9 @@ def model_swapped(loaded: registry.LoadedModel) -> None:
 
 def init_app(app: Flask) -> None:
     metrics()  # create the series now rather than on the first request
+    # (route, status) -> its request counter and latency histogram: labels() validates and
+    # locks on every call; the pairs are as many as the routes times the statuses they gave.
+    children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     @app.before_request
     def _start_timer() -> None:
@@ -207,12 +214,16 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _count(response: Response) -> Response:
-        m = metrics()
         route = route_label()
-        m.requests.labels(route, str(response.status_code)).inc()
+        key = (route, response.status_code)
+        pair = children.get(key)
+        if pair is None:
+            m = metrics()
+            pair = children[key] = (m.requests.labels(route, str(key[1])), m.latency.labels(route))
+        pair[0].inc()
         started = g.get("metrics_started")
         if started is not None:
-            m.latency.labels(route).observe(time.perf_counter() - started)
+            pair[1].observe(time.perf_counter() - started)
         return response
 
     settings = app.config.get("SETTINGS")

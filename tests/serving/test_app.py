@@ -130,3 +130,33 @@ def test_low_confidence_flag_follows_the_threshold(registry, mnist):
     assert answer(confidence, image)["low_confidence"] is False
     if confidence < 1.0:
         assert answer(1.0, image)["low_confidence"] is True
+
+
+def test_a_generated_request_id_is_32_random_hex_digits(client):
+    ids = {client.get("/health").headers["X-Request-ID"] for _ in range(20)}
+    assert len(ids) == 20
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_a_request_id_ending_in_a_newline_is_replaced(app):
+    from serving import request_id
+
+    with app.test_request_context("/health", headers={"X-Request-ID": "abc"}):
+        app.preprocess_request()
+        assert request_id.current() == "abc"
+    with app.test_request_context("/health", environ_base={"HTTP_X_REQUEST_ID": "abc\n"}):
+        app.preprocess_request()
+        assert request_id.current() != "abc\n" and len(request_id.current()) == 32
+
+
+def test_each_hook_is_asked_once_whether_it_is_a_coroutine(client, monkeypatch):
+    from flask import app as flask_app
+
+    asked = []
+    original = flask_app.iscoroutinefunction
+    monkeypatch.setattr(flask_app, "iscoroutinefunction", lambda f: asked.append(f) or original(f))
+    client.get("/health")
+    first = len(asked)
+    for _ in range(5):
+        client.get("/health")
+    assert first > 0 and len(asked) == first

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import random
+from datetime import UTC, datetime
 
 import pytest
 
@@ -122,3 +124,78 @@ def test_a_response_other_than_the_answer_is_parsed(app):
         other.status_code = 503
         assert logs.request_fields(other)["error"] == "x"
         assert logs.request_fields(answer)["digit"] == 1
+
+
+LINES = [
+    {"request_id": "r-1", "status": 200, "latency_ms": 1.23, "digit": 9, "logged": False},
+    {"path": 'a"b\\c\n\t\x00é\u2028😀', "remote_addr": None, "confidence": 0.9999},
+    {"confidence": 1e-07, "big": 10**20, "neg": -3, "zero": 0.0, "yes": True},
+    {"odd": object(), "status": 500},  # not JSON: default=str, as before
+    {"nan": float("nan"), "inf": float("-inf")},
+    {"nested": {"a": [1, 2]}},
+    {"msg": "a field named like the line's own keys", "level": "X"},
+]
+
+
+@pytest.mark.parametrize("fields", LINES, ids=range(len(LINES)))
+def test_a_line_is_what_json_dumps_writes(fields):
+    created = 1_764_558_000.4567
+    expected = {
+        "ts": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+        "level": "INFO",
+        "msg": "request",
+        **fields,
+    }
+    text = logs.json_line(created, "INFO", "request", fields)
+    assert text == json.dumps(expected, ensure_ascii=False, default=str)
+
+
+def test_the_timestamp_is_datetimes_to_the_millisecond():
+    rng = random.Random(22)
+    stamps = [rng.uniform(0, 4e9) for _ in range(20_000)]
+    # Halfway microseconds, ends of seconds, a leap day, the epoch.
+    stamps += [1.0000005, 1.9999995, 1.9995, 59.9999999, 951_782_400.0, 0.0, 0.0004]
+    stamps += [s + 1e-6 * k for s in (1_764_558_000.0, 1_764_558_001.0) for k in range(-3, 4)]
+    clock = logs._Clock()
+    for stamp in stamps:
+        want = datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")
+        assert clock.iso(stamp) == want, stamp
+
+
+def test_the_line_goes_through_logging_when_the_logger_was_given_more(client, capsys):
+    # With its own handler alone the line is written directly; anything added (a handler,
+    # a filter) gets the usual LogRecord, and the stdout line stays the same.
+    logger = logs.access_logger()
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    capsys.readouterr()
+    client.get("/health", headers={"X-Request-ID": "direct"})
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        client.get("/health", headers={"X-Request-ID": "through-logging"})
+    finally:
+        logger.removeHandler(handler)
+    direct, through = request_lines(capsys.readouterr().out)
+    assert [r.fields["request_id"] for r in seen] == ["through-logging"]  # type: ignore[attr-defined]
+    assert direct.keys() == through.keys()
+    assert (direct["request_id"], through["request_id"]) == ("direct", "through-logging")
+
+
+def test_a_filtered_out_line_is_not_written(client, capsys):
+    logger = logs.access_logger()
+    capsys.readouterr()
+
+    def drop(record: logging.LogRecord) -> bool:
+        return False
+
+    logger.addFilter(drop)
+    try:
+        client.get("/health")
+    finally:
+        logger.removeFilter(drop)
+    assert request_lines(capsys.readouterr().out) == []
