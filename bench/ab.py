@@ -4,6 +4,7 @@
                        [--rounds 5] [--duration 5] [--concurrency 1,32] [--payload png28]
                        [--a-checkout PATH] [--b-checkout PATH]   # another commit's code,
                                                                  # e.g. a git worktree
+                       [--api ceiling]   # the stack alone: POST /bench/ceiling (bench.ceiling)
 
 `make bench` measures one configuration after another; on a machine whose other load drifts
 (this one's load average went from 2 to 24 within minutes) the second run can get half the
@@ -34,6 +35,8 @@ from bench.payloads import build_payloads, request_for
 from bench.run import parse_env, start_service
 from locations import PROJECT_ROOT
 
+CEILING_ENV = "CEILING_ROUTE=true"
+
 
 def start(
     env_text: str, work: Path, name: str, model_uri: str, checkout: Path | None = None
@@ -63,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--payload", default="png28", choices=("png28", "photo640", "distinct28"))
+    parser.add_argument(
+        "--api",
+        default="service",
+        choices=("service", "ceiling"),
+        help="ceiling: every configuration with CEILING_ROUTE=true, loaded on /bench/ceiling "
+        "(what the HTTP stack costs without the model and the image log)",
+    )
     parser.add_argument("--model-uri", default="models:/digits/Production")
     parser.add_argument(
         "--a-checkout",
@@ -73,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results" / "ab")
     args = parser.parse_args(argv)
     configs = {"a": args.a, **{f"b{i + 1}": env for i, env in enumerate(args.b or ["FRONT=nginx"])}}
+    if args.api == "ceiling":
+        configs = {name: f"{env} {CEILING_ENV}".strip() for name, env in configs.items()}
     payload = build_payloads()[args.payload]
-    request = request_for("service", payload)
+    request = request_for(args.api, payload)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
@@ -161,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "b_checkout": str(args.b_checkout) if args.b_checkout else None,
         "b": [env for name, env in configs.items() if name != "a"],
         "payload": args.payload,
+        "api": args.api,
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
