@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 "errors": sum(r["errors"] for runs in cell.values() for r in runs),
             }
             line = (
-                f"c={concurrency:<3} A [{args.a}] {statistics.median(summary['a_rps']):7.1f} "
+                f"c={concurrency:<3} A [{configs['a']}] {statistics.median(summary['a_rps']):7.1f} "
                 f"req/s p99 {statistics.median(summary['a_p99_ms']):6.1f} ms, "
                 f"{statistics.median(per_cpu['a']):.0f} answers per server CPU-second"
             )
