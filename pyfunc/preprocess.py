@@ -429,6 +429,15 @@ def to_ink(image: np.ndarray) -> np.ndarray:
 
 
 def _ink_from(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    if alpha is None and _mnist_ground(grey):
+        # Every step below leaves such a picture as it is (a copy: readers get their own).
+        # The sheet and ruling steps and the shade opening skip pictures under 64 px; the
+        # border (the ring) is all 0, so _polarise keeps the polarity (its median and
+        # quartiles are 0, its 2x2 extremes >= 0) and _flatten's noise floor is 0; every
+        # tile's rank-16 level is 0, so _background is the scalar 0.0 and _flatten only
+        # clips grey, which decoding already put in [0, 1]. A 28x28 digit's single-digit
+        # check then costs no ink steps (0.36 M instructions of ~4.8 M per request).
+        return grey.copy()
     if alpha is not None:
         lo, hi = float(alpha.min()), float(alpha.max())
         if hi < _TRANSPARENT:
@@ -446,6 +455,16 @@ def _ink_from(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
             backdrop = np.float32(1.0 if colour < 0.5 else 0.0)
             grey = (alpha * grey + (np.float32(1) - alpha) * backdrop).astype(np.float32)
     return remove_rulings(_flatten(_polarise(find_page(grey))))
+
+
+def _mnist_ground(grey: np.ndarray) -> bool:
+    """Whether ``grey`` is a 28x28 picture on a black ground: its border all 0 and, in each
+    of the 3x3 tiles of 9x9 pixels _background ranks, more than its rank's share of 0s (the
+    same test as :func:`_fast_mnist`'s first two)."""
+    if grey.shape != (SIZE, SIZE) or _ring(grey).any():
+        return False
+    zeros = (grey[:27, :27] == 0).reshape(3, 9, 3, 9).sum(axis=(1, 3))
+    return bool((zeros > int(_BACKGROUND_RANK * 81)).all())
 
 
 def _ring(a: np.ndarray, width: int = 1) -> np.ndarray:
@@ -845,7 +864,9 @@ def normalise_decoded(decoded: Sequence[Decoded]) -> list[np.ndarray | ImageErro
     """
     results: list[np.ndarray | ImageError | None] = [None] * len(decoded)
     small = [i for i, d in enumerate(decoded) if d.alpha is None and d.grey.shape == (SIZE, SIZE)]
-    if small:
+    if len(small) == 1:  # a lone request's image (c=1, or a pass of one)
+        results[small[0]] = _fast_mnist_one(decoded[small[0]].grey)
+    elif small:
         done, fast = _fast_mnist(np.stack([decoded[i].grey for i in small]))
         for k, image in zip(done, fast, strict=True):
             results[small[k]] = image
@@ -918,6 +939,47 @@ def _fast_mnist(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ok &= (np.floor(CENTRE - com_y + 0.5) == 0) & (np.floor(CENTRE - com_x + 0.5) == 0)
 
     return idx[ok], _full_strength(patch[ok])
+
+
+def _fast_mnist_one(x: np.ndarray) -> np.ndarray | None:
+    """:func:`_fast_mnist` of one (28, 28) image: its result, or None when it does not
+    qualify. The same tests on the same values, and every float operation on the same
+    shapes (so the same bits); what differs is the bookkeeping (Python ints, not arrays of
+    one) and an exit at the first failed test. On a lone image the per-call cost of numpy,
+    not the arithmetic, is the whole cost: about 1.1 M instructions a call before."""
+    border = np.concatenate((x[0], x[-1], x[1:-1, 0], x[1:-1, -1])).max()
+    if border != 0:
+        return None
+    zeros = (x[:27, :27] == 0).reshape(3, 9, 3, 9).sum(axis=(1, 3))
+    if not (zeros > int(_BACKGROUND_RANK * 81)).all():
+        return None
+    box2 = (x[:-1, :-1] + x[1:, :-1] + x[:-1, 1:] + x[1:, 1:]) * np.float32(0.25)
+    if not float(box2.max()) >= _MIN_CONTRAST:
+        return None
+    peak = x.max()
+    core = x >= _level(_CORE_FRACTION, peak)
+    rows, cols = np.flatnonzero(core.any(axis=1)), np.flatnonzero(core.any(axis=0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    if len(rows) != y1 - y0 or len(cols) != x1 - x0:  # a gap: a speck to drop, maybe
+        return None
+    # np.round and round() both round half to even.
+    margin = max(3, round(0.1 * max(y1 - y0, x1 - x0)))
+    inside = np.zeros((SIZE, SIZE), dtype=bool)
+    inside[max(0, y0 - margin) : y1 + margin, max(0, x0 - margin) : x1 + margin] = True
+    patch = x * inside
+    low = patch > _level(_EXTENT_FRACTION, peak)
+    rows, cols = np.flatnonzero(low.any(axis=1)), np.flatnonzero(low.any(axis=0))
+    extent = max(int(rows[-1]) + 1 - int(rows[0]), int(cols[-1]) + 1 - int(cols[0]))
+    if not _NATIVE_MIN <= extent <= BOX:
+        return None
+    batch = patch[np.newaxis]  # the float sums as _fast_mnist makes them, on (1, 28, 28)
+    r = np.arange(SIZE)
+    mass = np.maximum(batch.sum(axis=(1, 2), dtype=np.float64), 1e-12)
+    com_y = (batch.sum(axis=2, dtype=np.float64) @ r) / mass
+    com_x = (batch.sum(axis=1, dtype=np.float64) @ r) / mass
+    if not (np.floor(CENTRE - com_y + 0.5) == 0 and np.floor(CENTRE - com_x + 0.5) == 0):
+        return None
+    return _full_strength(batch)[0]
 
 
 def _extents(

@@ -27,6 +27,7 @@ from pyfunc.preprocess import (
     DEFAULT_LIMITS,
     Limits,
     decode_image,
+    decode_images,
     normalise,
     pre_process,
     sniff_format,
@@ -850,3 +851,48 @@ def test_a_mixed_list_is_normalised_item_by_item(x_test: np.ndarray) -> None:
     with pytest.raises(NoDigit, match="image 2"):
         preprocess.stack(results)
     assert preprocess.stack(results[:2]).shape == (2, 28, 28, 1)
+
+
+def _greys_near_mnist(x_test: np.ndarray) -> list[np.ndarray]:
+    """Decoded 28×28 greys that take the MNIST shortcuts and that miss them: clean digits,
+    thick, thin and turned ones, digits moved off centre or onto the border, a faint one."""
+    digits = list(x_test[:150])
+    digits += [np.roll(d, (3, -4), axis=(0, 1)) for d in x_test[150:180]]
+    digits += [np.roll(d, 9, axis=1) for d in x_test[180:200]]
+    digits += [(d // 6).astype(np.uint8) for d in x_test[200:220]]
+    greys = [preprocess._u8(d) for d in digits]
+    for build in (variants.thick, variants.thin, lambda d: variants.rotated(d, 15.0)):
+        greys += [decode_images([build(d)])[0].grey for d in x_test[220:260]]
+    return [g for g in greys if g.shape == (28, 28)]
+
+
+def test_a_lone_image_takes_the_mnist_shortcut_as_a_batch_does(x_test: np.ndarray) -> None:
+    # normalise_decoded's path for one 28×28 image (a request alone in its pass) must give
+    # the batch path's answer bit for bit, and refuse the images the batch path refuses.
+    greys = _greys_near_mnist(x_test)
+    done, fast = preprocess._fast_mnist(np.stack(greys))
+    by_index = dict(zip(done.tolist(), fast, strict=True))
+    for i, grey in enumerate(greys):
+        one = preprocess._fast_mnist_one(grey)
+        if i in by_index:
+            assert one is not None, i
+            np.testing.assert_array_equal(one, by_index[i])
+        else:
+            assert one is None, i
+    assert 0 < len(by_index) < len(greys)  # both outcomes were tried
+
+
+def test_a_digit_on_black_is_its_own_ink_map(x_test: np.ndarray) -> None:
+    # The ink map of a 28×28 grey on a black ground skips the paper steps: what they give,
+    # bit for bit, and a copy (a reader of the map cannot change the decoded pixels).
+    greys = _greys_near_mnist(x_test)
+    shortcut = 0
+    for grey in greys:
+        full = preprocess.remove_rulings(
+            preprocess._flatten(preprocess._polarise(preprocess.find_page(grey)))
+        )
+        ink = preprocess._ink_from(grey, None)
+        np.testing.assert_array_equal(ink, full)
+        assert ink.dtype == full.dtype and not np.shares_memory(ink, grey)
+        shortcut += preprocess._mnist_ground(grey)
+    assert 0 < shortcut < len(greys)
