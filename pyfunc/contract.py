@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -131,6 +132,10 @@ class DigitPyfunc(PythonModel, metaclass=ABCMeta):
     # micro-batcher may then decode in the request thread and normalise the queued images
     # in one vectorised pass. False: it calls the family's own pre_process per request.
     shared_pre_process: bool = False
+    # BLAS's threads while this model computes in numpy or scipy (the rejector, a family's
+    # own linear algebra): see :meth:`hold_blas_to`. None: BLAS's own default.
+    _blas: Any = None
+    _blas_threads: int = 0
 
     def __init__(
         self,
@@ -147,6 +152,28 @@ class DigitPyfunc(PythonModel, metaclass=ABCMeta):
         self.rejector = None
 
     # ------------------------------------------------------------------ for families
+
+    def hold_blas_to(self, threads: int) -> None:
+        """Run this model's BLAS calls on ``threads`` threads (0: BLAS's default), as its
+        runtime is held to the ``inference_threads`` of its ``model_config``.
+
+        OpenBLAS starts one thread per core and its threads spin between calls: on 2 cores,
+        with the service's workers each calling the rejector's small matrix products, they
+        spun against each other and the request threads, and a request cost 4x the CPU
+        (docs/performance.md). The limit is taken per call, not process-wide, so loading a
+        model changes nothing else in the process (about 25 us per call)."""
+        self._blas_threads = threads
+        if threads:
+            from threadpoolctl import ThreadpoolController
+
+            self._blas = ThreadpoolController()
+
+    def blas_limit(self) -> AbstractContextManager[Any]:
+        """A context in which BLAS runs on the model's threads (see :meth:`hold_blas_to`)."""
+        blas = getattr(self, "_blas", None)  # absent on objects pickled before it
+        if blas is None:
+            return nullcontext()
+        return blas.limit(limits=self._blas_threads, user_api="blas")
 
     @abstractmethod
     def load_context(self, context: PythonModelContext) -> None:
@@ -203,7 +230,8 @@ class DigitPyfunc(PythonModel, metaclass=ABCMeta):
         rejector = getattr(self, "rejector", None)  # absent on objects pickled before it
         if rejector is None:
             return list(predictions(probs))
-        scores = rejector.scores(batch, probs)
+        with self.blas_limit():
+            scores = rejector.scores(batch, probs)
         refusals = rejector.refusals_for(scores)
         return [
             refusal or replace(p, not_digit_score=float(s))

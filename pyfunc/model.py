@@ -52,6 +52,7 @@ class DigitModel(DigitPyfunc):
 
     def load_context(self, context: PythonModelContext) -> None:
         threads = int((context.model_config or {}).get(THREADS_CONFIG) or 0)
+        self.hold_blas_to(threads)  # the rejector's numpy
         onnx_path = context.artifacts.get(ONNX_ARTIFACT)
         if onnx_path and _has_onnxruntime():
             self._forward = _onnx_forward(onnx_path, threads)

@@ -10,7 +10,6 @@ from a registry you trust, as for any MLflow model.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -49,23 +48,15 @@ class SklearnDigitModel(DigitPyfunc):
         super().__init__(limits, family=family)
         self._pipeline: Any = None
         self._temperature = 1.0
-        self._threads = 0
-        self._blas: Any = None
 
     def load_context(self, context: PythonModelContext) -> None:
         import joblib
 
         saved = joblib.load(context.artifacts[SKLEARN_ARTIFACT])
         self._pipeline, self._temperature = saved["pipeline"], float(saved["temperature"])
-        # PCA and the SVM's kernel run in BLAS, which starts one thread per core by default:
-        # in a service with several workers (and ONNX Runtime held to the same count) that
-        # oversubscribes the cores. The limit is taken per call, not process-wide, so loading
-        # a model changes nothing else in the process.
-        self._threads = int((context.model_config or {}).get(THREADS_CONFIG) or 0)
-        if self._threads:
-            from threadpoolctl import ThreadpoolController
-
-            self._blas = ThreadpoolController()
+        # PCA and the SVM's kernel run in BLAS: held to the runtime's threads as the
+        # rejector is (DigitPyfunc.hold_blas_to).
+        self.hold_blas_to(int((context.model_config or {}).get(THREADS_CONFIG) or 0))
         self.rejector = reject.load(context.artifacts.get(reject.REJECT_ARTIFACT))
         self.probabilities(np.zeros((1, 28, 28, 1), dtype=np.float32))
 
@@ -77,11 +68,6 @@ class SklearnDigitModel(DigitPyfunc):
         if self._pipeline is None:
             raise RuntimeError("model is not loaded; load through mlflow.pyfunc")
         flat = np.asarray(batch, dtype=np.float32).reshape(len(batch), -1)
-        with self._blas_limit():
+        with self.blas_limit():
             scores = self._pipeline.decision_function(flat)
         return softmax(scores, self._temperature)
-
-    def _blas_limit(self) -> AbstractContextManager[Any]:
-        if self._blas is None:
-            return nullcontext()
-        return self._blas.limit(limits=self._threads, user_api="blas")

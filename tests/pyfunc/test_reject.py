@@ -139,3 +139,41 @@ def test_without_a_rejector_nothing_is_refused(model, block_png):
     assert prediction.not_digit_score is None
     frame = plain.predict(None, pd.DataFrame({"image": [block_png]}))
     assert frame["no_digit"].tolist() == [False]
+
+
+def test_the_rejector_runs_blas_on_the_runtimes_threads_during_a_call_only(
+    tiny_onnx, tmp_path, mnist
+):
+    """With ``inference_threads`` in its model_config, the rejector's products run on that
+    many BLAS threads (OpenBLAS's own default, one spinning thread per core, cost a
+    request several times its CPU in the service), and the process keeps its setting."""
+    from types import SimpleNamespace
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from pyfunc.contract import THREADS_CONFIG
+
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    artifacts = {
+        ONNX_ARTIFACT: str(tiny_onnx),
+        REJECT_ARTIFACT: str(_ink_rejector().save(tmp_path / "rejector.npz")),
+    }
+    model = DigitModel()
+    model.load_context(SimpleNamespace(artifacts=artifacts, model_config={THREADS_CONFIG: 1}))  # type: ignore[arg-type]
+    rejector, seen = model.rejector, []
+
+    class Watched:  # the rejector is a frozen dataclass: watched from outside
+        def scores(self, batch: np.ndarray, probs: np.ndarray) -> np.ndarray:
+            seen.append(blas_threads())
+            return rejector.scores(batch, probs)
+
+        def refusals_for(self, scores: np.ndarray) -> list:
+            return rejector.refusals_for(scores)
+
+    model.rejector = Watched()
+    with threadpool_limits(limits=2, user_api="blas"):  # the process's own setting
+        model.classify([_png(mnist.x_test[0])])
+        assert seen == [{1}]
+        assert blas_threads() == {2}
