@@ -99,8 +99,10 @@ def test_several_opens_of_a_new_log_migrate_once(tmp_path: Path):
         opened.close()
 
 
-def test_concurrent_records_share_commits_and_all_land(log: SqliteImageLog, monkeypatch):
-    commits = []
+def _record_concurrently(log: SqliteImageLog, monkeypatch, senders: int) -> list[int]:
+    """``senders`` threads, started together, record 10 distinct images each; the records
+    each group commit found queued, in order."""
+    commits: list[int] = []
     real = log._commit_queued
 
     def counting(deadline: Deadline) -> None:
@@ -108,18 +110,23 @@ def test_concurrent_records_share_commits_and_all_land(log: SqliteImageLog, monk
         real(deadline)
 
     monkeypatch.setattr(log, "_commit_queued", counting)
-    barrier = threading.Barrier(16)
+    barrier = threading.Barrier(senders)
 
     def send(n: int) -> None:
         barrier.wait()
         for k in range(10):
             log.record(make_record(f"r{n}-{k}", image(n * 100 + k)))
 
-    threads = [threading.Thread(target=send, args=(n,)) for n in range(16)]
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(senders)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return commits
+
+
+def test_concurrent_records_share_commits_and_all_land(log: SqliteImageLog, monkeypatch):
+    commits = _record_concurrently(log, monkeypatch, 16)
     assert log.count() == 160 and log.image_count() == 160
     assert sum(commits) == 160
     assert len(commits) < 160  # some commits carried several records
@@ -166,26 +173,7 @@ def test_a_record_committed_by_another_thread_never_takes_the_connection(
     # one after another to find it done.
     lock = _CountingLock()
     monkeypatch.setattr(log, "_lock", lock)
-    commits = []
-    real = log._commit_queued
-
-    def counting(deadline: Deadline) -> None:
-        commits.append(len(log._queue))
-        real(deadline)
-
-    monkeypatch.setattr(log, "_commit_queued", counting)
-    barrier = threading.Barrier(8)
-
-    def send(n: int) -> None:
-        barrier.wait()
-        for k in range(10):
-            log.record(make_record(f"r{n}-{k}", image(n * 100 + k)))
-
-    threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    commits = _record_concurrently(log, monkeypatch, 8)
     assert log.count() == 80 and sum(commits) == 80
     assert len(commits) < 80
     assert lock.acquired == len(commits)
