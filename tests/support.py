@@ -104,16 +104,45 @@ def _blank_database() -> tempfile.TemporaryDirectory:
     return directory
 
 
-def run_checked(argv: list[str], env: dict[str, str], timeout: float) -> str:
-    proc = subprocess.run(
+# How long an `mlflow run` (train, promote, evaluate) or a stack's first training may take
+# before a test calls it hung: a guard against a hang, not a measure of speed. A run takes
+# two to three times as long on a loaded machine as on a quiet one (the session registry's
+# training: 314 s at a load average of 6 on 2 cores); 600 s failed CI on a loaded machine.
+TRAINING_TIMEOUT_S = 1800.0
+
+
+def run_group(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """``subprocess.run(argv)`` in a process group of its own, captured as text; on a
+    timeout the whole group is killed, not only ``argv``'s process: `mlflow run` runs its
+    entry point as a child, which a plain ``subprocess.run`` timeout left training on as an
+    orphan (minutes of both cores, under every later test)."""
+    proc = subprocess.Popen(
         argv,
         env=env,
         cwd=PROJECT_ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(
+            f"{' '.join(argv)} still running after {timeout:.0f} s: killed\n--- stdout\n"
+            f"{stdout[-4000:]}\n--- stderr\n{stderr[-6000:]}"
+        ) from None
+    finally:
+        # Whatever the entry point left behind (its process pools) goes with it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def run_checked(argv: list[str], env: dict[str, str], timeout: float) -> str:
+    proc = run_group(argv, env, timeout)
     if proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(argv)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"

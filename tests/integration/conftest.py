@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.support import Registry, run_checked, start_server
+from tests.support import TRAINING_TIMEOUT_S, Registry, run_checked, start_server
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,9 +39,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> Regi
             seed=1,
         ),
         env=reg.env,
-        timeout=600,
+        timeout=TRAINING_TIMEOUT_S,
     )
-    run_checked(reg.mlflow_run("promote"), env=reg.env, timeout=300)
+    run_checked(reg.mlflow_run("promote"), env=reg.env, timeout=TRAINING_TIMEOUT_S)
     return reg
 
 

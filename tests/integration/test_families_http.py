@@ -15,13 +15,20 @@ import requests
 from mlflow import MlflowClient
 from PIL import Image
 
-from tests.support import Registry, run_checked, set_production, start_scorer, start_server
+from tests.support import (
+    TRAINING_TIMEOUT_S,
+    Registry,
+    run_checked,
+    set_production,
+    start_scorer,
+    start_server,
+)
 from training import families
 
 POLL = 1.0
-# A few thousand digits, one epoch: each family trains in seconds; what is tested is that
-# it registers and serves, not how well it reads.
-TINY = {"limit": 3000, "epochs": 1, "seed": 1, "rejector": "false"}
+# A few thousand digits, one epoch, no prepared copies: each family trains in seconds; what
+# is tested is that it registers and serves, not how well it reads.
+TINY = {"limit": 3000, "epochs": 1, "seed": 1, "augment": "false", "rejector": "false"}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +42,7 @@ def family_versions(
         run_checked(
             reg.mlflow_run("train", family=family, data_path=mnist_path, **TINY),
             env=reg.env,
-            timeout=600,
+            timeout=TRAINING_TIMEOUT_S,
         )
         latest = max(client.search_model_versions("name = 'digits'"), key=lambda v: int(v.version))
         versions[family] = str(latest.version)

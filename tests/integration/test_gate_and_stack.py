@@ -19,12 +19,14 @@ from mlflow import MlflowClient
 from deploy.create_database import drop_database
 from tests.support import (
     PROJECT_ROOT,
+    TRAINING_TIMEOUT_S,
     Registry,
     access_lines,
     add_version,
     base_env,
     free_port,
     run_checked,
+    run_group,
     set_production,
     stop,
 )
@@ -45,7 +47,8 @@ def test_gate_refuses_a_worse_candidate_and_accepts_a_better_one(tmp_path, model
     gate = {"data_path": mnist_path, "wild_limit": 100}
     # v1: a weak model, trained for real on 300 images; the first promotion has no champion.
     # The reference family, named: what follows was written and timed with it, whatever
-    # the default family is.
+    # the default family is. No rejector: the gate scores digits, whatever a version's
+    # rejector says (training.evidence), and fitting one took 66 of this training's 87 s.
     run_checked(
         reg.mlflow_run(
             "train",
@@ -53,16 +56,19 @@ def test_gate_refuses_a_worse_candidate_and_accepts_a_better_one(tmp_path, model
             limit=300,
             epochs=1,
             augment="false",
+            rejector="false",
             data_path=mnist_path,
         ),
         env=reg.env,
-        timeout=600,
+        timeout=TRAINING_TIMEOUT_S,
     )
-    run_checked(reg.mlflow_run("promote", **gate), env=reg.env, timeout=600)
+    run_checked(reg.mlflow_run("promote", **gate), env=reg.env, timeout=TRAINING_TIMEOUT_S)
     assert _stage(reg.tracking_uri, "1") == "Production"
     # v2: the session's better model: accepted, v1 archived (not deleted).
     better = add_version(reg.tracking_uri, str(model_dir))
-    run_checked(reg.mlflow_run("promote", version=better, **gate), env=reg.env, timeout=600)
+    run_checked(
+        reg.mlflow_run("promote", version=better, **gate), env=reg.env, timeout=TRAINING_TIMEOUT_S
+    )
     assert _stage(reg.tracking_uri, better) == "Production"
     assert _stage(reg.tracking_uri, "1") == "Archived"
     client = MlflowClient(tracking_uri=reg.tracking_uri, registry_uri=reg.tracking_uri)
@@ -77,20 +83,19 @@ def test_gate_refuses_a_worse_candidate_and_accepts_a_better_one(tmp_path, model
     mlflow.set_registry_uri(reg.tracking_uri)
     weak_dir = mlflow.artifacts.download_artifacts("models:/digits/1", dst_path=str(tmp_path / "w"))
     worse = add_version(reg.tracking_uri, weak_dir)
-    refused = subprocess.run(
-        reg.mlflow_run("promote", version=worse, **gate),
-        env=reg.env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    refused = run_group(
+        reg.mlflow_run("promote", version=worse, **gate), env=reg.env, timeout=TRAINING_TIMEOUT_S
     )
     assert refused.returncode != 0
     assert "not promoted" in refused.stderr
     assert _stage(reg.tracking_uri, better) == "Production"
     assert client.get_model_version("digits", worse).tags["gate.decision"] == "refused"
     # Rolling back to v1 is the same command, forced.
-    run_checked(reg.mlflow_run("promote", version="1", force="true"), env=reg.env, timeout=600)
+    run_checked(
+        reg.mlflow_run("promote", version="1", force="true"),
+        env=reg.env,
+        timeout=TRAINING_TIMEOUT_S,
+    )
     assert _stage(reg.tracking_uri, "1") == "Production"
     assert _stage(reg.tracking_uri, better) == "Archived"
     assert str(client.get_model_version_by_alias("digits", "production").version) == "1"
@@ -121,8 +126,11 @@ def test_stack_on_postgres_two_replicas_follow_a_promotion(tmp_path, mnist_path,
         STACK_ARTIFACTS=str(tmp_path / "artifacts"),
         STACK_MLFLOW_PORT=str(mlflow_port),
         STACK_PORT=str(balancer),
+        # The stack's own first training, as small as it serves: no prepared copies, no
+        # rejector (what is tested is where it is logged and who serves it).
         STACK_TRAIN_ARGS=(
-            f"-P family=keras_example -P limit=3000 -P epochs=1 -P data_path={mnist_path}"
+            "-P family=keras_example -P limit=3000 -P epochs=1 -P augment=false"
+            f" -P rejector=false -P data_path={mnist_path}"
         ),
         MODEL_POLL_INTERVAL="1",
         WORKERS="1",
@@ -153,7 +161,7 @@ def test_stack_on_postgres_two_replicas_follow_a_promotion(tmp_path, mnist_path,
         return found
 
     try:
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + TRAINING_TIMEOUT_S
         while versions() != {"1"}:
             assert stack.poll() is None, log_path.read_text()[-5000:]
             assert time.monotonic() < deadline, log_path.read_text()[-5000:]

@@ -23,7 +23,14 @@ from mlflow import MlflowClient
 from imagelog import ImageLog, open_image_log
 from imagelog.base import sha256_hex
 from serving.config import Settings
-from tests.support import Registry, Server, postgres_schema, run_checked, run_server
+from tests.support import (
+    TRAINING_TIMEOUT_S,
+    Registry,
+    Server,
+    postgres_schema,
+    run_checked,
+    run_server,
+)
 from training.data import load_feedback
 from training.export_feedback import export_configured
 from training.variants import png_bytes
@@ -163,19 +170,22 @@ def test_feedback_goes_back_into_training(
     with np.load(exported.path) as npz:
         assert npz["request_ids"].tolist() == ids
 
-    # The run exports the log itself (no feedback_path), configured like the server.
+    # The run exports the log itself (no feedback_path), configured like the server. The
+    # reference family and no rejector: what is tested is what goes in, not what comes out.
     run_checked(
         registry.mlflow_run(
             "train",
+            family="keras_example",
             include_feedback="true",
             limit=2000,
             epochs=1,
             data_path=mnist_path,
             model_name=f"digits-feedback-{backend['IMAGE_LOG_BACKEND']}",
             augment="false",
+            rejector="false",
         ),
         env=server_env(registry, backend),
-        timeout=600,
+        timeout=TRAINING_TIMEOUT_S,
     )
     client = MlflowClient(tracking_uri=registry.tracking_uri)
     experiment = client.get_experiment_by_name("digits")

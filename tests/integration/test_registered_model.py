@@ -11,7 +11,7 @@ import pandas as pd
 import requests
 from PIL import Image
 
-from tests.support import run_checked, start_scorer
+from tests.support import TRAINING_TIMEOUT_S, run_checked, start_scorer
 
 
 def _png(digit: np.ndarray) -> bytes:
@@ -87,7 +87,7 @@ def test_evaluate_entry_point_logs_accuracy(registry, mnist_path):
         # 100 digits per variant: the entry point's path, not its default 2,000 (17 variants).
         registry.mlflow_run("evaluate", data_path=mnist_path, wild_limit=100),
         env=registry.env,
-        timeout=600,
+        timeout=TRAINING_TIMEOUT_S,
     )
     assert "test_accuracy" in out
     client = mlflow.MlflowClient(tracking_uri=registry.tracking_uri)
