@@ -206,6 +206,7 @@ class Guard:
         self._inflight: dict[int, float] = {}
         self._tokens = itertools.count()
         self._timed_out = False  # the last call that finished ran out of time
+        self._waiting = 0  # calls waiting for a slot: only they need a notify
 
     def stalled_for(self) -> float:
         """How long the oldest call has been inside beyond ``stall_seconds`` (0: not hung)."""
@@ -236,7 +237,11 @@ class Guard:
                 if len(self._inflight) < self.max_inflight:
                     break
                 # Woken when a slot frees; the short slice re-checks for a stall.
-                self._cond.wait(min(0.05, deadline.remaining(what)))
+                self._waiting += 1
+                try:
+                    self._cond.wait(min(0.05, deadline.remaining(what)))
+                finally:
+                    self._waiting -= 1
             token = next(self._tokens)
             self._inflight[token] = time.monotonic()
         outcome: bool | None = None  # True: answered, False: ran out of time
@@ -251,7 +256,8 @@ class Guard:
                 del self._inflight[token]
                 if outcome is not None:
                     self._timed_out = not outcome
-                self._cond.notify()
+                if self._waiting:
+                    self._cond.notify()
 
     def wait_lock(self, lock: threading.Lock, deadline: Deadline, what: str) -> None:
         """Acquire a process-local lock before ``deadline``, giving up early if the store

@@ -150,6 +150,37 @@ _REQUEST_COLUMNS = (
     "digit, confidence, probabilities, model_name, model_version, trailing_bytes"
 )
 _REQUEST_WIDTH = len(_REQUEST_COLUMNS.split(","))
+# A group whose images all go in their rows (or are not kept) commits in ONE statement: an
+# INSERT into this view of the connection's own (TEMP: nothing on disk, no migration), whose
+# trigger writes each row's request and image. Alone in autocommit, the statement is its
+# own transaction (write lock at its start, synchronous=FULL commit at its end), so it
+# is what BEGIN IMMEDIATE, two INSERTs and COMMIT were, and the committing thread releases
+# the GIL for one statement instead of four, each time waiting to take it back while the
+# whole group waits for the commit (and the other worker for the file lock). What the
+# trigger cannot decide alone (a reused request id; an image stored before as a file) it
+# refuses with _FALLBACK, which undoes the statement, and the group takes the statements
+# of _commit_in_transaction.
+_GROUP_VIEW = "group_rows"
+_FALLBACK = "imagelog: group needs a transaction"
+_GROUP_OBJECTS = (
+    f"CREATE TEMP VIEW IF NOT EXISTS {_GROUP_VIEW} AS SELECT "
+    + ", ".join(f"NULL AS {c.strip()}" for c in [*_REQUEST_COLUMNS.split(","), "data"]),
+    f"""CREATE TEMP TRIGGER IF NOT EXISTS {_GROUP_VIEW}_insert INSTEAD OF INSERT ON {_GROUP_VIEW}
+    BEGIN
+        SELECT RAISE(ABORT, '{_FALLBACK}')
+        WHERE EXISTS (SELECT 1 FROM requests
+                      WHERE request_id = NEW.request_id AND sha256 <> NEW.sha256)
+           OR (NEW.data IS NOT NULL
+               AND EXISTS (SELECT 1 FROM images WHERE sha256 = NEW.sha256 AND path <> ''));
+        INSERT INTO requests ({_REQUEST_COLUMNS}) VALUES
+            ({", ".join(f"NEW.{c.strip()}" for c in _REQUEST_COLUMNS.split(","))})
+            ON CONFLICT (request_id) DO NOTHING;
+        INSERT INTO images (sha256, path, byte_size, input_format, created_at, data)
+            SELECT NEW.sha256, '', NEW.byte_size, NEW.input_format, NEW.created_at, NEW.data
+            WHERE NEW.data IS NOT NULL
+            ON CONFLICT (sha256) DO NOTHING;
+    END""",
+)
 # Rows per multi-row INSERT: few distinct statements for SQLite's statement cache (128 per
 # connection), and far below its limit of bound variables (32,766).
 CHUNK_ROWS = 16
@@ -215,6 +246,7 @@ class _Pending:
     inline: bool = False
     stamp: str = field(init=False)
     row: tuple = field(init=False)
+    group_row: tuple = field(init=False)
     # Held until a commit ended with this record in it, or it is this record's turn to
     # commit what is queued (``lead``): its thread waits on it, no other lock.
     signal: threading.Lock = field(init=False, default_factory=_locked)
@@ -242,6 +274,8 @@ class _Pending:
             entry.model_version,
             entry.trailing_bytes,
         )
+        # The group statement's row: the request's, then the bytes its images row holds.
+        self.group_row = (*self.row, entry.image if self.inline else None)
 
     def wake(self) -> None:
         # Caller holds the queue lock. Released at most once while its thread waits; a
@@ -264,6 +298,18 @@ def _sqlite_error(exc: sqlite3.Error, what: str) -> StorageError:
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         return StorageTimeout(f"{what}: {exc}")
     return StorageError(f"{what}: {exc}")
+
+
+@contextlib.contextmanager
+def _begun(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction holding SQLite's write lock from its first statement."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -356,6 +402,8 @@ class SqliteImageLog(ImageLog):
             conn = self._connect()
             try:
                 self._migrate(conn)
+                for statement in _GROUP_OBJECTS:
+                    conn.execute(statement)
             except BaseException:
                 conn.close()
                 os.close(lock_fd)
@@ -432,18 +480,20 @@ class SqliteImageLog(ImageLog):
     @contextlib.contextmanager
     def _transaction(self, deadline: Deadline) -> Iterator[sqlite3.Connection]:
         # Caller holds self._lock.
+        with self._writer(deadline) as conn, _begun(conn):
+            yield conn
+
+    @contextlib.contextmanager
+    def _writer(self, deadline: Deadline) -> Iterator[sqlite3.Connection]:
+        """The connection, with the file lock all processes' writers queue on; a transaction
+        is the caller's (:func:`_begun`, or one statement alone)."""
+        # Caller holds self._lock.
         conn = self._require()
         try:
             self._flock(deadline)
             try:
                 self._bound_busy_wait(conn, deadline)
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+                yield conn
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         except sqlite3.Error as exc:
@@ -660,17 +710,20 @@ class SqliteImageLog(ImageLog):
 
     def _commit_queued(self, deadline: Deadline) -> None:
         # Caller holds self._lock.
-        with self._queue_lock:
-            batch, self._queue = self._queue, []
+        batch: list[_Pending] = []
         try:
-            with self._transaction(deadline) as conn:
-                # One bad record (a reused request id, its file unwritable) must not fail
-                # its neighbours: each step leaves out the records that failed before it,
-                # and a record fails before anything of it is written.
-                self._prepare_files(conn, batch)
-                self._insert_requests(conn, [p for p in batch if p.error is None])
-                self._insert_images(conn, [p for p in batch if p.error is None])
+            with self._writer(deadline) as conn:
+                # The group is what is queued once the write lock is ours: the records
+                # that arrived while a sibling worker committed (it holds the file lock
+                # for its fsync) commit in this group instead of waiting for the next.
+                batch = self._take_queue()
+                if not self._commit_in_one(conn, batch):
+                    with _begun(conn):
+                        self._commit_in_transaction(conn, batch)
         except Exception as exc:
+            # Failed before it took the queue (the lock not had in time, the database not
+            # opened): what is queued fails with it, as it would have in the group.
+            batch = batch or self._take_queue()
             for pending in batch:
                 pending.error = pending.error or exc
         finally:
@@ -680,6 +733,36 @@ class SqliteImageLog(ImageLog):
                     pending.wake()
         if len(batch) > 1:
             log.debug("image log: %d records in one commit", len(batch))
+
+    def _commit_in_one(self, conn: sqlite3.Connection, batch: list[_Pending]) -> bool:
+        """Commit ``batch`` in one statement (see _GROUP_VIEW); False, and nothing written,
+        if it needs _commit_in_transaction: an image file, more rows than one statement
+        takes, or what the trigger refuses."""
+        if not batch or len(batch) > CHUNK_ROWS or any(p.path is not None for p in batch):
+            return False
+        try:
+            conn.execute(
+                f"INSERT INTO {_GROUP_VIEW} VALUES {_placeholders(_REQUEST_WIDTH + 1, len(batch))}",
+                [value for pending in batch for value in pending.group_row],
+            )
+        except sqlite3.IntegrityError as exc:
+            if str(exc) != _FALLBACK:
+                raise
+            return False
+        return True
+
+    def _commit_in_transaction(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        # One bad record (a reused request id, its file unwritable) must not fail its
+        # neighbours: each step leaves out the records that failed before it, and a record
+        # fails before anything of it is written.
+        self._prepare_files(conn, batch)
+        self._insert_requests(conn, [p for p in batch if p.error is None])
+        self._insert_images(conn, [p for p in batch if p.error is None])
+
+    def _take_queue(self) -> list[_Pending]:
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        return batch
 
     def _prepare_files(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         """Make sure each image kept as a file is there, and whether it needs its row."""
