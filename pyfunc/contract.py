@@ -23,7 +23,7 @@ from __future__ import annotations
 from abc import ABCMeta, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -50,6 +50,7 @@ __all__ = [
     "input_spec_of",
     "is_digit_model",
     "predictions",
+    "settle",
 ]
 
 IMAGE_COLUMN = "image"
@@ -226,25 +227,24 @@ class DigitPyfunc(PythonModel, metaclass=ABCMeta):
 
     def judge(self, batch: np.ndarray, probs: np.ndarray) -> list[Prediction | NoDigit]:
         """Per image of a pre-processed batch and its probabilities: the prediction, or the
-        :class:`NoDigit` the rejector refuses it with."""
+        :class:`NoDigit` the rejector refuses it with. Row by row the same whatever else is
+        in the batch, so the service's micro-batcher judges a whole pass at once."""
+        rows = np.asarray(probs).tolist()  # Python floats, as float(p[d]) gives them
+        digits = probs.argmax(axis=1).tolist()
         rejector = getattr(self, "rejector", None)  # absent on objects pickled before it
         if rejector is None:
-            return list(predictions(probs))
+            return [Prediction(d, row[d], row) for d, row in zip(digits, rows, strict=True)]
         with self.blas_limit():
             scores = rejector.scores(batch, probs)
         refusals = rejector.refusals_for(scores)
         return [
-            refusal or replace(p, not_digit_score=float(s))
-            for p, s, refusal in zip(predictions(probs), scores, refusals, strict=True)
+            refusal or Prediction(d, row[d], row, s)
+            for d, row, s, refusal in zip(digits, rows, scores.tolist(), refusals, strict=True)
         ]
 
     def answer(self, batch: np.ndarray, probs: np.ndarray) -> list[Prediction]:
         """:meth:`judge`, raising the first refusal (naming the image in a batch)."""
-        judged = self.judge(batch, probs)
-        for i, item in enumerate(judged):
-            if isinstance(item, NoDigit):
-                raise item if len(judged) == 1 else NoDigit(f"image {i}: {item}")
-        return judged  # type: ignore[return-value]  # no refusal left in it
+        return settle(self.judge(batch, probs))
 
     def predict(
         self,
@@ -348,6 +348,15 @@ def predictions(probs: np.ndarray) -> list[Prediction]:
         Prediction(int(d), float(p[d]), [float(v) for v in p])
         for d, p in zip(digits, probs, strict=True)
     ]
+
+
+def settle(judged: Sequence[Prediction | NoDigit]) -> list[Prediction]:
+    """:meth:`DigitPyfunc.judge`'s verdicts as an answer: the predictions, or the first
+    refusal raised (naming the image when there are several)."""
+    for i, item in enumerate(judged):
+        if isinstance(item, NoDigit):
+            raise item if len(judged) == 1 else NoDigit(f"image {i}: {item}")
+    return list(judged)  # type: ignore[arg-type]  # no refusal left in it
 
 
 def images_of(model_input: Any) -> Sequence[Any] | np.ndarray:

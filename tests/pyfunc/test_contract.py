@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from pyfunc import contract
 from pyfunc.contract import DigitPyfunc, InputSpec, family_of, input_spec_of, is_digit_model
-from pyfunc.errors import ImageError
+from pyfunc.errors import ImageError, NoDigit
 from pyfunc.model import DigitModel
 from pyfunc.preprocess import Limits, pre_process
 from pyfunc.signature import SIGNATURE
@@ -128,3 +129,44 @@ def test_the_second_test_family_runs_its_own_input_spec(mnist):
     assert batch.shape == (300, 14, 14, 1)
     predicted = model.predict(None, mnist.x_test[:300])
     assert np.mean(predicted["digit"].to_numpy() == mnist.y_test[:300]) > 0.8
+
+
+class _ScoreIsInk:
+    """A stand-in rejector: the not-a-digit score is the image's mean ink, refused above 0.1."""
+
+    threshold = 0.1
+
+    def scores(self, batch: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        return batch.reshape(len(batch), -1).mean(axis=1).astype(np.float64)
+
+    def refusals_for(self, scores: np.ndarray) -> list:
+        from pyfunc.reject import Refused
+
+        return [Refused(float(s), self.threshold) if s > self.threshold else None for s in scores]
+
+
+def test_judge_answers_as_predictions_and_settle_raises_the_first_refusal(mnist):
+    model = InkShare()
+    batch = model.pre_process(list(mnist.x_test[:6]))
+    probs = model.probabilities(batch)
+    # Without a rejector: exactly the predictions of the probabilities (same floats).
+    assert model.judge(batch, probs) == contract.predictions(probs)
+    model.rejector = _ScoreIsInk()
+    scores = model.rejector.scores(batch, probs)
+    judged = model.judge(batch, probs)
+    for item, p, s in zip(judged, contract.predictions(probs), scores, strict=True):
+        if s > 0.1:
+            assert isinstance(item, NoDigit) and item.not_digit_score == float(s)
+        else:
+            assert item == contract.Prediction(p.digit, p.confidence, p.probabilities, float(s))
+    refused = [i for i, s in enumerate(scores) if s > 0.1]
+    answered = [i for i, s in enumerate(scores) if s <= 0.1]
+    assert refused and answered, scores  # the images below give both
+    assert contract.settle([judged[i] for i in answered]) == [judged[i] for i in answered]
+    with pytest.raises(NoDigit) as lone:
+        contract.settle([judged[refused[0]]])
+    assert lone.value is judged[refused[0]]
+    with pytest.raises(NoDigit, match="^image 1: " + re.escape(str(judged[refused[0]]))):
+        contract.settle([judged[answered[0]], judged[refused[0]]])
+    with pytest.raises(NoDigit, match=r"^image 0: "):
+        model.answer(batch[refused[:1] + answered[:1]], probs[refused[:1] + answered[:1]])

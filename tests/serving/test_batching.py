@@ -43,6 +43,7 @@ def test_every_caller_gets_its_own_answer(digit_model, mnist):
     expected = [digit_model.classify([img])[0] for img in images]
     sizes: list[int] = []
     batcher = BatchingModel(digit_model, max_size=64, max_wait_us=5000, on_batch=sizes.append)
+    batcher._shared = True  # as under load: the first pass waits for company too
     try:
         answers = _concurrently(len(images), lambda i: batcher.classify([images[i]])[0])
     finally:
@@ -58,6 +59,7 @@ def test_batch_size_is_capped(digit_model, mnist):
     images = [png_bytes(mnist.x_test[i]) for i in range(20)]
     sizes: list[int] = []
     batcher = BatchingModel(digit_model, max_size=4, max_wait_us=20_000, on_batch=sizes.append)
+    batcher._shared = True  # as under load: the first pass waits for company too
     try:
         _concurrently(len(images), lambda i: batcher.classify([images[i]]))
     finally:
@@ -91,6 +93,7 @@ def test_a_lone_request_runs_in_its_own_thread(digit_model, mnist):
     class Spy:
         limits = digit_model.limits
         answer = digit_model.answer
+        judge = digit_model.judge
         shared_pre_process = True
 
         def probabilities(self, batch):
@@ -107,6 +110,20 @@ def test_a_lone_request_runs_in_its_own_thread(digit_model, mnist):
     assert ran_in == [threading.current_thread().name] and sizes == [1]
 
 
+def test_a_lone_request_does_not_wait_for_company(digit_model, mnist):
+    # max_wait_us pays when others are about; a lone caller (c=1) is answered at once.
+    sizes: list[int] = []
+    batcher = BatchingModel(digit_model, max_wait_us=2_000_000, on_batch=sizes.append)
+    try:
+        for i in range(3):
+            start = time.monotonic()
+            batcher.classify([png_bytes(mnist.x_test[i])])
+            assert time.monotonic() - start < 1.0
+    finally:
+        batcher.close()
+    assert sizes == [1, 1, 1]
+
+
 def test_requests_arriving_during_a_pass_share_the_next(digit_model, mnist):
     images = [png_bytes(mnist.x_test[i]) for i in range(32)]
     expected: list = [digit_model.classify([img])[0].digit for img in images]
@@ -117,10 +134,16 @@ def test_requests_arriving_during_a_pass_share_the_next(digit_model, mnist):
     first_pass_started, release_first = threading.Event(), threading.Event()
     ran_in: list[str] = []
 
+    judged: list[int] = []
+
     class SlowFirstPass:
         limits = digit_model.limits
         answer = digit_model.answer
         shared_pre_process = True
+
+        def judge(self, batch, probs):
+            judged.append(len(batch))
+            return digit_model.judge(batch, probs)
 
         def probabilities(self, batch):
             ran_in.append(threading.current_thread().name)
@@ -158,6 +181,7 @@ def test_requests_arriving_during_a_pass_share_the_next(digit_model, mnist):
         batcher.close()
     assert answers == expected
     assert sizes == [1, len(images) - 2]  # the lone pass, then all the rest in one
+    assert judged == sizes  # the rejector's verdicts once per pass, not once per caller
     # Both passes ran in callers' threads: no hand-off to a batcher thread and back.
     assert set(ran_in) <= callers and len(ran_in) == 2, ran_in
 
@@ -176,6 +200,7 @@ def test_a_family_with_its_own_pre_processing_is_batched_on_its_own_input(mnist)
             expected[i] = "NoDigit"
     sizes: list[int] = []
     batcher = BatchingModel(model, max_size=64, max_wait_us=20_000, on_batch=sizes.append)
+    batcher._shared = True  # as under load: the first pass waits for company too
 
     def ask(i: int):
         try:
