@@ -100,9 +100,8 @@ def test_several_opens_of_a_new_log_migrate_once(tmp_path: Path):
         opened.close()
 
 
-def _record_concurrently(log: SqliteImageLog, monkeypatch, senders: int) -> list[int]:
-    """``senders`` threads, started together, record 10 distinct images each; the records
-    each group commit took from the queue, in order."""
+def _count_takes(log: SqliteImageLog, monkeypatch) -> list[int]:
+    """The number of records each group commit takes from the queue, in order, from now on."""
     commits: list[int] = []
     real = log._take_queue
 
@@ -112,6 +111,13 @@ def _record_concurrently(log: SqliteImageLog, monkeypatch, senders: int) -> list
         return batch
 
     monkeypatch.setattr(log, "_take_queue", counting)
+    return commits
+
+
+def _record_concurrently(log: SqliteImageLog, monkeypatch, senders: int) -> list[int]:
+    """``senders`` threads, started together, record 10 distinct images each; the records
+    each group commit took from the queue, in order."""
+    commits = _count_takes(log, monkeypatch)
     barrier = threading.Barrier(senders)
 
     def send(n: int) -> None:
@@ -151,15 +157,7 @@ def test_records_queued_while_a_sibling_worker_commits_join_the_waiting_group(
 ):
     # The committing thread takes the queue once the write lock is its own: what arrived
     # while another process held the file lock (its fsync) commits in the same group.
-    commits: list[int] = []
-    real = log._take_queue
-
-    def counting() -> list:
-        batch = real()
-        commits.append(len(batch))
-        return batch
-
-    monkeypatch.setattr(log, "_take_queue", counting)
+    commits = _count_takes(log, monkeypatch)
     sibling = os.open(log.data_dir / "imagelog.lock", os.O_RDWR)
     fcntl.flock(sibling, fcntl.LOCK_EX)  # a sibling worker in the middle of its commit
     try:
