@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -374,3 +375,21 @@ def loaded_digit_model(artifacts: dict[str, str]):
     model = DigitModel()
     model.load_context(SimpleNamespace(artifacts=artifacts, model_config={}))  # type: ignore[arg-type]
     return model
+
+
+def in_threads(n: int, work, timeout: float = 60.0) -> list:
+    """``work(i)`` for i in range(n), each in its own thread, all released at once; their
+    results in order (None for a thread still running after ``timeout``)."""
+    results: list = [None] * n
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    return results

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from imagelog import DuplicateRequestId, ImageLog, Retention
 from imagelog.base import TooManyLabels, sha256_hex, utc_now
 from tests.imagelog.samples import image, large_image, make_record
+from tests.support import in_threads
 
 
 def test_a_record_reads_back_whole(log: ImageLog):
@@ -162,21 +162,16 @@ def test_retention_off_deletes_nothing(log: ImageLog):
 
 def test_threads_writing_at_once_lose_and_duplicate_nothing(log: ImageLog):
     threads, per_thread, distinct = 8, 40, 10
-    errors: list[BaseException] = []
 
-    def write(t: int) -> None:
+    def write(t: int) -> BaseException | str:
         try:
             for i in range(per_thread):
                 log.record(make_record(f"t{t}-{i}", image((t * per_thread + i) % distinct)))
         except BaseException as exc:
-            errors.append(exc)
+            return exc
+        return "written"
 
-    workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert errors == []
+    assert in_threads(threads, write) == ["written"] * threads
     records = list(log.records())
     assert len(records) == log.count() == threads * per_thread
     assert len({r.request_id for r in records}) == threads * per_thread
@@ -189,24 +184,17 @@ def test_several_writers_on_one_store_lose_and_duplicate_nothing(open_log):
     """Like gunicorn workers (SQLite) or replicas (PostgreSQL): separate connections."""
     writers, per_writer, distinct = 4, 60, 7
     logs = [open_log() for _ in range(writers)]
-    barrier = threading.Barrier(writers)
-    errors: list[BaseException] = []
 
-    def write(w: int) -> None:
+    def write(w: int) -> BaseException | str:
         try:
-            barrier.wait()
             for i in range(per_writer):
                 logs[w].record(make_record(f"w{w}-{i}", image(i % distinct)))
                 logs[w].record(make_record(f"w{w}-{i}", image(i % distinct)))  # a retry
         except BaseException as exc:
-            errors.append(exc)
+            return exc
+        return "written"
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert in_threads(writers, write) == ["written"] * writers
     assert logs[0].count() == writers * per_writer
     assert logs[-1].image_count() == distinct
 
@@ -223,20 +211,14 @@ def test_the_label_history_is_capped(log: ImageLog):
 
 def test_concurrent_labels_never_pass_the_cap(log: ImageLog):
     log.record(make_record("race", image(1)))
-    barrier, outcomes = threading.Barrier(8), []
 
-    def label(n: int) -> None:
-        barrier.wait()
+    def label(n: int) -> bool | str:
         try:
-            outcomes.append(log.label("race", n, max_labels=5))
+            return log.label("race", n, max_labels=5)
         except TooManyLabels:
-            outcomes.append("capped")
+            return "capped"
 
-    threads = [threading.Thread(target=label, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = in_threads(8, label)
     assert sorted(map(str, outcomes)) == ["True"] * 5 + ["capped"] * 3
     assert len(log.history("race")) == 5
 

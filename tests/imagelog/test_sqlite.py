@@ -25,6 +25,7 @@ from imagelog.sqlite import (
     _Pending,
 )
 from tests.imagelog.samples import image, large_image, make_record
+from tests.support import in_threads
 
 
 @pytest.fixture
@@ -118,18 +119,12 @@ def _record_concurrently(log: SqliteImageLog, monkeypatch, senders: int) -> list
     """``senders`` threads, started together, record 10 distinct images each; the records
     each group commit took from the queue, in order."""
     commits = _count_takes(log, monkeypatch)
-    barrier = threading.Barrier(senders)
 
     def send(n: int) -> None:
-        barrier.wait()
         for k in range(10):
             log.record(make_record(f"r{n}-{k}", image(n * 100 + k)))
 
-    threads = [threading.Thread(target=send, args=(n,)) for n in range(senders)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(senders, send)
     return commits
 
 
@@ -179,25 +174,25 @@ def test_records_queued_while_a_sibling_worker_commits_join_the_waiting_group(
     assert commits == [4] and log.count() == 4
 
 
-def test_a_file_lock_not_had_in_time_fails_what_is_queued(tmp_path: Path):
-    log = SqliteImageLog(tmp_path / "data", timeout=0.5)
-    errors: list[BaseException] = []
+def _record_timing_out(log: SqliteImageLog, senders: int) -> list[BaseException]:
+    """``senders`` threads record an image each; the StorageTimeouts they got."""
 
-    def send(n: int) -> None:
+    def send(n: int) -> StorageTimeout | None:
         try:
             log.record(make_record(f"t{n}", image(n)))
         except StorageTimeout as exc:
-            errors.append(exc)
+            return exc
+        return None
 
+    return [e for e in in_threads(senders, send, timeout=5) if e is not None]
+
+
+def test_a_file_lock_not_had_in_time_fails_what_is_queued(tmp_path: Path):
+    log = SqliteImageLog(tmp_path / "data", timeout=0.5)
     sibling = os.open(log.data_dir / "imagelog.lock", os.O_RDWR)
     fcntl.flock(sibling, fcntl.LOCK_EX)  # a sibling worker that does not let go
     try:
-        threads = [threading.Thread(target=send, args=(n,)) for n in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=5)
-        assert len(errors) == 3
+        assert len(_record_timing_out(log, 3)) == 3
         assert log._queue == [] and not log._committing
     finally:
         fcntl.flock(sibling, fcntl.LOCK_UN)
@@ -298,20 +293,8 @@ def test_an_unwritable_file_fails_only_its_own_record_in_a_group(log: SqliteImag
 def test_waiters_that_ran_out_of_time_leave_no_one_committing(tmp_path: Path):
     log = SqliteImageLog(tmp_path / "data", timeout=0.5)
     try:
-        errors: list[BaseException] = []
-
-        def send(n: int) -> None:
-            try:
-                log.record(make_record(f"t{n}", image(n)))
-            except StorageTimeout as exc:
-                errors.append(exc)
-
         with log._lock:  # e.g. retention's long transaction: the group cannot commit
-            threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(timeout=5)
+            errors = _record_timing_out(log, 4)
         assert len(errors) == 4
         assert log._queue == [] and not log._committing
         log.record(make_record("after", image(9)))  # the next record commits at once

@@ -13,6 +13,7 @@ from serving import registry as model_registry
 from serving.batching import BatchingModel
 from serving.config import Settings
 from tests import tiny_model
+from tests.support import in_threads
 from training.variants import png_bytes
 
 
@@ -22,22 +23,6 @@ def digit_model(registry):
     return model_registry.load(model_registry.ModelRef("digits", "1"), settings).model
 
 
-def _concurrently(n: int, work) -> list:
-    results: list = [None] * n
-    barrier = threading.Barrier(n)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        results[i] = work(i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return results
-
-
 def test_every_caller_gets_its_own_answer(digit_model, mnist):
     images = [png_bytes(mnist.x_test[i]) for i in range(48)]
     expected = [digit_model.classify([img])[0] for img in images]
@@ -45,7 +30,7 @@ def test_every_caller_gets_its_own_answer(digit_model, mnist):
     batcher = BatchingModel(digit_model, max_size=64, max_wait_us=5000, on_batch=sizes.append)
     batcher._shared = True  # as under load: the first pass waits for company too
     try:
-        answers = _concurrently(len(images), lambda i: batcher.classify([images[i]])[0])
+        answers = in_threads(len(images), lambda i: batcher.classify([images[i]])[0])
     finally:
         batcher.close()
     for got, want in zip(answers, expected, strict=True):
@@ -61,7 +46,7 @@ def test_batch_size_is_capped(digit_model, mnist):
     batcher = BatchingModel(digit_model, max_size=4, max_wait_us=20_000, on_batch=sizes.append)
     batcher._shared = True  # as under load: the first pass waits for company too
     try:
-        _concurrently(len(images), lambda i: batcher.classify([images[i]]))
+        in_threads(len(images), lambda i: batcher.classify([images[i]]))
     finally:
         batcher.close()
     assert sum(sizes) == 20 and max(sizes) <= 4
@@ -209,7 +194,7 @@ def test_a_family_with_its_own_pre_processing_is_batched_on_its_own_input(mnist)
             return "NoDigit"
 
     try:
-        answers = _concurrently(len(images), ask)
+        answers = in_threads(len(images), ask)
     finally:
         batcher.close()
     assert answers[5] == "NoDigit"
