@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 # trainings); each prints its 30 slowest tests. schemathesis's pytest plugin is only for
 # the slow tier (importing it costs every fast-tier process about a second).
 FAST_TIER := -m "not integration" -n 2 -p no:schemathesis
-test: setup lint  ## every test, with those that train by `mlflow run` and start servers (43 min in CI on 2026-12-01)
+test: setup lint  ## every test, with those that train by `mlflow run` and start servers (about 20 min)
 	$(PY) -m pytest $(FAST_TIER) --durations=30
 	$(PY) -m pytest -m integration --durations=30
 

@@ -60,6 +60,10 @@ def _spread(registry: Registry, tmp_path: Path, stalled: int) -> list[int]:
         # A worker still loading its model is not listening yet: the others would take
         # all. Each has answered /ready once this returns (its pid in the access log).
         wait_for_every_worker(server.url, server.log_path, WORKERS)
+        # The board holds each worker's busy threads as of its loop's last turn, which the
+        # /ready requests' connections (closed by the client a moment ago) may have left
+        # counted; an idle loop turns at least once a second (gthread's poll timeout).
+        time.sleep(1.2)
         port = urlsplit(server.url).port
         master = psutil.Process(server.proc.pid)
         clients = _stall(port, stalled)
