@@ -29,7 +29,7 @@ from flask import Flask
 from serving import metrics
 from serving import runtime as runtime_dirs
 from serving.config import RELOAD_FILE_ENV, Settings
-from serving.server import _settle_heap
+from serving.server import settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def worker_app() -> Flask:
     from serving.app import create_app
 
     app = create_app(Settings())
-    _settle_heap()
+    settle_heap()
     return app
 
 

@@ -229,17 +229,14 @@ class DigitPyfunc(PythonModel, metaclass=ABCMeta):
         """Per image of a pre-processed batch and its probabilities: the prediction, or the
         :class:`NoDigit` the rejector refuses it with. Row by row the same whatever else is
         in the batch, so the service's micro-batcher judges a whole pass at once."""
-        rows = np.asarray(probs).tolist()  # Python floats, as float(p[d]) gives them
-        digits = probs.argmax(axis=1).tolist()
         rejector = getattr(self, "rejector", None)  # absent on objects pickled before it
         if rejector is None:
-            return [Prediction(d, row[d], row) for d, row in zip(digits, rows, strict=True)]
+            return list(predictions(probs))
         with self.blas_limit():
             scores = rejector.scores(batch, probs)
         refusals = rejector.refusals_for(scores)
         return [
-            refusal or Prediction(d, row[d], row, s)
-            for d, row, s, refusal in zip(digits, rows, scores.tolist(), refusals, strict=True)
+            refusal or p for p, refusal in zip(predictions(probs, scores), refusals, strict=True)
         ]
 
     def answer(self, batch: np.ndarray, probs: np.ndarray) -> list[Prediction]:
@@ -341,13 +338,13 @@ def input_spec_of(model: object) -> InputSpec:
     return spec if isinstance(spec, InputSpec) else MNIST_SPEC
 
 
-def predictions(probs: np.ndarray) -> list[Prediction]:
-    """Probability rows → answers."""
-    digits = probs.argmax(axis=1)
-    return [
-        Prediction(int(d), float(p[d]), [float(v) for v in p])
-        for d, p in zip(digits, probs, strict=True)
-    ]
+def predictions(probs: np.ndarray, not_digit_scores: np.ndarray | None = None) -> list[Prediction]:
+    """Probability rows (and the rejector's scores, when there are) → answers. Built from
+    ``tolist()``: the same Python floats as ``float(p[d])``, without numpy's per-item cost."""
+    rows = np.asarray(probs).tolist()
+    digits = np.asarray(probs).argmax(axis=1).tolist()
+    scores = [None] * len(rows) if not_digit_scores is None else not_digit_scores.tolist()
+    return [Prediction(d, row[d], row, s) for d, row, s in zip(digits, rows, scores, strict=True)]
 
 
 def settle(judged: Sequence[Prediction | NoDigit]) -> list[Prediction]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-import threading
+import uuid
 
 from flask import Flask, g, request
 
@@ -26,40 +26,8 @@ def current() -> str:
 def record_id() -> str:
     """The id of the record this request would be logged as (server-chosen, random)."""
     if "record_id" not in g:
-        g.record_id = uuid4_hex()
+        g.record_id = uuid.uuid4().hex
     return g.record_id
-
-
-def _random16() -> bytes:
-    """16 bytes from os.urandom, read 4 KiB at a time: a getrandom call costs a request
-    several microseconds on this service's machines, and a request takes two ids. No byte
-    is handed out twice, in this process or in a child forked from it (see _forget)."""
-    global _pool, _at
-    with _pool_lock:
-        if _at + 16 > len(_pool):
-            _pool, _at = os.urandom(_POOL_BYTES), 0
-        _at += 16
-        return _pool[_at - 16 : _at]
-
-
-def _forget() -> None:
-    # A forked child (a gunicorn worker) must not hand out what its parent read.
-    global _pool, _at, _pool_lock
-    _pool, _at, _pool_lock = b"", 0, threading.Lock()
-
-
-_POOL_BYTES = 4096
-_pool, _at, _pool_lock = b"", 0, threading.Lock()
-os.register_at_fork(after_in_child=_forget)
-
-
-def uuid4_hex() -> str:
-    """``uuid.uuid4().hex``: 16 random bytes with the version 4 and variant bits set, without
-    building a UUID object."""
-    raw = bytearray(_random16())
-    raw[6] = raw[6] & 0x0F | 0x40
-    raw[8] = raw[8] & 0x3F | 0x80
-    return raw.hex()
 
 
 def is_sane(value: str) -> bool:
@@ -70,7 +38,7 @@ def is_sane(value: str) -> bool:
 def new_id() -> str:
     """32 random hex digits: as uuid4().hex, without building a UUID (a fifth of the cost);
     a correlation id needs no version bits."""
-    return _random16().hex()
+    return os.urandom(16).hex()
 
 
 def init_app(app: Flask) -> None:

@@ -118,11 +118,11 @@ class DigitServer(BaseApplication):
             # The front sets X-Forwarded-For to the client's address (never appends to what
             # the client sent), so the last one is the truth: the access log's remote_addr.
             app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
-        _settle_heap()
+        settle_heap()
         return app
 
 
-def _settle_heap() -> None:
+def settle_heap() -> None:
     """Exempt everything loaded so far (MLflow, pandas, the model …) from the cyclic GC.
 
     Each full collection otherwise walks those millions of objects: 130-150 ms in which the

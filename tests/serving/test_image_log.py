@@ -442,28 +442,3 @@ def test_image_log_setting_reads_off_from_the_environment(monkeypatch):
     assert load_settings().image_log is True
     monkeypatch.setenv("IMAGE_LOG", "off")
     assert load_settings().image_log is False
-
-
-def test_record_ids_are_random_uuid4s_a_forked_worker_never_repeats():
-    import os
-    import uuid
-
-    from serving import request_id
-
-    ids = [request_id.uuid4_hex() for _ in range(1000)]  # several 4 KiB reads
-    assert len(set(ids)) == len(ids)
-    for value in ids:
-        parsed = uuid.UUID(hex=value)
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == value
-    request_id.new_id()  # the parent holds unread random bytes when it forks
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # a gunicorn worker forked from its master
-        os.write(write, (request_id.new_id() + request_id.uuid4_hex()).encode())
-        os._exit(0)
-    os.close(write)
-    os.waitpid(child, 0)
-    in_child = os.read(read, 64).decode()
-    os.close(read)
-    in_parent = request_id.new_id() + request_id.uuid4_hex()
-    assert len(in_child) == 64 and in_child != in_parent
