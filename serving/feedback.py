@@ -19,7 +19,6 @@ this answers 409 ``image_log_off``.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import secrets
 from typing import Any
@@ -71,7 +70,7 @@ def token_for(record_id: str) -> str:
     """The feedback token of a record: only the server, holding the secret, can make it.
 
     ``StorageError`` if the shared secret cannot be read from the image log yet."""
-    mac = hmac.new(_secret(), _TOKEN_CONTEXT + record_id.encode(), hashlib.sha256).digest()
+    mac = hmac.digest(_secret(), _TOKEN_CONTEXT + record_id.encode(), "sha256")
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
