@@ -69,16 +69,17 @@ def log_pyfunc(
     example_digit: np.ndarray,
     registered_name: str | None,
     onnx_path: Path | None = None,
+    family: str = DigitModel.family,
 ):
-    """Log a Keras example network's pyfunc (with its code, weights and a rejector fitted
-    for them now) and optionally register it."""
+    """Log a Keras network's pyfunc (with its code, weights and a rejector fitted for them
+    now) as ``family`` and optionally register it."""
     artifacts = {KERAS_ARTIFACT: str(keras_path)}
     if onnx_path is not None:
         artifacts[ONNX_ARTIFACT] = str(onnx_path)
     # The no-digit rejector, fitted for these very weights (training.rejector).
     artifacts[REJECT_ARTIFACT] = str(fit_artifact(Path(keras_path), onnx_path))
     return log_family(
-        DigitModel(),
+        DigitModel(family=family),
         artifacts,
         example_digit,
         registered_name,

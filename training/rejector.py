@@ -346,6 +346,17 @@ def fit_artifact(keras_path: Path, onnx_path: Path | None = None) -> Path:
 # --------------------------------------------------------------------------- CLI
 
 
+def source_family(model_dir: Path) -> str:
+    """The family a downloaded model directory was logged as (its MLmodel metadata; models
+    logged before families existed are the Keras example)."""
+    from mlflow.models import Model
+
+    from pyfunc.contract import DEFAULT_FAMILY, FAMILY_METADATA
+
+    metadata = Model.load(str(model_dir)).metadata or {}
+    return str(metadata.get(FAMILY_METADATA) or DEFAULT_FAMILY)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-uri", default="models:/digits/Production")
@@ -377,7 +388,14 @@ def main(argv: list[str] | None = None) -> int:
                     "validation_split": VALIDATION_SPLIT,
                 }
             )
-            info = log_pyfunc(keras_path, example, args.model_name, onnx[0] if onnx else None)
+            family = source_family(local)
+            mlflow.set_tag("family", family)
+            info = log_pyfunc(
+                keras_path, example, args.model_name, onnx[0] if onnx else None, family
+            )
+        version = info.registered_model_version
+        # The copy is the same network: it names the same family, as a trained version does.
+        mlflow.MlflowClient().set_model_version_tag(args.model_name, version, "family", family)
     print(f"registered {args.model_name} version {info.registered_model_version}")
     return 0
 

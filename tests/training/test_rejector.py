@@ -34,3 +34,16 @@ def test_photo_digits_take_each_photo_variant_in_turn_and_are_reproducible() -> 
         assert photos[i] != VARIANTS[name](x[i], i)
     # An offset continues the cycle: the chunks of one set line up with the whole.
     assert as_photos(x[4:], offset=4) == photos[4:]
+
+
+def test_a_rejector_copy_names_its_sources_family(tmp_path):
+    # training.rejector registers a copy of a version with a rejector: it is the same
+    # network, so it must not fall back to the Keras example's name.
+    from mlflow.models import Model
+
+    from training.rejector import source_family
+
+    Model(metadata={"family": "cnn_bn"}).save(str(tmp_path / "MLmodel"))
+    assert source_family(tmp_path) == "cnn_bn"
+    Model().save(str(tmp_path / "MLmodel"))  # logged before families existed
+    assert source_family(tmp_path) == "keras_example"
