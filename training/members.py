@@ -33,8 +33,12 @@ def members_of(model: keras.Model) -> list[keras.Model]:
 def single(member: keras.Model, name: str) -> keras.Model:
     """A member as a model of its own (its own input), as a single-network run saves it."""
     import keras
+    import numpy as np
 
-    return keras.Model(member.input, member.output, name=name)
+    network = keras.Model(member.input, member.output, name=name)
+    # Keras exports (ONNX) only a model that has been called once.
+    network(np.zeros((1, *network.input_shape[1:]), dtype="float32"))
+    return network
 
 
 def main(argv: list[str] | None = None) -> int:
