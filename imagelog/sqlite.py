@@ -39,7 +39,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -645,7 +645,12 @@ class SqliteImageLog(ImageLog):
                 self._require()
             finally:
                 self._lock.release()
-        rel, path, inline = self._stage(entry, deadline)
+        keep = self.store_images and entry.image is not None
+        inline = keep and len(entry.image or b"") <= self.inline_max_bytes
+        rel = self._relpath(entry.sha256, entry.extension) if keep and not inline else None
+        path = self.data_dir / rel if rel else None
+        if path is not None and entry.image is not None and not path.exists():
+            self._write_file_within(path, entry.image, deadline)
         pending = _Pending(entry, rel, path, inline=inline)
         # Group commit: one thread at a time commits every record queued so far in one
         # transaction, so concurrent requests share one fsync of the WAL. The others wait on
@@ -661,17 +666,6 @@ class SqliteImageLog(ImageLog):
             self._lead(pending, deadline)
         if pending.error is not None:
             raise pending.error
-
-    def _stage(self, entry: Record, deadline: Deadline) -> tuple[str | None, Path | None, bool]:
-        """Where ``entry``'s image goes: (rel, path) of its file, written now if it is a
-        file and not there yet, and whether it goes into its row instead (inline)."""
-        keep = self.store_images and entry.image is not None
-        inline = keep and len(entry.image or b"") <= self.inline_max_bytes
-        rel = self._relpath(entry.sha256, entry.extension) if keep and not inline else None
-        path = self.data_dir / rel if rel else None
-        if path is not None and entry.image is not None and not path.exists():
-            self._write_file_within(path, entry.image, deadline)
-        return rel, path, inline
 
     def _await_turn(self, pending: _Pending, deadline: Deadline) -> None:
         """Wait until a commit took ``pending`` (done) or it is its turn to commit (lead)."""
@@ -718,7 +712,20 @@ class SqliteImageLog(ImageLog):
         # Caller holds self._lock.
         batch: list[_Pending] = []
         try:
-            batch = self._commit_group(deadline, self._take_queue)
+            with self._writer(deadline) as conn:
+                # The group is what is queued once the write lock is ours: the records
+                # that arrived while a sibling worker committed (it holds the file lock
+                # for its fsync) commit in this group instead of waiting for the next.
+                batch = self._take_queue()
+                if not self._commit_in_one(conn, batch):
+                    with _begun(conn):
+                        self._commit_in_transaction(conn, batch)
+        except Exception as exc:
+            # Failed before it took the queue (the lock not had in time, the database not
+            # opened): what is queued fails with it, as it would have in the group.
+            batch = batch or self._take_queue()
+            for pending in batch:
+                pending.error = pending.error or exc
         finally:
             with self._queue_lock:
                 for pending in batch:
@@ -726,40 +733,6 @@ class SqliteImageLog(ImageLog):
                     pending.wake()
         if len(batch) > 1:
             log.debug("image log: %d records in one commit", len(batch))
-
-    def commit_group(
-        self, deadline: Deadline, take: Callable[[], list[_Pending]]
-    ) -> list[_Pending]:
-        """Commit, as one group, what ``take`` gives once the write lock is had; each
-        record's ``error`` says whether it failed. For a committer that gathers the records
-        itself (imagelog/committer.py) instead of :meth:`record`'s queue."""
-        self.guard.wait_lock(self._lock, deadline, "image log lock (this process)")
-        try:
-            return self._commit_group(deadline, take)
-        finally:
-            self._lock.release()
-
-    def _commit_group(
-        self, deadline: Deadline, take: Callable[[], list[_Pending]]
-    ) -> list[_Pending]:
-        # Caller holds self._lock.
-        batch: list[_Pending] = []
-        try:
-            with self._writer(deadline) as conn:
-                # The group is what is queued once the write lock is ours: the records
-                # that arrived while a sibling worker committed (it holds the file lock
-                # for its fsync) commit in this group instead of waiting for the next.
-                batch = take()
-                if not self._commit_in_one(conn, batch):
-                    with _begun(conn):
-                        self._commit_in_transaction(conn, batch)
-        except Exception as exc:
-            # Failed before it took the queue (the lock not had in time, the database not
-            # opened): what is queued fails with it, as it would have in the group.
-            batch = batch or take()
-            for pending in batch:
-                pending.error = pending.error or exc
-        return batch
 
     def _commit_in_one(self, conn: sqlite3.Connection, batch: list[_Pending]) -> bool:
         """Commit ``batch`` in one statement (see _GROUP_VIEW); False, and nothing written,

@@ -100,11 +100,6 @@ class Settings(ImageLogConfig, AccessConfig, BaseSettings):
     # When a record cannot be written: "refuse" answers 503 storage_unavailable; "answer"
     # answers anyway with "logged": false.
     log_failure_policy: Literal["refuse", "answer"] = "refuse"
-    # sqlite with several workers: one committer process (started and restarted by the
-    # gunicorn master, imagelog/committer.py) commits every worker's records, instead of
-    # each worker committing its own under a file lock. Off: it measured no fewer CPU
-    # seconds per answer (docs/performance.md), and it is one more process to run.
-    image_log_committer: bool = False
 
     @property
     def state_path(self) -> Path:

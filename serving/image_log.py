@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import struct
 import threading
 import time
@@ -30,7 +29,6 @@ from dataclasses import dataclass
 from flask import Flask, Response, current_app, g, request
 from PIL import Image
 
-from imagelog import committer as committer_module
 from imagelog import open_image_log
 from imagelog.base import (
     DuplicateRequestId,
@@ -283,25 +281,13 @@ def init_app(app: Flask, settings: Settings) -> None:
     # inside PostgreSQL's default 100 connections.
     # ... and one thread fewer than the worker's inside the store at once, so a hung store
     # leaves a thread for /health and for requests that need no storage.
-    max_inflight = max(1, settings.threads - 1)
-    opened: ImageLog | None = None
-    committer = os.environ.get(committer_module.SOCKET_ENV)
-    if settings.image_log and committer and settings.image_log_backend == "sqlite":
-        # A worker of a server whose master runs the shared committer (serving/server.py).
-        opened = committer_module.SharedCommitLog(
-            committer,
-            settings.data_dir,
-            store_images=settings.store_images,
-            retention=settings.retention,
-            timeout=settings.storage_timeout_seconds,
-            max_inflight=max_inflight,
-            stall_seconds=settings.storage_stall_seconds,
-            inline_max_bytes=settings.image_inline_max_bytes,
+    opened = (
+        open_image_log(
+            settings, pool_size=min(settings.threads, 8), max_inflight=max(1, settings.threads - 1)
         )
-    elif settings.image_log:
-        opened = open_image_log(
-            settings, pool_size=min(settings.threads, 8), max_inflight=max_inflight
-        )
+        if settings.image_log
+        else None
+    )
     recorder_ = Recorder(opened, settings)
     app.extensions[EXTENSION] = recorder_
     recorder_.retain_in_background(sweep=True)

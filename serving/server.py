@@ -14,7 +14,6 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from imagelog import committer
 from serving import metrics
 from serving import runtime as runtime_dirs
 from serving.config import RELOAD_FILE_ENV, Settings
@@ -51,18 +50,6 @@ class DigitServer(BaseApplication):
         self.metrics_dir, self._owns_metrics_dir = metrics.prepare_multiprocess_dir()
         # Shared with the workers it forks (serving/worker.py); room for a reload's overlap.
         self.load_board = LoadBoard(2 * settings.workers + 2)
-        self.committer: committer.Supervisor | None = None
-        os.environ.pop(committer.SOCKET_ENV, None)  # only this master's committer, if any
-        if (
-            runtime is not None
-            and settings.image_log
-            and settings.image_log_committer
-            and settings.image_log_backend == "sqlite"
-            and settings.workers > 1
-        ):
-            self.committer = committer.Supervisor(
-                settings.data_dir, runtime / committer.SOCKET_NAME, settings.storage_timeout_seconds
-            )
         super().__init__()
 
     def load_config(self) -> None:
@@ -97,9 +84,6 @@ class DigitServer(BaseApplication):
 
     def _when_ready(self, server) -> None:
         # gunicorn's socket is bound; its workers are not forked yet.
-        if self.committer is not None:
-            self.committer.start()
-            os.environ[committer.SOCKET_ENV] = str(self.committer.socket_path)
         if self.settings.metrics_port is not None:
             self._metrics_server = metrics.serve_internally(
                 self.settings.metrics_host, self.settings.metrics_port
@@ -116,9 +100,6 @@ class DigitServer(BaseApplication):
         self.load_board.leave(worker.pid)  # a worker that died could not leave itself
 
     def _on_exit(self, server) -> None:
-        # After the workers: their last records are committed before the committer goes.
-        if self.committer is not None:
-            self.committer.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
