@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     import training.network  # noqa: F401  registers the custom loss the saved model names
     from training import tracking
     from training.data import load_mnist, resolve_path
-    from training.register import export_onnx, log_pyfunc
+    from training.register import export_onnx, log_copy
     from training.rejector import source_family
 
     tracking.configure()
@@ -75,12 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         network.save(keras_path)
         onnx_path = export_onnx(network, out / "mnist_cnn.onnx")
         tracking.use_experiment(args.experiment_name)
-        with mlflow.start_run(run_name=f"member-{args.member}"):
-            mlflow.log_params({"source_model": args.model_uri, "member": args.member})
-            mlflow.set_tag("family", family)
-            info = log_pyfunc(keras_path, example, args.model_name, onnx_path, family)
-        version = info.registered_model_version
-        mlflow.MlflowClient().set_model_version_tag(args.model_name, version, "family", family)
+        version = log_copy(
+            keras_path,
+            example,
+            args.model_name,
+            onnx_path,
+            family,
+            f"member-{args.member}",
+            {"source_model": args.model_uri, "member": args.member},
+        )
     print(f"registered {args.model_name} version {version} (member {args.member})")
     return 0
 

@@ -87,6 +87,27 @@ def log_pyfunc(
     )
 
 
+def log_copy(
+    keras_path: Path,
+    example_digit: np.ndarray,
+    registered_name: str,
+    onnx_path: Path | None,
+    family: str,
+    run_name: str,
+    params: dict[str, object],
+) -> str:
+    """Register a copy of a network taken from a registered version (with a rejector fitted
+    for it now) in a run of its own; returns its version. It is the same network, so it names
+    the source's family, as a trained version does (run tag, MLmodel metadata, version tag)."""
+    with mlflow.start_run(run_name=run_name):
+        mlflow.log_params(params)
+        mlflow.set_tag("family", family)
+        info = log_pyfunc(keras_path, example_digit, registered_name, onnx_path, family)
+    version = str(info.registered_model_version)
+    mlflow.MlflowClient().set_model_version_tag(registered_name, version, "family", family)
+    return version
+
+
 def log_family(
     python_model: DigitPyfunc,
     artifacts: dict[str, str],

@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from training import tracking
     from training.data import resolve_path
-    from training.register import log_pyfunc
+    from training.register import log_copy
 
     source = resolve_path(args.data_path)
     example = load_mnist(source).x_train[0]
@@ -379,24 +379,21 @@ def main(argv: list[str] | None = None) -> int:
         keras_path = next(artifacts.glob("*.keras"))
         onnx = list(artifacts.glob("*.onnx"))
         tracking.use_experiment(args.experiment_name)
-        with mlflow.start_run(run_name="add-rejector"):
-            mlflow.log_params(
-                {
-                    "source_model": args.model_uri,
-                    "data_source": str(source) if source else "keras.datasets.mnist",
-                    "limit": 0,
-                    "validation_split": VALIDATION_SPLIT,
-                }
-            )
-            family = source_family(local)
-            mlflow.set_tag("family", family)
-            info = log_pyfunc(
-                keras_path, example, args.model_name, onnx[0] if onnx else None, family
-            )
-        version = info.registered_model_version
-        # The copy is the same network: it names the same family, as a trained version does.
-        mlflow.MlflowClient().set_model_version_tag(args.model_name, version, "family", family)
-    print(f"registered {args.model_name} version {info.registered_model_version}")
+        version = log_copy(
+            keras_path,
+            example,
+            args.model_name,
+            onnx[0] if onnx else None,
+            source_family(local),
+            "add-rejector",
+            {
+                "source_model": args.model_uri,
+                "data_source": str(source) if source else "keras.datasets.mnist",
+                "limit": 0,
+                "validation_split": VALIDATION_SPLIT,
+            },
+        )
+    print(f"registered {args.model_name} version {version}")
     return 0
 
 
