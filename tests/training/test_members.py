@@ -9,8 +9,6 @@ from training.network import build_cnn_bn, ensemble
 def test_members_of_an_ensemble_average_to_it_and_survive_saving(tmp_path):
     import keras
 
-    import training.network  # noqa: F401
-
     nets = [build_cnn_bn(name=f"cnn_bn_{i}") for i in range(2)]
     for i, net in enumerate(nets):  # distinct weights, so a swapped member would show
         keras.utils.set_random_seed(i)
