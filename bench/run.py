@@ -344,6 +344,15 @@ def warm_up(
     return done, start
 
 
+def error_split(cell: dict[str, Any]) -> str:
+    """What a cell's errors were, for its printed line: a 5xx from the server and a request
+    that got no answer at all point at different causes (a store's 503, a dropped
+    connection), and the line is often all that is kept of a run."""
+    if not cell["errors"]:
+        return ""
+    return f" (5xx {cell['server_errors']}, no answer {cell['transport_errors']})"
+
+
 def next_start(result: loadgen.LoadResult, start: int) -> int:
     """Where the run after ``result`` (which started at body ``start``) starts: past every
     body it sent, so that no image is sent twice until all have been."""
@@ -422,7 +431,7 @@ def measure_server(
                 print(
                     f"   {payload.name} c={concurrency:<3} {cell['rps']:8.1f} req/s  "
                     f"p50 {cell['p50_ms']:7.2f}  p95 {cell['p95_ms']:7.2f}  "
-                    f"p99 {cell['p99_ms']:7.2f} ms  err {cell['errors']}  "
+                    f"p99 {cell['p99_ms']:7.2f} ms  err {cell['errors']}{error_split(cell)}  "
                     f"refused {cell['refused']}  "
                     f"cpu {cell['server_cpu_pct']:.0f}% "
                     f"({cell['cpu_ms_per_request'] or float('nan'):.2f} ms/req)  "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import ceiling, peers, run
+from bench import ceiling, loadgen, peers, run
 
 
 def spec_of(name: str, tmp_path: Path, tracking_uri: str, *extra: str):
@@ -108,3 +108,27 @@ def test_every_server_states_its_runtime_threads(
     assert set(labels) >= {*run.SERVICE_VARIANTS, ceiling.NAME, *peers.PEER_NAMES}
     for name, label in labels.items():
         assert "thread" in label, (name, label)
+
+
+def test_a_cells_errors_are_split_by_kind_on_its_line() -> None:
+    def cell(server_errors: int, transport_errors: int) -> dict:
+        result = loadgen.LoadResult(
+            tool="wrk",
+            concurrency=32,
+            duration_s=5.0,
+            responses=100,
+            non_2xx=server_errors,
+            transport_errors=transport_errors,
+            p50_ms=1.0,
+            p95_ms=2.0,
+            p99_ms=3.0,
+            max_ms=4.0,
+            mean_ms=1.5,
+            loadgen_cpu_s=0.1,
+            server_errors=server_errors,
+        )
+        return result.as_dict()
+
+    assert run.error_split(cell(0, 0)) == ""
+    assert run.error_split(cell(280, 4)) == " (5xx 280, no answer 4)"
+    assert run.error_split(cell(0, 3)) == " (5xx 0, no answer 3)"
