@@ -232,12 +232,18 @@ class DigitPyfunc(PythonModel, metaclass=ABCMeta):
         rejector = getattr(self, "rejector", None)  # absent on objects pickled before it
         if rejector is None:
             return list(predictions(probs))
-        with self.blas_limit():
-            scores = rejector.scores(batch, probs)
+        scores = self.not_digit_scores(batch, probs)
         refusals = rejector.refusals_for(scores)
         return [
             refusal or p for p, refusal in zip(predictions(probs, scores), refusals, strict=True)
         ]
+
+    def not_digit_scores(self, batch: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """The rejector's P(no digit) per image, ``(N,)``, for :meth:`judge` (a model with a
+        rejector). A family whose runtime scored the batch with its probabilities returns
+        those scores instead (pyfunc.model)."""
+        with self.blas_limit():
+            return self.rejector.scores(batch, probs)
 
     def answer(self, batch: np.ndarray, probs: np.ndarray) -> list[Prediction]:
         """:meth:`judge`, raising the first refusal (naming the image in a batch)."""

@@ -9,14 +9,20 @@ training data and the curve it was chosen on are in ``docs/rejection.md``.
 
 It is trained with Keras when a version is registered (``training.rejector``) and stored as
 plain weight arrays in an ``.npz`` artifact of that version, run here in numpy: two small
-convolutions and two dense layers are a few lines, load without unpickling anything, and
-need no second ONNX session per worker.
+convolutions and two dense layers are a few lines, and load without unpickling anything.
+
+Versions logged by this code also carry the network's ONNX graph with the rejector
+appended (``training.rejector_onnx``, artifact :data:`SCORED_ARTIFACT`): one ONNX Runtime
+call then gives the probabilities and P(no digit) together, and the numpy rejector is only
+the fallback for probabilities that did not come from that call (:class:`PassScores`).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +30,10 @@ from pyfunc.errors import NoDigit
 
 REJECT_ARTIFACT = "rejector"
 FORMAT = 2
+# The network's ONNX graph with the rejector inside: its outputs are the network's
+# probabilities, then SCORE_OUTPUT, P(no digit) ``(N, 1)`` float32.
+SCORED_ARTIFACT = "onnx_model_scored"
+SCORE_OUTPUT = "not_digit_score"
 
 
 def ranked(probs: np.ndarray) -> np.ndarray:
@@ -134,6 +144,39 @@ class Rejector:
                 )
 
             return cls(layers("conv"), layers("dense"), float(z["threshold"]))
+
+
+class PassScores(threading.local):
+    """The rejector's scores of this thread's last pass through the scored graph, kept for
+    the very probabilities array that pass returned: ``judge`` gets that array back (the
+    contract calls ``probabilities`` and then ``judge`` in one thread) and takes its scores
+    instead of running the rejector again. Any other array is not found, nor is any array
+    once the model's rejector has other weights than the graph's (an evaluation swapping
+    rejectors): the numpy rejector scores those."""
+
+    probs: np.ndarray | None = None
+    scores: np.ndarray | None = None
+
+    def __init__(self, rejector: Rejector) -> None:
+        # Per thread, set in each thread's first use from the arguments given here.
+        self.weights = (rejector.convs, rejector.dense)
+
+    def keep(self, probs: np.ndarray, scores: np.ndarray) -> None:
+        self.probs, self.scores = probs, scores
+
+    def take(self, probs: np.ndarray, rejector: Any) -> np.ndarray | None:
+        """The scores kept for ``probs`` (this very object), once, if ``rejector`` has the
+        graph's weights (any threshold); else None."""
+        if probs is not self.probs:
+            return None
+        scores, self.probs, self.scores = self.scores, None, None
+        convs, dense = self.weights
+        if (
+            getattr(rejector, "convs", None) is not convs
+            or getattr(rejector, "dense", None) is not dense
+        ):
+            return None
+        return scores
 
 
 def load(path: str | Path | None) -> Rejector | None:

@@ -16,9 +16,10 @@ from PIL import Image
 import pyfunc
 from pyfunc.contract import DigitPyfunc
 from pyfunc.model import IMAGE_COLUMN, KERAS_ARTIFACT, ONNX_ARTIFACT, THREADS_CONFIG, DigitModel
-from pyfunc.reject import REJECT_ARTIFACT
+from pyfunc.reject import REJECT_ARTIFACT, SCORED_ARTIFACT, Rejector
 from pyfunc.signature import SIGNATURE
 from training.rejector import fit_artifact
+from training.rejector_onnx import write_scored_graph
 
 if TYPE_CHECKING:
     import keras
@@ -116,7 +117,11 @@ def log_family(
     requirements: list[str],
 ):
     """Log any family's pyfunc with its artifacts, the project's signature, an input
-    example and its family in the MLmodel metadata; register it if ``registered_name``."""
+    example and its family in the MLmodel metadata; register it if ``registered_name``.
+
+    A Keras/ONNX network logged with a rejector also gets the two in one ONNX graph
+    (training.rejector_onnx), which the pyfunc runs in one call a pass."""
+    artifacts = with_scored_graph(python_model, artifacts)
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT_PATH,
         python_model=python_model,
@@ -131,3 +136,17 @@ def log_family(
         metadata=python_model.metadata(),
         registered_model_name=registered_name,
     )
+
+
+def with_scored_graph(python_model: DigitPyfunc, artifacts: dict[str, str]) -> dict[str, str]:
+    """``artifacts`` with :data:`~pyfunc.reject.SCORED_ARTIFACT` added, written beside the
+    network's ONNX file, when ``python_model`` is the Keras/ONNX family and the artifacts
+    hold both the ONNX network and a rejector (unchanged otherwise)."""
+    onnx_path, rejector_path = artifacts.get(ONNX_ARTIFACT), artifacts.get(REJECT_ARTIFACT)
+    if not (isinstance(python_model, DigitModel) and onnx_path and rejector_path):
+        return artifacts
+    if SCORED_ARTIFACT in artifacts:
+        return artifacts
+    scored = Path(onnx_path).with_name(Path(onnx_path).stem + "_scored.onnx")
+    write_scored_graph(onnx_path, Rejector.load(rejector_path), scored)
+    return {**artifacts, SCORED_ARTIFACT: str(scored)}
