@@ -10,7 +10,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from pyfunc.errors import NoDigit
+from pyfunc.paper import find_page
 from pyfunc.preprocess import decode_image, pre_process
+from training.variants import thick
 
 PAPER, RULING, INK = 235, 160, 40
 SPACING = 20
@@ -163,3 +165,40 @@ def test_a_faint_dashed_grid_is_removed_across_the_page() -> None:
     ink = decode_image(_dashed_grid(True))
     assert ink[:, :100].max() < 0.05 and ink[:, 200:].max() < 0.05
     assert ink[75:135, 148:153].mean() > 0.5  # the stem stays
+
+
+def _bold_one(top: tuple[int, int], bottom: tuple[int, int], width: int) -> bytes:
+    """A "1" drawn as MNIST draws digits (white on black, 28×28), made bold as
+    ``training.variants.thick`` makes it: 112×112, a square pen (MaxFilter 7)."""
+    img = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(img).line([top, bottom], fill=255, width=width)
+    return thick(np.asarray(img))
+
+
+@pytest.mark.parametrize(
+    ("top", "bottom", "width"),
+    [((15, 5), (12, 23), 4), ((14, 5), (14, 22), 4), ((14, 4), (14, 24), 5)],
+    ids=["slanted", "upright", "bolder"],
+)
+def test_a_bold_square_pen_one_is_not_a_sheet(
+    top: tuple[int, int], bottom: tuple[int, int], width: int
+) -> None:
+    """The bar of a bold 1 is bright, straight-sided and a sharp step from its dark ground:
+    what a sheet on a desk looks like, and the crop to its inside left nothing ("blank").
+    Clear of the frame a sheet is a quadrangle of paper's proportions; the bar is over 3
+    times as long as wide, so the picture is left whole and the 1 read."""
+    data = _bold_one(top, bottom, width)
+    grey = np.asarray(Image.open(io.BytesIO(data)), np.float32) / 255
+    assert find_page(grey).shape == grey.shape
+    ink = pre_process([data])[0, :, :, 0]
+    assert ink.max() > 0.9 and (ink > 0.5).sum() > 40  # a stroke, not a remnant
+
+
+def test_a_bold_zero_with_a_small_hole_is_not_a_sheet() -> None:
+    """A bold 0 whose hole fills in is a blob with many short sides (no four corners): it
+    was cropped to its inside, and the hole alone was left as the digit."""
+    img = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(img).ellipse([(8, 6), (20, 22)], outline=255, width=4)
+    data = thick(np.asarray(img))
+    grey = np.asarray(Image.open(io.BytesIO(data)), np.float32) / 255
+    assert find_page(grey).shape == grey.shape

@@ -7,8 +7,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
+from pyfunc.errors import NoDigit
 from pyfunc.paper import drop_frame_marks, find_page
 from pyfunc.preprocess import pre_process
 from training.photos import desk_photo
@@ -84,3 +86,29 @@ def test_drop_frame_marks_drops_a_line_across_the_picture_and_keeps_strokes() ->
     lone = np.zeros((100, 120), np.float32)
     lone[rows, 10 + rows // 5] = 0.9
     assert (drop_frame_marks(lone, 0.2) == lone).all()
+
+
+def _blank_sheet(corners: list[tuple[float, float]]) -> np.ndarray:
+    """A blank sheet (the polygon ``corners``) on a dark, slightly noisy desk, 320×240."""
+    img = Image.new("L", (320, 240), 70)
+    ImageDraw.Draw(img).polygon(corners, fill=235)
+    noise = np.random.default_rng(0).normal(0, 2.0, (240, 320))
+    return np.clip(np.asarray(img, np.float32) + noise, 0, 255) / 255
+
+
+def test_blank_sheets_wholly_or_partly_in_view_are_still_cropped_and_blank() -> None:
+    """The shape test for a bold stroke (a sheet clear of the frame has four sides and
+    paper's proportions) leaves sheets alone: an A4 sheet turned 20° wholly in view, and a
+    strip of a sheet cut by the frame (4 times as long as wide in view) are cropped, and
+    with nothing on them they are refused as blank, not read as a 1."""
+    c, s = np.cos(np.radians(20)), np.sin(np.radians(20))
+    a4 = [(160 + x * c - y * s, 120 + x * s + y * c) for x, y in
+          [(-95, -67), (95, -67), (95, 67), (-95, 67)]]  # fmt: skip
+    strip = [(-40.0, 90.0), (220.0, 90.0), (220.0, 150.0), (-40.0, 150.0)]
+    for corners in (a4, strip):
+        grey = _blank_sheet(corners)
+        assert find_page(grey).shape != grey.shape
+        buf = io.BytesIO()
+        Image.fromarray((grey * 255).astype(np.uint8)).save(buf, "PNG")
+        with pytest.raises(NoDigit, match="blank or uniform"):
+            pre_process([buf.getvalue()])
