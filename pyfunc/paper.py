@@ -42,7 +42,7 @@ _TEXTURE = 2.0  # ... nor is one with this many times the sheet's fine detail
 _EDGE_MARGIN = 0.015  # of the work image's shorter side: cut off the sheet's own edge
 # A sheet wholly in view (clear of the frame) shows its four corners, and paper is at most
 # ~1.7 times as long as wide (A4 1.41, letter 1.29, index card 1.67): a bold square-pen 1's
-# bar (2-4 sides, 2.3-3.6 times as long as wide) or a bold 0 with its hole filled in (5-8
+# bar (2-4 sides, 2.3-4.1 times as long as wide) or a bold 0 with its hole filled in (5-8
 # sides) is not a sheet. Wholly in view, the sheets of 1,000 validation desk photos (189) and
 # the blank sheets of the non-digit "fit" photos (12) all have 4 sides, at most 1.69 times
 # as long as wide.
