@@ -357,6 +357,16 @@ def source_family(model_dir: Path) -> str:
     return str(metadata.get(FAMILY_METADATA) or DEFAULT_FAMILY)
 
 
+def artifact_paths(model_dir: Path) -> dict[str, Path]:
+    """A downloaded model directory's pyfunc artifacts by name (its MLmodel), as local paths.
+    By name, not by file pattern: a version may hold two ONNX files (the network and the
+    scored graph of training.rejector_onnx)."""
+    from mlflow.models import Model
+
+    conf = Model.load(str(model_dir)).flavors["python_function"].get("artifacts", {})
+    return {name: model_dir / spec["path"] for name, spec in conf.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-uri", default="models:/digits/Production")
@@ -367,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
 
+    from pyfunc.model import KERAS_ARTIFACT, ONNX_ARTIFACT
     from training import tracking
     from training.data import resolve_path
     from training.register import log_copy
@@ -375,15 +386,15 @@ def main(argv: list[str] | None = None) -> int:
     example = load_mnist(source).x_train[0]
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(args.model_uri, dst_path=tmp))
-        artifacts = local / "artifacts"
-        keras_path = next(artifacts.glob("*.keras"))
-        onnx = list(artifacts.glob("*.onnx"))
+        paths = artifact_paths(local)
+        if KERAS_ARTIFACT not in paths:
+            raise SystemExit(f"{args.model_uri} has no {KERAS_ARTIFACT} artifact")
         tracking.use_experiment(args.experiment_name)
         version = log_copy(
-            keras_path,
+            paths[KERAS_ARTIFACT],
             example,
             args.model_name,
-            onnx[0] if onnx else None,
+            paths.get(ONNX_ARTIFACT),
             source_family(local),
             "add-rejector",
             {

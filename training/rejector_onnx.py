@@ -140,18 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import mlflow
-    from mlflow.models import Model
 
     from pyfunc.model import KERAS_ARTIFACT, ONNX_ARTIFACT, DigitModel
     from pyfunc.reject import REJECT_ARTIFACT, SCORED_ARTIFACT
     from training import tracking
     from training.register import log_family, pip_requirements
-    from training.rejector import source_family
+    from training.rejector import artifact_paths, source_family
 
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(args.model_uri, dst_path=tmp))
-        conf = Model.load(str(local)).flavors["python_function"].get("artifacts", {})
-        paths = {name: local / spec["path"] for name, spec in conf.items()}
+        paths = artifact_paths(local)
         for name in (KERAS_ARTIFACT, ONNX_ARTIFACT, REJECT_ARTIFACT):
             if name not in paths:
                 raise SystemExit(f"{args.model_uri} has no {name} artifact")

@@ -47,3 +47,22 @@ def test_a_rejector_copy_names_its_sources_family(tmp_path):
     assert source_family(tmp_path) == "cnn_bn"
     Model().save(str(tmp_path / "MLmodel"))  # logged before families existed
     assert source_family(tmp_path) == "keras_example"
+
+
+def test_artifact_paths_name_the_network_beside_the_scored_graph(tmp_path):
+    # A version logged with a rejector holds two ONNX files; the copy must take the network.
+    from training.rejector import artifact_paths
+
+    (tmp_path / "MLmodel").write_text(
+        "flavors:\n"
+        "  python_function:\n"
+        "    loader_module: mlflow.pyfunc.model\n"
+        "    artifacts:\n"
+        "      onnx_model_scored: {path: artifacts/mnist_cnn_scored.onnx}\n"
+        "      onnx_model: {path: artifacts/mnist_cnn.onnx}\n"
+        "      keras_model: {path: artifacts/mnist_cnn.keras}\n"
+    )
+    paths = artifact_paths(tmp_path)
+    assert paths["onnx_model"] == tmp_path / "artifacts" / "mnist_cnn.onnx"
+    assert paths["onnx_model_scored"] == tmp_path / "artifacts" / "mnist_cnn_scored.onnx"
+    assert paths["keras_model"] == tmp_path / "artifacts" / "mnist_cnn.keras"
