@@ -217,6 +217,24 @@ def test_also_asked_workers_and_the_image_log_switched_off() -> None:
     assert also["c=32 what the image log costs: on against off (photo640)"]["measured"] is False
 
 
+def test_the_budget_of_the_throughput_target_beside_the_stack_and_the_app() -> None:
+    results = full_run()
+    budget = {t["target"]: t for t in report.evaluate_budget(results)}
+    png = budget["c=32 CPU per request that 2× the best peer's throughput allows (png28)"]
+    # 2 cores over 2 × mlserver-tuned's 1000 req/s: 1 ms, of which the ceiling takes 0.4.
+    assert png == {
+        "target": png["target"],
+        "value": "1.00 ms (2× mlserver-tuned's 1000 req/s on all 2 cores); the stack alone "
+        "(ceiling) takes 0.40 ms, which leaves 0.60 ms for the image, the model and the "
+        "image log; this service spends 0.50 ms on them now",
+        "measured": True,
+    }
+    # No ceiling cell for distinct28 in this run: nothing to set the budget against.
+    distinct = budget["c=32 CPU per request that 2× the best peer's throughput allows (distinct28)"]
+    assert distinct["measured"] is False and distinct["value"] == "not measured"
+    assert png in report.evaluate_also(results)
+
+
 def test_variant_rows_set_each_configuration_beside_the_default() -> None:
     results = full_run()
     results["cells"].append(cell("service-1w", "png28", 32, 900.0, cpu_ms=1.1, rss=420.0))
@@ -267,4 +285,5 @@ def test_write_keeps_targets_and_checks_in_strict_json(tmp_path: Path) -> None:
     saved = json.loads(paths[0].read_text(), parse_constant=pytest.fail)
     assert saved["cells"][0]["p99_ms"] is None
     assert len(saved["targets"]) == 8 and len(saved["checks"]) == 4
-    assert len(saved["also"]) == 2 * len(saved["payloads"])
+    # Workers and the image log per payload, the target's budget per throughput payload.
+    assert len(saved["also"]) == 2 * len(saved["payloads"]) + len(report.THROUGHPUT_PAYLOADS)
