@@ -239,6 +239,18 @@ def evaluate_budget(results: dict, concurrency: int = TARGET_CONCURRENCY) -> lis
             f"this service spends {mine - stack:.2f} ms on them now"
         )
         out.append({"target": name, "value": value, "measured": True})
+    name = f"c=1 latency that p50 ≤ {P50_C1_MS:g} ms leaves for the work ({SEED_PAYLOAD})"
+    ours, top = _cell(results, SERVICE, SEED_PAYLOAD, 1), _cell(results, CEILING, SEED_PAYLOAD, 1)
+    mine = _num(ours.get("p50_ms")) if ours else None
+    stack = _num(top.get("p50_ms")) if top else None
+    if mine is None or stack is None:
+        out.append({"target": name, "value": "not measured", "measured": False})
+    else:
+        value = (
+            f"the stack alone (ceiling) answers in {stack:.2f} ms at p50, which leaves "
+            f"{P50_C1_MS - stack:.2f} ms; this service's work adds {mine - stack:.2f} ms now"
+        )
+        out.append({"target": name, "value": value, "measured": True})
     return out
 
 

@@ -233,6 +233,15 @@ def test_the_budget_of_the_throughput_target_beside_the_stack_and_the_app() -> N
     distinct = budget["c=32 CPU per request that 2× the best peer's throughput allows (distinct28)"]
     assert distinct["measured"] is False and distinct["value"] == "not measured"
     assert png in report.evaluate_also(results)
+    # At c=1 the same for the latency target: no ceiling cell at c=1 yet, then one.
+    c1 = "c=1 latency that p50 ≤ 1.5 ms leaves for the work (png28)"
+    assert budget[c1]["measured"] is False
+    results["cells"].append(cell("ceiling", "png28", 1, 2000.0, p50_ms=0.6))
+    again = {t["target"]: t for t in report.evaluate_budget(results)}[c1]
+    assert again["value"] == (
+        "the stack alone (ceiling) answers in 0.60 ms at p50, which leaves 0.90 ms; "
+        "this service's work adds 0.90 ms now"
+    )
 
 
 def test_variant_rows_set_each_configuration_beside_the_default() -> None:
@@ -286,4 +295,4 @@ def test_write_keeps_targets_and_checks_in_strict_json(tmp_path: Path) -> None:
     assert saved["cells"][0]["p99_ms"] is None
     assert len(saved["targets"]) == 8 and len(saved["checks"]) == 4
     # Workers and the image log per payload, the target's budget per throughput payload.
-    assert len(saved["also"]) == 2 * len(saved["payloads"]) + len(report.THROUGHPUT_PAYLOADS)
+    assert len(saved["also"]) == 2 * len(saved["payloads"]) + len(report.THROUGHPUT_PAYLOADS) + 1
