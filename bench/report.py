@@ -167,6 +167,11 @@ def evaluate_checks(results: dict) -> list[dict[str, Any]]:
 ONE_WORKER, NO_LOG = "service-1w", "service-nolog"
 
 
+def _also(name: str, value: str | None) -> dict[str, Any]:
+    """A figure asked for without a threshold; ``value`` None when the run lacks a cell."""
+    return {"target": name, "value": value or "not measured", "measured": value is not None}
+
+
 def evaluate_also(results: dict, concurrency: int = TARGET_CONCURRENCY) -> list[dict[str, Any]]:
     """Per payload at ``concurrency``: 2 workers against 1 (req/s and peak RSS), and the
     image log on against off (req/s and CPU per request), as ratios of the same run;
@@ -178,6 +183,7 @@ def evaluate_also(results: dict, concurrency: int = TARGET_CONCURRENCY) -> list[
             _cell(results, ONE_WORKER, payload, concurrency),
         )
         name = f"c={concurrency} 1 and 2 workers: throughput and peak RSS ({payload})"
+        value = None
         if two and one and one["rps"] > 0:
             value = (
                 f"2 workers {two['rps']:.0f} req/s, {two['peak_rss_mb_total']:.0f} MB; "
@@ -185,9 +191,7 @@ def evaluate_also(results: dict, concurrency: int = TARGET_CONCURRENCY) -> list[
                 f"{two['rps'] / one['rps']:.2f}× the throughput for "
                 f"{two['peak_rss_mb_total'] - one['peak_rss_mb_total']:+.0f} MB"
             )
-            out.append({"target": name, "value": value, "measured": True})
-        else:
-            out.append({"target": name, "value": "not measured", "measured": False})
+        out.append(_also(name, value))
     for payload in results["payloads"]:
         on, off = (
             _cell(results, SERVICE, payload, concurrency),
@@ -196,14 +200,13 @@ def evaluate_also(results: dict, concurrency: int = TARGET_CONCURRENCY) -> list[
         name = f"c={concurrency} what the image log costs: on against off ({payload})"
         on_cpu = _num(on.get("cpu_ms_per_request")) if on else None
         off_cpu = _num(off.get("cpu_ms_per_request")) if off else None
+        value = None
         if on and off and off["rps"] > 0 and on_cpu is not None and off_cpu:
             value = (
                 f"req/s {on['rps']:.0f} vs {off['rps']:.0f} ({on['rps'] / off['rps']:.2f}×), "
                 f"CPU per request {on_cpu:.2f} vs {off_cpu:.2f} ms ({on_cpu / off_cpu:.2f}×)"
             )
-            out.append({"target": name, "value": value, "measured": True})
-        else:
-            out.append({"target": name, "value": "not measured", "measured": False})
+        out.append(_also(name, value))
     out += evaluate_budget(results, concurrency)
     return out
 
@@ -228,29 +231,27 @@ def evaluate_budget(results: dict, concurrency: int = TARGET_CONCURRENCY) -> lis
         top = _cell(results, CEILING, payload, concurrency)
         mine = _num(ours.get("cpu_ms_per_request")) if ours else None
         stack = _num(top.get("cpu_ms_per_request")) if top else None
-        if ours is None or peer is None or peer["rps"] <= 0 or mine is None or stack is None:
-            out.append({"target": name, "value": "not measured", "measured": False})
-            continue
-        budget = cpus * 1000.0 / (THROUGHPUT_RATIO * peer["rps"])
-        value = (
-            f"{budget:.2f} ms ({THROUGHPUT_RATIO:g}× {peer['server']}'s {peer['rps']:.0f} req/s "
-            f"on all {cpus} cores); the stack alone (ceiling) takes {stack:.2f} ms, which "
-            f"leaves {budget - stack:.2f} ms for the image, the model and the image log; "
-            f"this service spends {mine - stack:.2f} ms on them now"
-        )
-        out.append({"target": name, "value": value, "measured": True})
+        value = None
+        if peer is not None and peer["rps"] > 0 and mine is not None and stack is not None:
+            budget = cpus * 1000.0 / (THROUGHPUT_RATIO * peer["rps"])
+            value = (
+                f"{budget:.2f} ms ({THROUGHPUT_RATIO:g}× {peer['server']}'s "
+                f"{peer['rps']:.0f} req/s on all {cpus} cores); the stack alone (ceiling) takes "
+                f"{stack:.2f} ms, which leaves {budget - stack:.2f} ms for the image, the model "
+                f"and the image log; this service spends {mine - stack:.2f} ms on them now"
+            )
+        out.append(_also(name, value))
     name = f"c=1 latency that p50 ≤ {P50_C1_MS:g} ms leaves for the work ({SEED_PAYLOAD})"
     ours, top = _cell(results, SERVICE, SEED_PAYLOAD, 1), _cell(results, CEILING, SEED_PAYLOAD, 1)
     mine = _num(ours.get("p50_ms")) if ours else None
     stack = _num(top.get("p50_ms")) if top else None
-    if mine is None or stack is None:
-        out.append({"target": name, "value": "not measured", "measured": False})
-    else:
+    value = None
+    if mine is not None and stack is not None:
         value = (
             f"the stack alone (ceiling) answers in {stack:.2f} ms at p50, which leaves "
             f"{P50_C1_MS - stack:.2f} ms; this service's work adds {mine - stack:.2f} ms now"
         )
-        out.append({"target": name, "value": value, "measured": True})
+    out.append(_also(name, value))
     return out
 
 
