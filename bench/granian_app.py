@@ -1,5 +1,5 @@
 """The service's Flask app served by granian (a Rust HTTP server, WSGI interface) instead of
-gunicorn: an experiment that measures what the HTTP stack costs (docs/performance.md).
+gunicorn: an experiment that measures what the HTTP stack costs (docs/performance-history.md).
 
     pip install --target DIR granian        # not a dependency of the project
     PYTHONPATH=DIR:. python -m bench.granian_app    # HOST, PORT, WORKERS, THREADS … as for
@@ -13,7 +13,7 @@ private runtime directory (TMPDIR, the reload file), an empty ``PROMETHEUS_MULTI
 before any worker exists, and in each worker (forked) ``create_app(Settings())`` followed
 by ``gc.freeze()``. Not done: the metrics port, a dead worker's gauges, gunicorn's accept
 balancing (serving/worker.py; granian has its own), ``TIMEOUT`` (granian kills no stuck
-worker), ``ProxyFix`` (no front). Measured in docs/performance.md ("granian in gunicorn's
+worker), ``ProxyFix`` (no front). Measured in docs/performance-history.md ("granian in gunicorn's
 place").
 """
 

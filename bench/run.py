@@ -147,7 +147,7 @@ def base_env(tracking_uri: str) -> dict[str, str]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # BLAS (the rejector's numpy, a family's scipy) on one thread in every server, as ONNX
     # Runtime is: OpenBLAS's default of one spinning thread per core cost this service's
-    # requests several times their CPU on 2 cores (docs/performance.md). The pyfunc holds
+    # requests several times their CPU on 2 cores (docs/performance-history.md). The pyfunc holds
     # BLAS to its inference_threads itself, but a model's own copy of older code does not.
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     # The service's master empties a metrics directory named here: never someone else's.

@@ -161,7 +161,7 @@ class DigitPyfunc(PythonModel, metaclass=ABCMeta):
         OpenBLAS starts one thread per core and its threads spin between calls: on 2 cores,
         with the service's workers each calling the rejector's small matrix products, they
         spun against each other and the request threads, and a request cost 4x the CPU
-        (docs/performance.md). The limit is taken per call, not process-wide, so loading a
+        (docs/performance-history.md). The limit is taken per call, not process-wide, so loading a
         model changes nothing else in the process (about 25 us per call)."""
         self._blas_threads = threads
         if threads:

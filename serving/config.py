@@ -70,7 +70,7 @@ class Settings(ImageLogConfig, AccessConfig, BaseSettings):
     batching: bool = True
     batch_max_size: int = Field(default=32, ge=1)
     # A pass waits this long for company, only when others are about (serving/batching.py):
-    # 2000 measured 1.19x answers per CPU-second at c=32 (docs/performance.md), a lone
+    # 2000 measured 1.19x answers per CPU-second at c=32 (docs/performance-history.md), a lone
     # request never waits.
     batch_max_wait_us: int = Field(default=2000, ge=0)
     # Threads of the model's runtime per worker: with one worker per core, 1 avoids

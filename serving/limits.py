@@ -16,7 +16,7 @@ limit): whoever guesses keys or floods without one is throttled like anyone else
 
 The limiter is consulted once per request of a limited endpoint, and not at all where no
 limit is configured (/recognize and /read by default): its checks were 12 % of a
-/recognize request's instructions (docs/performance.md).
+/recognize request's instructions (docs/performance-history.md).
 """
 
 from __future__ import annotations
