@@ -27,6 +27,7 @@ from pyfunc.paper import (
     drop_frame_marks,
     explain_blank,
     find_page,
+    pad_cut_ink,
     remove_rulings,
     shade,
 )
@@ -454,7 +455,14 @@ def _ink_from(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
             # Composite over the opposite of the ink colour so strokes stay visible.
             backdrop = np.float32(1.0 if colour < 0.5 else 0.0)
             grey = (alpha * grey + (np.float32(1) - alpha) * backdrop).astype(np.float32)
-    return remove_rulings(_flatten(_polarise(find_page(grey))))
+    framed = pad_cut_ink(grey)
+    ink = remove_rulings(_flatten(_polarise(find_page(framed))))
+    if framed is grey or ink.shape != framed.shape:
+        return ink
+    # The margin only gave the steps above paper to read; the ink map keeps the picture's
+    # own coordinates (segmentation reports boxes in them).
+    pad = (framed.shape[0] - grey.shape[0]) // 2
+    return ink[pad:-pad, pad:-pad]
 
 
 def _mnist_ground(grey: np.ndarray) -> bool:

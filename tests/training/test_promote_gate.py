@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from tests import tiny_model
 from tests.support import Registry, add_version
 from training.data import Mnist
+from training.evidence import gate_variants
 from training.promote import (
     DESCRIPTION_LIMIT,
     Comparison,
@@ -84,8 +85,8 @@ def test_a_clearly_worse_candidate_is_refused(gate_registry, small_mnist_path) -
     assert comparison.decision == "refused" and not comparison.passed
     overall = comparison.overall
     assert overall is not None
-    # Every image of MNIST test, validation and 12 variants x 4, for both models.
-    assert overall.n == 1_000 + 200 + 12 * int(WILD)
+    # Every image of MNIST test, validation and each variant's renderings, for both models.
+    assert overall.n == 1_000 + 200 + len(gate_variants()) * int(WILD)
     assert overall.c > overall.b > 0
     assert overall.interval[1] < -comparison.margin
     assert set(comparison.sets) >= {"mnist_test", "validation", "paper_jpeg", "desk_photo"}
@@ -145,7 +146,7 @@ def test_the_gate_compares_across_families(tmp_path, tiny_onnx, mnist, small_mni
     assert comparison.candidate_family == tiny_model.POOLED_FAMILY
     assert comparison.champion_family == TINY_FAMILY
     overall = comparison.overall
-    assert overall is not None and overall.n == 1_000 + 200 + 12 * int(WILD)
+    assert overall is not None and overall.n == 1_000 + 200 + len(gate_variants()) * int(WILD)
     # Different models: they disagree somewhere, and the decision follows the rule.
     assert overall.b + overall.c > 0
     assert comparison.passed == (overall.interval[1] >= -comparison.margin)
