@@ -131,6 +131,21 @@ def mnist(mnist_path: Path) -> Mnist:
 
 
 @pytest.fixture(scope="session")
+def small_mnist_path(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Path:
+    """2,000 training digits (the last 200 the validation tail) and 1,000 test digits: the
+    promotion gate's path on a tenth of the images, where what is tested is the path."""
+    path = tmp_path_factory.mktemp("small-mnist") / "mnist.npz"
+    np.savez(
+        path,
+        x_train=mnist.x_train[:2000],
+        y_train=mnist.y_train[:2000],
+        x_test=mnist.x_test[:1000],
+        y_test=mnist.y_test[:1000],
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
 def seed_png(mnist: Mnist) -> bytes:
     """The seed's example: MNIST test image #9 (a 9) as a 28×28 PNG."""
     buf = io.BytesIO()

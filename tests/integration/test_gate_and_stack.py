@@ -42,9 +42,13 @@ def _stage(uri: str, version: str) -> str:
         )
 
 
-def test_gate_refuses_a_worse_candidate_and_accepts_a_better_one(tmp_path, model_dir, mnist_path):
+def test_gate_refuses_a_worse_candidate_and_accepts_a_better_one(
+    tmp_path, model_dir, small_mnist_path
+):
     reg = Registry.create(tmp_path / "reg")
-    gate = {"data_path": mnist_path, "wild_limit": 100}
+    # A tenth of MNIST: the models are far apart, and the gate's statistics are tested in
+    # tests/training/test_promote_gate.py; here it is the `mlflow run` path.
+    gate = {"data_path": small_mnist_path, "wild_limit": 20}
     # v1: a weak model, trained for real on 300 images; the first promotion has no champion.
     # The reference family, named: what follows was written and timed with it, whatever
     # the default family is. No rejector: the gate scores digits, whatever a version's
@@ -57,7 +61,7 @@ def test_gate_refuses_a_worse_candidate_and_accepts_a_better_one(tmp_path, model
             epochs=1,
             augment="false",
             rejector="false",
-            data_path=mnist_path,
+            data_path=small_mnist_path,
         ),
         env=reg.env,
         timeout=TRAINING_TIMEOUT_S,

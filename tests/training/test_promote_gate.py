@@ -43,21 +43,6 @@ WILD = "2"
 
 
 @pytest.fixture(scope="module")
-def small_mnist_path(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Path:
-    """2,000 training digits (the last 200 the validation tail) and 1,000 test digits: the
-    gate's path on a tenth of the images."""
-    path = tmp_path_factory.mktemp("small-mnist") / "mnist.npz"
-    np.savez(
-        path,
-        x_train=mnist.x_train[:2000],
-        y_train=mnist.y_train[:2000],
-        x_test=mnist.x_test[:1000],
-        y_test=mnist.y_test[:1000],
-    )
-    return path
-
-
-@pytest.fixture(scope="module")
 def gate_registry(tmp_path_factory: pytest.TempPathFactory, tiny_onnx: Path, mnist: Mnist):
     """v1 the tiny model (Production), v2 a weak one, v3 the very files of v1 again."""
     root = tmp_path_factory.mktemp("gate-registry")
