@@ -1,9 +1,11 @@
-"""Finding the writing, not the paper: the sheet in a desk photo, printed rulings, shadows.
+"""Finding the writing, not the paper: the sheet in a desk photo, printed rulings, shadows,
+and the paper a tight crop cut away.
 
 Helpers of :mod:`pyfunc.preprocess` (the one pre-processing path), kept apart because they
 are about the paper a digit is written on rather than the digit. All work on 2-D float32
 arrays at the pre-processing work size; images smaller than :data:`MIN_SIDE` (MNIST, small
 thumbnails) are left as they are: at that size there is no sheet edge or ruling to find.
+Only :func:`pad_cut_ink` looks at smaller ones (a tight crop of a 1 is narrow).
 """
 
 from __future__ import annotations
