@@ -53,10 +53,10 @@ _SHEET_LONG = 2.5
 # --- a picture cropped to the digit
 # A photo cropped tight around the writing cuts its strokes at the frame. Every step after
 # this one reads the frame as paper (the polarity, the noise floor, the sheet's surround),
-# and a digit that fills the picture leaves them little paper: 3-9 % of validation digits
-# cropped at the ink's half-strength edge were refused as blank, a further 2-7 % came out
-# visibly changed (``tight_crop`` in training/variants.py). Such a picture gets a margin
-# of its own paper back.
+# and a digit that fills the picture leaves them little paper: of 1,000 validation digits
+# cropped at the ink's half-strength edge (``tight_crop`` in training/variants.py) 8.9 %
+# were refused as blank and 15.4 % more came out visibly changed; with a margin of their
+# own paper back, 0.6 % and 1.9 % (docs/photos.md).
 _CUT_BAND = 0.03  # of the reduced copy's longer side: ink this near the frame is cut by it
 _CUT_SIDES = 2  # ... on at least this many sides
 _CUT_INK_SHARE = 0.04  # ink covers this share of the picture at least (a digit filling it)
@@ -68,7 +68,7 @@ _CUT_MIN_SIDE = 16  # a tight crop of a 1 is narrow: many are under MIN_SIDE wid
 # runs along it and is broad, or breaks up into grain at half the contrast. On 1,000
 # validation digits each, of the pictures the tests above pass: strokes run along a side
 # for at most 0.40 of the longer side in tight crops (286), shade for 0.50 and more (5
-# shadows; a margin made them worse, 0.07 from their clean 28x28 -> 0.18).
+# shadows; a margin made them worse, 0.05 from their clean 28x28 -> 0.18 on average).
 _CUT_FRAME = 0.35  # ink on at most this share of the frame
 _CUT_RUN = 0.45  # ... and along a side for at most this share of the longer side,
 _CUT_PEN = 0.07  # unless it is a pen's line (a 7's bar along the top of the web page's pad)
@@ -274,9 +274,8 @@ def pad_cut_ink(grey: np.ndarray) -> np.ndarray:
     frame on :data:`_CUT_SIDES` sides or more, where it covers little of the frame, is in a
     few pieces and stroke-thin. A sheet on a desk, a shadow or a gradient of light makes the
     frame uneven or lies along it broadly; rulings cover too little of the picture. The
-    margin is the
-    picture mirrored at its edges and held within three noise deviations of the paper: paper
-    of the same grain, no mirrored ink. Anything else is returned as is.
+    margin is the picture mirrored at its edges and held within three deviations of the
+    paper's grain: paper of the same noise, no mirrored ink. Anything else is returned as is.
     """
     h, w = grey.shape
     if min(h, w) < _CUT_MIN_SIDE:
