@@ -64,6 +64,10 @@ _CUT_PAPER = 0.15  # the frame's median deviation from its median, a share of th
 _CUT_ONE_SIDED = 0.3  # the picture's other extreme lies within this share of it of the paper
 _CUT_PAD = 0.08  # the margin added, a share of the longer side
 _CUT_MIN_SIDE = 16  # a tight crop of a 1 is narrow: many are under MIN_SIDE wide
+# The margin's grain, as pyfunc.preprocess's noise floor reads it: within this many noise
+# deviations (a median absolute deviation times this factor) of the paper.
+_GRAIN_SIGMAS = 3.0
+_MAD_TO_SIGMA = 1.4826
 # A digit is one piece of ink, or a few, whose strokes cross the frame; a desk or a shadow
 # runs along it and is broad, or breaks up into grain at half the contrast. On 1,000
 # validation digits each, of the pictures the tests above pass: strokes run along a side
@@ -316,7 +320,7 @@ def pad_cut_ink(grey: np.ndarray) -> np.ndarray:
     # The paper's grain from neighbours along the frame (a stroke's soft edge at the frame
     # would widen a spread taken from the median).
     grain = float(np.median(np.abs(np.diff(frame)))) / math.sqrt(2)
-    spread = np.float32(3 * 1.4826 * grain)
+    spread = np.float32(_GRAIN_SIGMAS * _MAD_TO_SIGMA * grain)
     out[margin] = np.float32(paper) + np.clip(out[margin] - np.float32(paper), -spread, spread)
     return out
 

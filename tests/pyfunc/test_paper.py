@@ -11,17 +11,15 @@ from PIL import Image, ImageDraw
 
 from pyfunc.errors import NoDigit
 from pyfunc.paper import find_page, pad_cut_ink
-from pyfunc.preprocess import decode_image, pre_process
-from training.variants import thick
+from pyfunc.preprocess import decode_image, decode_images, pre_process
+from training.variants import VARIANTS, thick
 
 PAPER, RULING, INK = 235, 160, 40
 SPACING = 20
 
 
-def decode_image_grey(data: bytes) -> np.ndarray:
+def _grey(data: bytes) -> np.ndarray:
     """The grey picture pre-processing starts from (paper bright), before any paper step."""
-    from pyfunc.preprocess import decode_images
-
     return decode_images([data])[0].grey
 
 
@@ -279,10 +277,8 @@ def test_a_digit_cropped_to_its_ink_reads_as_with_a_margin(mnist) -> None:
 
 @pytest.mark.parametrize("name", ["paper_jpeg", "desk_photo", "ruled_paper", "shadow"])
 def test_a_picture_with_paper_at_its_frame_gets_no_margin(mnist, name: str) -> None:
-    from training.variants import VARIANTS
-
     for i, digit in enumerate(mnist.x_train[-20:]):
-        grey = decode_image_grey(VARIANTS[name](digit, i))
+        grey = _grey(VARIANTS[name](digit, i))
         assert pad_cut_ink(grey) is grey
 
 
