@@ -23,6 +23,7 @@ from scipy import ndimage
 from pyfunc import budget
 from pyfunc.encoding import b64decode
 from pyfunc.errors import ImageError, ImageTooLarge, NoDigit, UnsupportedFormat
+from pyfunc.marks import drop_marks
 from pyfunc.paper import (
     drop_frame_marks,
     explain_blank,
@@ -456,7 +457,7 @@ def _ink_from(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
             backdrop = np.float32(1.0 if colour < 0.5 else 0.0)
             grey = (alpha * grey + (np.float32(1) - alpha) * backdrop).astype(np.float32)
     framed = pad_cut_ink(grey)
-    ink = remove_rulings(_flatten(_polarise(find_page(framed))))
+    ink = remove_rulings(drop_marks(_flatten(_polarise(find_page(framed)))))
     if framed is grey or ink.shape != framed.shape:
         return ink
     # The margin only gave the steps above paper to read; the ink map keeps the picture's

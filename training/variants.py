@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from training import photos
+from training import marked, photos
 
 __all__ = [
     "VARIANTS",
@@ -178,4 +178,8 @@ VARIANTS: dict[str, Callable[[np.ndarray, int], bytes]] = {
     "ruled_paper": photos.ruled_paper,
     "squared_paper": photos.squared_paper,
     "shadow": photos.shadow,
+    # A mark around the digit (training.marked).
+    "form_box": marked.form_box,
+    "underlined": marked.underlined,
+    "circled": marked.circled,
 }
