@@ -37,10 +37,12 @@ _LINE_LONG = 4.0  # width over its thickness (mean ink per column) at least
 _LINE_WIDE = 0.6  # of the rest of the writing's width at least
 _LINE_BELOW = 0.1
 _LINE_STRAIGHT = 0.06  # of its width: the most its column centres stray from a straight line
-# A printed box the writing touches (a form's cell): four sides, each straight (its outline
-# within _BOX_OFF px of a line) along this share of it, corners left out, and thin.
-_BOX_MIN = 24  # px: smaller pieces are strokes
-_HOLLOW = 1.5  # the box's piece closes in at least this many times its own ink
+# A box or a ring the writing touches is one piece with it: a piece that closes in at
+# least _HOLLOW times its own ink (holes filled), _BOX_MIN px or more each way.
+_HOLLOW = 1.5
+_BOX_MIN = 24
+# A printed box (a form's cell): four sides, each straight (its outline within _BOX_OFF px
+# of a line) along _BOX_STRAIGHT of it, corners left out, and thin.
 _BOX_CORNER = 0.08
 _BOX_STRAIGHT = 0.85
 _BOX_OFF = 1.5
@@ -235,7 +237,7 @@ def _unbox(ink: np.ndarray, box: tuple[slice, slice], f: int, peak: float) -> np
         return None
     # Inside the sides (their thickness and a pixel of blur in from the crop's edges).
     depth = [_deepest(np.rot90(mask, k).shape[1], *side) for k, side in enumerate(sides)]
-    top, left, bottom, right = depth
+    top, right, bottom, left = depth  # np.rot90 turns anticlockwise: k=1 is the right side
     inner = mask[top : mask.shape[0] - bottom, left : mask.shape[1] - right]
     if inner.size == 0 or not inner.any():
         return None
@@ -256,8 +258,8 @@ def _unbox(ink: np.ndarray, box: tuple[slice, slice], f: int, peak: float) -> np
 
 
 def _box_sides(mask: np.ndarray) -> list[tuple[float, float, float]] | None:
-    """The four sides of a box in ``mask`` (see :func:`_side`), in the order top, left,
-    bottom, right (the mask turned by 0-3 quarter turns), or None."""
+    """The four sides of a box in ``mask`` (see :func:`_side`), in the order top, right,
+    bottom, left (the mask turned anticlockwise by 0-3 quarter turns), or None."""
     sides = []
     for k in range(4):
         side = _side(np.rot90(mask, k))
