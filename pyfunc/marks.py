@@ -44,7 +44,7 @@ _BOX_MIN = 24
 # A printed box (a form's cell): four sides, each straight (its outline within _BOX_OFF px
 # of a line) along _BOX_STRAIGHT of it, corners left out, and thin.
 _BOX_CORNER = 0.08
-_BOX_STRAIGHT = 0.85
+_BOX_STRAIGHT = 0.7
 _BOX_OFF = 1.5
 _BOX_THIN = 0.08  # of the box's shorter side
 # A ring the writing touches: the outermost ink in at least this share of directions (bins
