@@ -20,6 +20,8 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from pyfunc.pooling import pool_any, pool_max
+
 MIN_SIDE = 40  # smaller pictures (MNIST, thumbnails) hold no such marks worth finding
 _SIDE = 128  # pieces are found on a copy at most this big (max-pooled)
 _LEVEL = 0.15  # of the peak: what counts as ink for the pieces (a faint printed box too)
@@ -82,7 +84,7 @@ def _drop_one(ink: np.ndarray) -> np.ndarray:
     if peak <= 0:
         return ink
     f = max(1, math.ceil(max(h, w) / _SIDE))
-    mask = _pool_any(ink > np.float32(_LEVEL * peak), f)
+    mask = pool_any(ink > np.float32(_LEVEL * peak), f)
     labels, count = ndimage.label(mask, structure=_EIGHT)
     if not count:
         return ink
@@ -101,16 +103,16 @@ def _drop_one(ink: np.ndarray) -> np.ndarray:
         # too); an 8, a 6 or a 9 closes in little, so the costlier tests run only then.
         # The bound by rows and columns first: it is cheap, and never below the holes.
         filled = _filled(piece, box) if _hollow(piece[box]) else None
-        hollow = filled is not None and filled.sum() >= _HOLLOW * piece.sum()
+        if filled is not None and filled.sum() < _HOLLOW * piece.sum():
+            filled = None
         if len(pieces) > 1:
             rest = writing[labels] & ~piece
             if _underlines(piece, rest) or (
                 filled is not None
-                and hollow
-                and _encloses(piece, filled, labels, writing, box, _pool_max(ink, f))
+                and _encloses(piece, filled, labels, sizes, writing, box, pool_max(ink, f))
             ):
                 return _without(ink, labels, i, f)
-        if not hollow:
+        if filled is None:
             continue
         cleared = _unbox(ink, box, f, peak)
         if cleared is not None:
@@ -159,6 +161,7 @@ def _encloses(
     piece: np.ndarray,
     filled: np.ndarray,
     labels: np.ndarray,
+    sizes: np.ndarray,
     writing: np.ndarray,
     box: tuple[slice, slice],
     levels: np.ndarray,
@@ -184,7 +187,6 @@ def _encloses(
         return False
     # Each piece of writing that reaches into the hole must lie in it.
     reached = np.unique(within)
-    sizes = np.bincount(labels.ravel(), minlength=len(writing))
     counts = np.bincount(within, minlength=len(writing))
     if (counts[reached] < _ENCLOSED * sizes[reached]).any():
         return False
@@ -444,26 +446,3 @@ def _without(ink: np.ndarray, labels: np.ndarray, label: int, f: int) -> np.ndar
     out = ink.copy()
     out[drop] = 0
     return out
-
-
-def _pool_max(ink: np.ndarray, f: int) -> np.ndarray:
-    """The brightest ink of each f×f block (edge blocks padded with paper)."""
-    if f == 1:
-        return ink
-    h, w = ink.shape
-    padded = np.zeros((-(-h // f) * f, -(-w // f) * f), dtype=ink.dtype)
-    padded[:h, :w] = ink
-    return padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f).max(axis=(1, 3))
-
-
-def _pool_any(mask: np.ndarray, f: int) -> np.ndarray:
-    """Whether each f×f block of ``mask`` has a set pixel (edge blocks padded with False).
-    Strided slices OR-ed together, as :func:`pyfunc.preprocess._pool_any` does (several
-    times faster than ``any`` over a 4-D reshape)."""
-    if f == 1:
-        return mask
-    h, w = mask.shape
-    padded = np.zeros((-(-h // f) * f, -(-w // f) * f), dtype=bool)
-    padded[:h, :w] = mask
-    cols = np.logical_or.reduce([padded[:, j::f] for j in range(f)])
-    return np.asarray(np.logical_or.reduce([cols[i::f] for i in range(f)]))

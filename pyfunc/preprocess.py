@@ -32,6 +32,7 @@ from pyfunc.paper import (
     remove_rulings,
     shade,
 )
+from pyfunc.pooling import pool_any
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -638,16 +639,6 @@ def _label(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return idx, labels, np.bincount(labels, minlength=count)
 
 
-def _pool_any(mask: np.ndarray, f: int) -> np.ndarray:
-    """Whether each f×f block of ``mask`` has a set pixel (edge blocks padded with False).
-    Strided slices OR-ed together: ~6× faster than ``any`` over a 4-D reshape."""
-    h, w = mask.shape
-    padded = np.zeros((-(-h // f) * f, -(-w // f) * f), dtype=bool)
-    padded[:h, :w] = mask
-    cols = np.logical_or.reduce([padded[:, j::f] for j in range(f)])
-    return np.logical_or.reduce([cols[i::f] for i in range(f)])
-
-
 def _as_ink_map(ink: np.ndarray) -> np.ndarray:
     a = np.asarray(ink)
     if a.ndim == 3 and a.shape[2] == 1:
@@ -685,7 +676,7 @@ def _normalise(a: np.ndarray) -> np.ndarray:
     # Components only decide what to keep: on big images label a max-pooled mask (far
     # cheaper), then take the exact box from the full-resolution core inside the kept blocks.
     f = math.ceil(max(h, w) / _LABEL_SIDE)
-    pooled = _pool_any(core, f) if f > 1 else core
+    pooled = pool_any(core, f)
     idx, labels, sizes = _label(pooled)
     largest = int(sizes.max())
     if largest < max(4, pooled.size // 4000):
